@@ -1,0 +1,1 @@
+//! squash-frontend library (work in progress).

@@ -1,0 +1,1 @@
+//! Test harness for end-to-end tests on a real engine (work in progress).

@@ -1,0 +1,1 @@
+//! BuildKit protobuf bindings (work in progress).

@@ -1,0 +1,1 @@
+//! Mirror one directory tree onto another (work in progress).
