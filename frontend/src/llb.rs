@@ -1,0 +1,520 @@
+//! LLB graphs: taking in a definition BuildKit returned, appending our own ops, handing it back.
+//!
+//! Received op bytes are never re-encoded: an op's digest is sha256 over its exact bytes, and
+//! prost would drop fields our `.proto` subset does not name. Every input digest is checked
+//! against the graph before anything is sent, because a definition with a dangling input
+//! crashes some engines' solvers instead of failing the build.
+
+use std::collections::{BTreeMap, HashMap};
+
+use prost::Message;
+use sha2::{Digest, Sha256};
+use squash_proto::pb;
+
+/// Why a definition cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LlbError {
+    #[error("definition op {index} does not decode: {reason}")]
+    Decode { index: usize, reason: String },
+    #[error("definition has no terminal op (it needs at least 2 ops, the last one a single-input terminal)")]
+    NoTerminal,
+    #[error("op {digest} names input {input} that is not in the definition")]
+    MissingInput { digest: String, input: String },
+}
+
+/// One output of one op: what an `Input` points at.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Output {
+    pub digest: String,
+    pub index: i64,
+}
+
+impl Output {
+    fn input(&self) -> pb::Input {
+        pb::Input {
+            digest: self.digest.clone(),
+            index: self.index,
+        }
+    }
+}
+
+/// The digest BuildKit gives an op: sha256 over its marshalled bytes.
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// A set of ops keyed by digest, kept as the exact bytes they arrived or were built with.
+#[derive(Debug, Clone, Default)]
+pub struct Graph {
+    order: Vec<String>,
+    ops: HashMap<String, (Vec<u8>, pb::Op)>,
+    metadata: BTreeMap<String, Vec<u8>>,
+    source: Vec<u8>,
+}
+
+impl Graph {
+    /// Takes in a definition (not its terminal) and returns the output its terminal points at,
+    /// or `None` for an empty definition (scratch).
+    pub fn add_definition(&mut self, def: &pb::Definition) -> Result<Option<Output>, LlbError> {
+        if def.def.is_empty() {
+            return Ok(None);
+        }
+        if def.def.len() < 2 {
+            return Err(LlbError::NoTerminal);
+        }
+        let mut decoded = Vec::with_capacity(def.def.len());
+        for (index, bytes) in def.def.iter().enumerate() {
+            let op = pb::Op::decode(bytes.as_slice()).map_err(|e| LlbError::Decode {
+                index,
+                reason: e.to_string(),
+            })?;
+            decoded.push(op);
+        }
+        let terminal = decoded.pop().ok_or(LlbError::NoTerminal)?;
+        if terminal.op.is_some() || terminal.inputs.len() != 1 {
+            return Err(LlbError::NoTerminal);
+        }
+        let body = &def.def[..def.def.len() - 1];
+        let mut added = Vec::new();
+        for (bytes, op) in body.iter().zip(decoded) {
+            let digest = digest_of(bytes);
+            if !self.ops.contains_key(&digest) {
+                self.order.push(digest.clone());
+                self.ops.insert(digest.clone(), (bytes.clone(), op));
+                added.push(digest);
+            }
+        }
+        for (digest, meta) in &def.metadata {
+            if self.ops.contains_key(digest) {
+                self.metadata
+                    .entry(digest.clone())
+                    .or_insert_with(|| meta.clone());
+            }
+        }
+        if self.source.is_empty() {
+            self.source = def.source.clone();
+        }
+        let head = &terminal.inputs[0];
+        let head = Output {
+            digest: head.digest.clone(),
+            index: head.index,
+        };
+        self.check_inputs(added.iter().chain(std::iter::once(&head.digest)))?;
+        if !self.ops.contains_key(&head.digest) {
+            return Err(LlbError::MissingInput {
+                digest: "terminal".into(),
+                input: head.digest,
+            });
+        }
+        Ok(Some(head))
+    }
+
+    fn check_inputs<'a>(&self, digests: impl Iterator<Item = &'a String>) -> Result<(), LlbError> {
+        for digest in digests {
+            let Some((_, op)) = self.ops.get(digest) else {
+                continue;
+            };
+            for input in &op.inputs {
+                if !self.ops.contains_key(&input.digest) {
+                    return Err(LlbError::MissingInput {
+                        digest: digest.clone(),
+                        input: input.digest.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The decoded op with this digest.
+    pub fn op(&self, digest: &str) -> Option<&pb::Op> {
+        self.ops.get(digest).map(|(_, op)| op)
+    }
+
+    /// Adds an op we built, with its metadata; returns its first output.
+    pub fn push(&mut self, mut op: pb::Op, meta: pb::OpMetadata) -> Output {
+        // Go always emits an empty constraints message; doing the same gives our ops the same
+        // bytes (and cache keys) as the equivalent ops the Dockerfile frontend makes.
+        op.constraints.get_or_insert_with(Default::default);
+        let bytes = op.encode_to_vec();
+        let digest = digest_of(&bytes);
+        if !self.ops.contains_key(&digest) {
+            self.order.push(digest.clone());
+            self.ops.insert(digest.clone(), (bytes, op));
+        }
+        self.metadata.insert(digest.clone(), meta.encode_to_vec());
+        Output { digest, index: 0 }
+    }
+
+    /// The definition whose result is `head`: every op, then a terminal pointing at `head`.
+    pub fn finish(&self, head: &Output) -> Result<pb::Definition, LlbError> {
+        if !self.ops.contains_key(&head.digest) {
+            return Err(LlbError::MissingInput {
+                digest: "terminal".into(),
+                input: head.digest.clone(),
+            });
+        }
+        self.check_inputs(self.order.iter())?;
+        let mut def: Vec<Vec<u8>> = self
+            .order
+            .iter()
+            .map(|d| self.ops[d].0.clone())
+            .collect();
+        let terminal = pb::Op {
+            inputs: vec![head.input()],
+            constraints: Some(Default::default()),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let terminal_digest = digest_of(&terminal);
+        def.push(terminal);
+        let mut metadata = self.metadata.clone();
+        metadata.insert(
+            terminal_digest,
+            meta_with_caps(None, &["constraints", "platform"]).encode_to_vec(),
+        );
+        Ok(pb::Definition {
+            def,
+            metadata,
+            source: self.source.clone(),
+        })
+    }
+}
+
+/// Op metadata with a progress name (if any) and the caps the op needs.
+pub fn meta_with_caps(name: Option<&str>, caps: &[&str]) -> pb::OpMetadata {
+    let mut meta = pb::OpMetadata::default();
+    for cap in caps {
+        meta.caps.insert((*cap).to_string(), true);
+    }
+    if let Some(name) = name {
+        meta.description
+            .insert("llb.customname".into(), name.to_string());
+        meta.caps.insert("meta.description".into(), true);
+    }
+    meta
+}
+
+/// `scratch` + a copy of `/` from `from`: exactly the FileOp that `COPY --from=x / /` makes in
+/// a `FROM scratch` stage (mode and times kept), so the two share cache.
+pub fn copy_root_onto_scratch(from: &Output) -> pb::Op {
+    let copy = pb::FileActionCopy {
+        src: "/".into(),
+        dest: "/".into(),
+        mode: -1,
+        follow_symlink: true,
+        dir_copy_contents: true,
+        create_dest_path: true,
+        allow_wildcard: true,
+        allow_empty_wildcard: true,
+        timestamp: -1,
+        ..Default::default()
+    };
+    pb::Op {
+        inputs: vec![from.input()],
+        op: Some(pb::op::Op::File(pb::FileOp {
+            actions: vec![pb::FileAction {
+                input: -1,
+                secondary_input: 0,
+                output: 0,
+                action: Some(pb::file_action::Action::Copy(copy)),
+            }],
+        })),
+        ..Default::default()
+    }
+}
+
+/// A no-op `mkdir /` on `on`: a new snapshot with no changes, outside the chain of anything
+/// built on `on`, so that a diff against it is computed as one layer.
+pub fn mkdir_root(on: &Output) -> pb::Op {
+    pb::Op {
+        inputs: vec![on.input()],
+        op: Some(pb::op::Op::File(pb::FileOp {
+            actions: vec![pb::FileAction {
+                input: 0,
+                secondary_input: -1,
+                output: 0,
+                action: Some(pb::file_action::Action::Mkdir(pb::FileActionMkDir {
+                    path: "/".into(),
+                    mode: 0o755,
+                    timestamp: -1,
+                    ..Default::default()
+                })),
+            }],
+        })),
+        ..Default::default()
+    }
+}
+
+/// The changes from `lower` to `upper`.
+pub fn diff(lower: &Output, upper: &Output) -> pb::Op {
+    pb::Op {
+        inputs: vec![lower.input(), upper.input()],
+        op: Some(pb::op::Op::Diff(pb::DiffOp {
+            lower: Some(pb::LowerDiffInput { input: 0 }),
+            upper: Some(pb::UpperDiffInput { input: 1 }),
+        })),
+        ..Default::default()
+    }
+}
+
+/// `inputs` stacked in order.
+pub fn merge(inputs: &[&Output]) -> pb::Op {
+    pb::Op {
+        inputs: inputs.iter().map(|o| o.input()).collect(),
+        op: Some(pb::op::Op::Merge(pb::MergeOp {
+            inputs: (0..inputs.len() as i64)
+                .map(|input| pb::MergeInput { input })
+                .collect(),
+        })),
+        ..Default::default()
+    }
+}
+
+/// Where the sync step mounts the finished image (read-only).
+pub const SYNC_FINAL: &str = "/squash/final";
+/// Where the sync step mounts the base image (writable; its changes become the new layer).
+pub const SYNC_BASE: &str = "/squash/base";
+
+/// A run of our own binary's `sync` subcommand, in our own image, that makes a writable mount of
+/// `base` equal to `finished`; output 0 is that mount: the base plus one layer of changes.
+pub fn sync_exec(
+    tool: &Output,
+    exe: &str,
+    finished: &Output,
+    base: &Output,
+    platform: pb::Platform,
+) -> pb::Op {
+    let mount = |input: i64, dest: &str, output: i64, readonly: bool| pb::Mount {
+        input,
+        dest: dest.into(),
+        output,
+        readonly,
+        ..Default::default()
+    };
+    pb::Op {
+        inputs: vec![tool.input(), finished.input(), base.input()],
+        op: Some(pb::op::Op::Exec(pb::ExecOp {
+            meta: Some(pb::Meta {
+                args: vec![
+                    exe.to_string(),
+                    "sync".into(),
+                    SYNC_FINAL.into(),
+                    SYNC_BASE.into(),
+                ],
+                env: vec![],
+                cwd: "/".into(),
+                ..Default::default()
+            }),
+            mounts: vec![
+                // The tool's own root is writable only because runc may need to create mount
+                // points in it; that output is thrown away (-1).
+                mount(0, "/", -1, false),
+                mount(1, SYNC_FINAL, -1, true),
+                mount(2, SYNC_BASE, 0, false),
+            ],
+            network: pb::NetMode::None as i32,
+            security: pb::SecurityMode::Sandbox as i32,
+        })),
+        platform: Some(platform),
+        ..Default::default()
+    }
+}
+
+/// The caps `sync_exec` needs.
+pub const SYNC_EXEC_CAPS: &[&str] = &[
+    "exec.meta.base",
+    "exec.meta.network",
+    "exec.mount.bind",
+    "constraints",
+    "platform",
+];
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A definition like the Dockerfile frontend returns: image source -> exec -> terminal.
+    pub(crate) fn sample_definition() -> (pb::Definition, Vec<String>) {
+        let source = pb::Op {
+            op: Some(pb::op::Op::Source(pb::SourceOp {
+                identifier: "docker-image://docker.io/library/busybox:latest@sha256:aaaa".into(),
+                attrs: Default::default(),
+            })),
+            platform: Some(pb::Platform {
+                architecture: "amd64".into(),
+                os: "linux".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut source_bytes = source.encode_to_vec();
+        // An unknown field (number 99, varint 1) stands for whatever newer BuildKit versions
+        // add: it must survive untouched.
+        source_bytes.extend_from_slice(&[0x98, 0x06, 0x01]);
+        let source_digest = digest_of(&source_bytes);
+        let exec = pb::Op {
+            inputs: vec![pb::Input {
+                digest: source_digest.clone(),
+                index: 0,
+            }],
+            op: Some(pb::op::Op::Exec(pb::ExecOp {
+                meta: Some(pb::Meta {
+                    args: vec!["/bin/sh".into(), "-c".into(), "echo hi > /f".into()],
+                    ..Default::default()
+                }),
+                mounts: vec![pb::Mount {
+                    input: 0,
+                    dest: "/".into(),
+                    output: 0,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let exec_bytes = exec.encode_to_vec();
+        let exec_digest = digest_of(&exec_bytes);
+        let terminal = pb::Op {
+            inputs: vec![pb::Input {
+                digest: exec_digest.clone(),
+                index: 0,
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let mut metadata = BTreeMap::new();
+        metadata.insert(exec_digest.clone(), vec![0x08, 0x01]);
+        let def = pb::Definition {
+            def: vec![source_bytes, exec_bytes, terminal],
+            metadata,
+            source: vec![0x0a, 0x00],
+        };
+        (def, vec![source_digest, exec_digest])
+    }
+
+    #[test]
+    fn received_ops_keep_their_bytes_and_digests() {
+        let (def, digests) = sample_definition();
+        let mut g = Graph::default();
+        let head = g.add_definition(&def).unwrap().unwrap();
+        assert_eq!(head.digest, digests[1]);
+        let copy = g.push(
+            copy_root_onto_scratch(&head),
+            meta_with_caps(Some("squash"), &["file.base"]),
+        );
+        let out = g.finish(&copy).unwrap();
+        assert_eq!(&out.def[0], &def.def[0], "source op bytes changed");
+        assert_eq!(&out.def[1], &def.def[1], "exec op bytes changed");
+        assert_eq!(digest_of(&out.def[0]), digests[0]);
+        assert_eq!(out.metadata[&digests[1]], def.metadata[&digests[1]]);
+        assert_eq!(out.source, def.source);
+        // Every op we added has metadata, the terminal included.
+        for bytes in &out.def[2..] {
+            assert!(out.metadata.contains_key(&digest_of(bytes)));
+        }
+    }
+
+    #[test]
+    fn new_ops_reference_the_received_head() {
+        let (def, digests) = sample_definition();
+        let mut g = Graph::default();
+        let head = g.add_definition(&def).unwrap().unwrap();
+        let copy = g.push(copy_root_onto_scratch(&head), Default::default());
+        let out = g.finish(&copy).unwrap();
+        let copy_op = pb::Op::decode(out.def[2].as_slice()).unwrap();
+        assert_eq!(copy_op.inputs[0].digest, digests[1]);
+        let Some(pb::op::Op::File(file)) = &copy_op.op else {
+            panic!("not a file op")
+        };
+        let action = &file.actions[0];
+        assert_eq!((action.input, action.secondary_input, action.output), (-1, 0, 0));
+        let Some(pb::file_action::Action::Copy(c)) = &action.action else {
+            panic!("not a copy")
+        };
+        assert_eq!((c.mode, c.timestamp), (-1, -1), "0 would mean chmod 000 / epoch 0");
+        let terminal = pb::Op::decode(out.def.last().unwrap().as_slice()).unwrap();
+        assert!(terminal.op.is_none());
+        assert_eq!(terminal.inputs[0].digest, copy.digest);
+    }
+
+    #[test]
+    fn copy_op_matches_go_encoding_of_copy_from_root() {
+        // Bytes of the FileOp the Dockerfile frontend emits for `COPY --from=x / /` in a
+        // scratch stage, with input digest "sha256:x": fields in number order, Go's defaults.
+        let op = copy_root_onto_scratch(&Output {
+            digest: "sha256:x".into(),
+            index: 0,
+        });
+        let mut g = Graph::default();
+        let out = g.push(op, Default::default());
+        let bytes = &g.ops[&out.digest].0;
+        let decoded = pb::Op::decode(bytes.as_slice()).unwrap();
+        assert_eq!(decoded.constraints, Some(pb::WorkerConstraints::default()));
+        // The constraints field (11) is present even though empty, as Go writes it.
+        assert_eq!(&bytes[bytes.len() - 2..], &[0x5a, 0x00]);
+    }
+
+    #[test]
+    fn dangling_input_is_refused() {
+        let (mut def, _) = sample_definition();
+        def.def.remove(0); // drop the source op the exec points at
+        let err = Graph::default().add_definition(&def).unwrap_err();
+        assert!(matches!(err, LlbError::MissingInput { .. }), "{err}");
+    }
+
+    #[test]
+    fn dangling_terminal_is_refused() {
+        let (mut def, _) = sample_definition();
+        let bad = pb::Op {
+            inputs: vec![pb::Input {
+                digest: "sha256:nothere".into(),
+                index: 0,
+            }],
+            ..Default::default()
+        };
+        *def.def.last_mut().unwrap() = bad.encode_to_vec();
+        assert!(matches!(
+            Graph::default().add_definition(&def),
+            Err(LlbError::MissingInput { .. })
+        ));
+        let mut g = Graph::default();
+        g.add_definition(&sample_definition().0).unwrap();
+        assert!(g
+            .finish(&Output {
+                digest: "sha256:nothere".into(),
+                index: 0
+            })
+            .is_err());
+    }
+
+    #[test]
+    fn malformed_definitions_are_errors_not_panics() {
+        let one = pb::Definition {
+            def: vec![vec![]],
+            ..Default::default()
+        };
+        assert_eq!(Graph::default().add_definition(&one), Err(LlbError::NoTerminal));
+        let garbage = pb::Definition {
+            def: vec![vec![0xff, 0xff], vec![0x0a]],
+            ..Default::default()
+        };
+        assert!(matches!(
+            Graph::default().add_definition(&garbage),
+            Err(LlbError::Decode { .. })
+        ));
+        let empty = pb::Definition::default();
+        assert_eq!(Graph::default().add_definition(&empty), Ok(None));
+    }
+
+    #[test]
+    fn two_definitions_share_ops_once() {
+        let (def, _) = sample_definition();
+        let mut g = Graph::default();
+        let a = g.add_definition(&def).unwrap().unwrap();
+        let b = g.add_definition(&def).unwrap().unwrap();
+        assert_eq!(a, b);
+        let out = g.finish(&a).unwrap();
+        assert_eq!(out.def.len(), 3);
+    }
+}

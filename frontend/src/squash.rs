@@ -1,0 +1,459 @@
+//! Planning the squash of one built image: which graph to append, and the config to go with it.
+//!
+//! Graphs, as measured on real engines (see the README's compatibility table):
+//! - full: `scratch + copy(result:/ -> /)`: one layer on every engine;
+//! - base, `diff` method: `merge(base, diff(base + no-op mkdir, result))`: base layers + one.
+//!   The no-op mkdir matters: a diff whose lower side is an ancestor of the upper side is
+//!   exported as the upper's own layers, not as one;
+//! - base, `sync` method: our binary run in the build with the result mounted read-only and the
+//!   base mounted writable; the mount's changes are the one layer. Works where MergeOp and
+//!   DiffOp are disabled (Docker's classic store).
+
+use std::collections::BTreeMap;
+
+use squash_proto::pb;
+
+use crate::base::{self, Root};
+use crate::config::{self, Layout, SquashEntry};
+use crate::llb::{self, Graph, LlbError};
+use crate::options::{Method, Mode};
+
+/// The engine's LLB capabilities, from `Ping`: id -> `Ok(())` or the reason it is disabled.
+#[derive(Debug, Clone, Default)]
+pub struct Caps(pub BTreeMap<String, Result<(), String>>);
+
+impl Caps {
+    /// Whether the engine supports `id`.
+    pub fn has(&self, id: &str) -> bool {
+        matches!(self.0.get(id), Some(Ok(())))
+    }
+
+    fn why_not(&self, id: &str) -> String {
+        match self.0.get(id) {
+            Some(Err(reason)) if !reason.is_empty() => format!("{id}: {reason}"),
+            Some(Err(_)) => format!("{id} is disabled"),
+            Some(Ok(())) => format!("{id} is supported"),
+            None => format!("{id} is unknown to this engine"),
+        }
+    }
+}
+
+/// Our own image, for running the `sync` step inside the build.
+#[derive(Debug, Clone)]
+pub struct Tool {
+    /// The definition of the frontend image (BuildKit hands it to the frontend).
+    pub def: pb::Definition,
+    /// The path of our binary inside that image.
+    pub exe: String,
+    /// The platform the step runs at (the worker's own: the step only copies files).
+    pub platform: pb::Platform,
+}
+
+/// Everything about the build that the plan depends on.
+#[derive(Debug, Clone)]
+pub struct Env<'a> {
+    pub mode: Mode,
+    pub method: Method,
+    pub caps: &'a Caps,
+    pub tool: Option<&'a Tool>,
+    /// `SOURCE_DATE_EPOCH`, if the build has one.
+    pub epoch: Option<i64>,
+}
+
+/// One built image as the Dockerfile frontend returned it.
+#[derive(Debug, Clone, Copy)]
+pub struct Built<'a> {
+    pub def: &'a pb::Definition,
+    pub config: Option<&'a [u8]>,
+    pub base_config: Option<&'a [u8]>,
+}
+
+/// What to do with one image.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// Return the image as built.
+    Unchanged { reason: String },
+    /// Solve `def` and return it with `config`.
+    Squash {
+        def: pb::Definition,
+        /// The rewritten config (`None` if the build returned none).
+        config: Option<Vec<u8>>,
+        /// Whether `containerimage.base.config` still describes the bottom layers.
+        keeps_base: bool,
+        /// A one-line description for the progress output and history.
+        summary: String,
+    },
+}
+
+/// Why a squash cannot be planned.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("the Dockerfile frontend returned a graph squash-frontend cannot use: {0}")]
+    Graph(#[from] LlbError),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("squash method diff needs the engine's DiffOp and MergeOp, which this engine does not offer ({reason}); set the squash method to sync or auto (valid values: auto, diff, sync)")]
+    NoDiff { reason: String },
+    #[error("squash method sync needs the frontend's own image definition, which BuildKit did not provide at /run/config/buildkit/metadata/frontend.bin; set the squash method to diff or auto, or use full mode")]
+    NoTool,
+}
+
+const COMMENT: &str = "squash-frontend";
+
+/// Plans the squash of `built`.
+pub fn plan(built: Built<'_>, env: &Env<'_>) -> Result<Plan, PlanError> {
+    if env.mode == Mode::Off {
+        return Ok(unchanged("squash mode is off"));
+    }
+    let mut graph = Graph::default();
+    let Some(head) = graph.add_definition(built.def)? else {
+        return Ok(unchanged("the image is empty"));
+    };
+    let layers = built.config.map(config::layer_count).transpose()?;
+    let lineage = base::find_root(&graph, &head);
+    let created = env.epoch.map(config::format_rfc3339);
+    let count = layers.map_or_else(|| "all".to_string(), |n| n.to_string());
+
+    let base = match (&env.mode, &lineage.root) {
+        (Mode::Base, Root::Image { output, .. }) => built
+            .base_config
+            .and_then(config::base_layer_count)
+            .map(|n| (output.clone(), n)),
+        _ => None,
+    };
+    if let Some((base_out, base_layers)) = base {
+        if lineage.steps == 0 || layers.is_some_and(|n| n <= base_layers) {
+            return Ok(unchanged("the Dockerfile adds no layer to its base image"));
+        }
+        let summary = format!("squash: {count} layers -> {base_layers} base + 1");
+        let squashed = match method(env)? {
+            Method::Sync => {
+                let tool = env.tool.ok_or(PlanError::NoTool)?;
+                let tool_head = graph
+                    .add_definition(&tool.def)?
+                    .ok_or(PlanError::NoTool)?;
+                graph.push(
+                    llb::sync_exec(
+                        &tool_head,
+                        &tool.exe,
+                        &head,
+                        &base_out,
+                        tool.platform.clone(),
+                    ),
+                    llb::meta_with_caps(Some(&summary), llb::SYNC_EXEC_CAPS),
+                )
+            }
+            _ => {
+                let marker = graph.push(
+                    llb::mkdir_root(&base_out),
+                    llb::meta_with_caps(Some("squash: mark the base"), &["file.base"]),
+                );
+                let layer = graph.push(
+                    llb::diff(&marker, &head),
+                    llb::meta_with_caps(Some("squash: diff against the base"), &["diffop"]),
+                );
+                graph.push(
+                    llb::merge(&[&base_out, &layer]),
+                    llb::meta_with_caps(Some(&summary), &["mergeop"]),
+                )
+            }
+        };
+        let config = built
+            .config
+            .map(|c| {
+                config::rewrite(
+                    c,
+                    Layout::KeepBase { base_layers },
+                    &entry(&summary),
+                    created.as_deref(),
+                )
+            })
+            .transpose()?;
+        return Ok(Plan::Squash {
+            def: graph.finish(&squashed)?,
+            config,
+            keeps_base: true,
+            summary,
+        });
+    }
+
+    if layers.is_some_and(|n| n <= 1) {
+        return Ok(unchanged("the image already has a single layer"));
+    }
+    let summary = format!("squash: {count} layers -> 1");
+    let squashed = graph.push(
+        llb::copy_root_onto_scratch(&head),
+        llb::meta_with_caps(Some(&summary), &["file.base"]),
+    );
+    let config = built
+        .config
+        .map(|c| config::rewrite(c, Layout::Full, &entry(&summary), created.as_deref()))
+        .transpose()?;
+    Ok(Plan::Squash {
+        def: graph.finish(&squashed)?,
+        config,
+        keeps_base: false,
+        summary,
+    })
+}
+
+fn method(env: &Env<'_>) -> Result<Method, PlanError> {
+    let diff_ok = env.caps.has("diffop") && env.caps.has("mergeop");
+    match env.method {
+        Method::Diff if !diff_ok => Err(PlanError::NoDiff {
+            reason: format!("{}; {}", env.caps.why_not("diffop"), env.caps.why_not("mergeop")),
+        }),
+        Method::Auto if diff_ok => Ok(Method::Diff),
+        Method::Auto => Ok(Method::Sync),
+        m => Ok(m),
+    }
+}
+
+fn unchanged(reason: &str) -> Plan {
+    Plan::Unchanged {
+        reason: reason.into(),
+    }
+}
+
+fn entry(summary: &str) -> SquashEntry {
+    SquashEntry {
+        created_by: summary.into(),
+        comment: COMMENT.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llb::tests::sample_definition;
+    use prost::Message;
+    use serde_json::{json, Value};
+
+    fn caps(merge_diff: bool) -> Caps {
+        let state = |on: bool| {
+            if on {
+                Ok(())
+            } else {
+                Err("only enabled with containerd image store backend".to_string())
+            }
+        };
+        Caps(
+            [
+                ("file.base".to_string(), Ok(())),
+                ("mergeop".to_string(), state(merge_diff)),
+                ("diffop".to_string(), state(merge_diff)),
+            ]
+            .into_iter()
+            .collect(),
+        )
+    }
+
+    fn config() -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "os": "linux", "architecture": "amd64",
+            "config": {"Env": ["PATH=/bin"]},
+            "history": [
+                {"created": "2024-01-01T00:00:00Z", "created_by": "base"},
+                {"created": "2025-01-01T00:00:00Z", "created_by": "RUN echo hi"}
+            ]
+        }))
+        .unwrap()
+    }
+
+    fn base_config() -> Vec<u8> {
+        serde_json::to_vec(&json!({"rootfs": {"type": "layers", "diff_ids": ["sha256:1"]}})).unwrap()
+    }
+
+    fn tool() -> Tool {
+        let (def, _) = sample_definition();
+        Tool {
+            def,
+            exe: "/bin/squash-frontend".into(),
+            platform: pb::Platform {
+                architecture: "amd64".into(),
+                os: "linux".into(),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn ops(def: &pb::Definition) -> Vec<pb::Op> {
+        def.def
+            .iter()
+            .map(|b| pb::Op::decode(b.as_slice()).unwrap())
+            .collect()
+    }
+
+    /// A readable dump of the ops we appended (the golden form of a plan).
+    fn appended(def: &pb::Definition, received: usize) -> Vec<String> {
+        ops(def)[received..]
+            .iter()
+            .map(|op| match &op.op {
+                Some(pb::op::Op::File(f)) => match &f.actions[0].action {
+                    Some(pb::file_action::Action::Copy(c)) => format!("copy {} -> {}", c.src, c.dest),
+                    Some(pb::file_action::Action::Mkdir(m)) => format!("mkdir {}", m.path),
+                    other => format!("file {other:?}"),
+                },
+                Some(pb::op::Op::Diff(_)) => "diff".into(),
+                Some(pb::op::Op::Merge(m)) => format!("merge {}", m.inputs.len()),
+                Some(pb::op::Op::Exec(e)) => e.meta.as_ref().unwrap().args.join(" "),
+                Some(other) => format!("{other:?}"),
+                None => "terminal".into(),
+            })
+            .collect()
+    }
+
+    fn env<'a>(mode: Mode, method: Method, caps: &'a Caps, tool: Option<&'a Tool>) -> Env<'a> {
+        Env {
+            mode,
+            method,
+            caps,
+            tool,
+            epoch: None,
+        }
+    }
+
+    #[test]
+    fn full_squash_appends_one_copy() {
+        let (def, _) = sample_definition();
+        let cfg = config();
+        let c = caps(true);
+        let built = Built { def: &def, config: Some(&cfg), base_config: None };
+        let Plan::Squash { def: out, config, keeps_base, summary } =
+            plan(built, &env(Mode::Full, Method::Auto, &c, None)).unwrap()
+        else {
+            panic!("not squashed")
+        };
+        assert_eq!(appended(&out, 2), ["copy / -> /", "terminal"]);
+        assert_eq!(summary, "squash: 2 layers -> 1");
+        assert!(!keeps_base);
+        let v: Value = serde_json::from_slice(&config.unwrap()).unwrap();
+        assert_eq!(v["history"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn base_mode_uses_diff_and_merge_where_the_engine_has_them() {
+        let (def, digests) = sample_definition();
+        let (cfg, bcfg) = (config(), base_config());
+        let c = caps(true);
+        let built = Built { def: &def, config: Some(&cfg), base_config: Some(&bcfg) };
+        let Plan::Squash { def: out, keeps_base, summary, .. } =
+            plan(built, &env(Mode::Base, Method::Auto, &c, None)).unwrap()
+        else {
+            panic!("not squashed")
+        };
+        assert!(keeps_base);
+        assert_eq!(summary, "squash: 2 layers -> 1 base + 1");
+        assert_eq!(appended(&out, 2), ["mkdir /", "diff", "merge 2", "terminal"]);
+        let all = ops(&out);
+        // The no-op mkdir sits on the base image op; the diff's upper side is the result;
+        // the merge puts the base first.
+        assert_eq!(all[2].inputs[0].digest, digests[0]);
+        assert_eq!(all[3].inputs[1].digest, digests[1]);
+        assert_eq!(all[4].inputs[0].digest, digests[0]);
+        for (i, caps) in [(3, "diffop"), (4, "mergeop")] {
+            let meta = pb::OpMetadata::decode(
+                out.metadata[&llb::digest_of(&out.def[i])].as_slice(),
+            )
+            .unwrap();
+            assert!(meta.caps[caps]);
+        }
+    }
+
+    #[test]
+    fn base_mode_falls_back_to_sync_without_diff() {
+        let (def, digests) = sample_definition();
+        let (cfg, bcfg) = (config(), base_config());
+        let c = caps(false);
+        let t = tool();
+        let built = Built { def: &def, config: Some(&cfg), base_config: Some(&bcfg) };
+        let Plan::Squash { def: out, .. } =
+            plan(built, &env(Mode::Base, Method::Auto, &c, Some(&t))).unwrap()
+        else {
+            panic!("not squashed")
+        };
+        // The tool's own definition here is the sample one, so its ops are shared.
+        assert_eq!(
+            appended(&out, 2),
+            ["/bin/squash-frontend sync /squash/final /squash/base", "terminal"]
+        );
+        let exec = &ops(&out)[2];
+        assert_eq!(exec.inputs[1].digest, digests[1], "result mounted");
+        assert_eq!(exec.inputs[2].digest, digests[0], "base mounted");
+        let Some(pb::op::Op::Exec(e)) = &exec.op else { panic!() };
+        assert_eq!(e.network, pb::NetMode::None as i32);
+        assert!(e.mounts[1].readonly && !e.mounts[2].readonly);
+        assert_eq!(e.mounts[2].output, 0);
+    }
+
+    #[test]
+    fn explicit_diff_on_an_engine_without_it_names_the_limit() {
+        let (def, _) = sample_definition();
+        let (cfg, bcfg) = (config(), base_config());
+        let c = caps(false);
+        let built = Built { def: &def, config: Some(&cfg), base_config: Some(&bcfg) };
+        let e = plan(built, &env(Mode::Base, Method::Diff, &c, None)).unwrap_err();
+        assert!(e.to_string().contains("only enabled with containerd image store"), "{e}");
+        let e = plan(built, &env(Mode::Base, Method::Sync, &c, None)).unwrap_err();
+        assert_eq!(e, PlanError::NoTool);
+    }
+
+    #[test]
+    fn nothing_to_squash_is_left_alone() {
+        let c = caps(true);
+        let empty = pb::Definition::default();
+        let built = Built { def: &empty, config: None, base_config: None };
+        assert!(matches!(plan(built, &env(Mode::Full, Method::Auto, &c, None)), Ok(Plan::Unchanged { .. })));
+        let (def, _) = sample_definition();
+        let one = serde_json::to_vec(&json!({"history": [{"created_by": "x"}]})).unwrap();
+        let built = Built { def: &def, config: Some(&one), base_config: None };
+        assert!(matches!(plan(built, &env(Mode::Full, Method::Auto, &c, None)), Ok(Plan::Unchanged { .. })));
+        let built = Built { def: &def, config: None, base_config: None };
+        assert!(matches!(plan(built, &env(Mode::Off, Method::Auto, &c, None)), Ok(Plan::Unchanged { .. })));
+    }
+
+    #[test]
+    fn base_mode_on_a_scratch_chain_is_a_full_squash() {
+        let (def, _) = sample_definition();
+        let mut g = Graph::default();
+        let head = g.add_definition(&def).unwrap().unwrap();
+        let on_scratch = g.push(llb::copy_root_onto_scratch(&head), Default::default());
+        let mut g2 = g.clone();
+        let again = g2.push(
+            pb::Op {
+                inputs: vec![pb::Input { digest: on_scratch.digest.clone(), index: 0 }],
+                op: Some(pb::op::Op::Exec(pb::ExecOp {
+                    mounts: vec![pb::Mount { input: 0, dest: "/".into(), output: 0, ..Default::default() }],
+                    ..Default::default()
+                })),
+                ..Default::default()
+            },
+            Default::default(),
+        );
+        let scratch_def = g2.finish(&again).unwrap();
+        let cfg = config();
+        let c = caps(true);
+        let built = Built { def: &scratch_def, config: Some(&cfg), base_config: None };
+        let Plan::Squash { keeps_base, summary, .. } =
+            plan(built, &env(Mode::Base, Method::Auto, &c, None)).unwrap()
+        else {
+            panic!()
+        };
+        assert!(!keeps_base);
+        assert_eq!(summary, "squash: 2 layers -> 1");
+    }
+
+    #[test]
+    fn epoch_sets_created() {
+        let (def, _) = sample_definition();
+        let cfg = config();
+        let c = caps(true);
+        let mut e = env(Mode::Full, Method::Auto, &c, None);
+        e.epoch = Some(1_700_000_000);
+        let built = Built { def: &def, config: Some(&cfg), base_config: None };
+        let Plan::Squash { config, .. } = plan(built, &e).unwrap() else { panic!() };
+        let v: Value = serde_json::from_slice(&config.unwrap()).unwrap();
+        assert_eq!(v["created"], "2023-11-14T22:13:20Z");
+        assert_eq!(v["history"][2]["created"], "2023-11-14T22:13:20Z");
+    }
+}
