@@ -202,7 +202,10 @@ mod tests {
     #[test]
     fn runs_lead_back_to_the_image() {
         let mut g = Graph::default();
-        let img = source(&mut g, "docker-image://docker.io/library/debian:bookworm@sha256:1");
+        let img = source(
+            &mut g,
+            "docker-image://docker.io/library/debian:bookworm@sha256:1",
+        );
         let a = run(&mut g, &img, None);
         let b = run(&mut g, &a, None);
         let found = find_root(&g, &b);
@@ -267,9 +270,6 @@ mod tests {
         let mut g = Graph::default();
         let local = source(&mut g, "local://context");
         let a = run(&mut g, &local, None);
-        assert_eq!(
-            find_root(&g, &a).root,
-            Root::Other("a local source".into())
-        );
+        assert_eq!(find_root(&g, &a).root, Root::Other("a local source".into()));
     }
 }

@@ -105,8 +105,8 @@ pub fn rewrite(
 }
 
 fn parse(config: &[u8]) -> Result<Value, ConfigError> {
-    let value: Value = serde_json::from_slice(config)
-        .map_err(|e| ConfigError::NotAnObject(e.to_string()))?;
+    let value: Value =
+        serde_json::from_slice(config).map_err(|e| ConfigError::NotAnObject(e.to_string()))?;
     if !value.is_object() {
         return Err(ConfigError::NotAnObject("not an object".into()));
     }
@@ -257,7 +257,11 @@ mod tests {
         assert_eq!(&h[..3], &before["history"].as_array().unwrap()[..3]);
         assert_eq!(h[3]["empty_layer"], json!(true));
         assert_eq!(h[5]["empty_layer"], json!(true));
-        assert_eq!(h.iter().filter(|e| !is_empty(e)).count(), 3, "2 base layers + 1");
+        assert_eq!(
+            h.iter().filter(|e| !is_empty(e)).count(),
+            3,
+            "2 base layers + 1"
+        );
     }
 
     #[test]
@@ -278,7 +282,12 @@ mod tests {
         let bytes = br#"{"os":"linux","architecture":"amd64","config":{"Cmd":["a"],"Env":[]},"history":[]}"#;
         let out = rewrite(bytes, Layout::Full, &entry(), None).unwrap();
         let s = String::from_utf8(out).unwrap();
-        assert!(s.starts_with(r#"{"os":"linux","architecture":"amd64","config":{"Cmd":["a"],"Env":[]}"#), "{s}");
+        assert!(
+            s.starts_with(
+                r#"{"os":"linux","architecture":"amd64","config":{"Cmd":["a"],"Env":[]}"#
+            ),
+            "{s}"
+        );
     }
 
     #[test]

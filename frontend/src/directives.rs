@@ -17,7 +17,9 @@ const BUILDKIT_KEYS: [&str; 3] = ["syntax", "escape", "check"];
 /// A directive the user must fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DirectiveError {
-    #[error("Dockerfile line {line}: the # {key}= directive is given twice (first on line {first})")]
+    #[error(
+        "Dockerfile line {line}: the # {key}= directive is given twice (first on line {first})"
+    )]
     Duplicate {
         key: String,
         line: usize,
@@ -35,7 +37,9 @@ pub enum DirectiveError {
 
 /// Reads the directives whose keys are in `ours` (plus BuildKit's own, for ordering checks).
 pub fn read(dockerfile: &[u8], ours: &[&str]) -> Result<Directives, DirectiveError> {
-    let text = dockerfile.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(dockerfile);
+    let text = dockerfile
+        .strip_prefix(b"\xEF\xBB\xBF")
+        .unwrap_or(dockerfile);
     let mut found = Directives::new();
     let mut in_block = true;
     for (i, raw) in text.split(|b| *b == b'\n').enumerate() {
@@ -148,17 +152,31 @@ mod tests {
         assert!(e.to_string().starts_with("Dockerfile line 3:"));
         // After a non-directive comment the block is over too.
         let df = b"# syntax=x\n# hello\n# squash=base\nFROM y\n";
-        assert!(matches!(read(df, OURS), Err(DirectiveError::Misplaced { line: 3, .. })));
+        assert!(matches!(
+            read(df, OURS),
+            Err(DirectiveError::Misplaced { line: 3, .. })
+        ));
     }
 
     #[test]
     fn duplicates_and_order_are_checked() {
         let df = b"# syntax=x\n# squash=base\n# squash=full\nFROM y\n";
-        assert!(matches!(read(df, OURS), Err(DirectiveError::Duplicate { line: 3, first: 2, .. })));
+        assert!(matches!(
+            read(df, OURS),
+            Err(DirectiveError::Duplicate {
+                line: 3,
+                first: 2,
+                ..
+            })
+        ));
         let df = b"# squash=base\n# syntax=x\nFROM y\n";
         assert!(matches!(
             read(df, OURS),
-            Err(DirectiveError::BeforeSyntax { line: 1, syntax_line: 2, .. })
+            Err(DirectiveError::BeforeSyntax {
+                line: 1,
+                syntax_line: 2,
+                ..
+            })
         ));
     }
 
@@ -171,7 +189,15 @@ mod tests {
 
     #[test]
     fn odd_input_does_not_panic() {
-        for df in [&b""[..], b"#", b"#=", b"# =x", b"\xff\xfe#squash=\xff", b"# squash=", b"\n\n\n"] {
+        for df in [
+            &b""[..],
+            b"#",
+            b"#=",
+            b"# =x",
+            b"\xff\xfe#squash=\xff",
+            b"# squash=",
+            b"\n\n\n",
+        ] {
             let _ = read(df, OURS);
         }
     }

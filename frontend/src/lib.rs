@@ -17,6 +17,10 @@
 pub mod base;
 pub mod config;
 pub mod directives;
+pub mod gateway;
 pub mod llb;
 pub mod options;
+pub mod result;
+pub mod run;
 pub mod squash;
+pub mod sync;

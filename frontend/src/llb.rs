@@ -155,11 +155,7 @@ impl Graph {
             });
         }
         self.check_inputs(self.order.iter())?;
-        let mut def: Vec<Vec<u8>> = self
-            .order
-            .iter()
-            .map(|d| self.ops[d].0.clone())
-            .collect();
+        let mut def: Vec<Vec<u8>> = self.order.iter().map(|d| self.ops[d].0.clone()).collect();
         let terminal = pb::Op {
             inputs: vec![head.input()],
             constraints: Some(Default::default()),
@@ -428,11 +424,18 @@ pub(crate) mod tests {
             panic!("not a file op")
         };
         let action = &file.actions[0];
-        assert_eq!((action.input, action.secondary_input, action.output), (-1, 0, 0));
+        assert_eq!(
+            (action.input, action.secondary_input, action.output),
+            (-1, 0, 0)
+        );
         let Some(pb::file_action::Action::Copy(c)) = &action.action else {
             panic!("not a copy")
         };
-        assert_eq!((c.mode, c.timestamp), (-1, -1), "0 would mean chmod 000 / epoch 0");
+        assert_eq!(
+            (c.mode, c.timestamp),
+            (-1, -1),
+            "0 would mean chmod 000 / epoch 0"
+        );
         let terminal = pb::Op::decode(out.def.last().unwrap().as_slice()).unwrap();
         assert!(terminal.op.is_none());
         assert_eq!(terminal.inputs[0].digest, copy.digest);
@@ -494,7 +497,10 @@ pub(crate) mod tests {
             def: vec![vec![]],
             ..Default::default()
         };
-        assert_eq!(Graph::default().add_definition(&one), Err(LlbError::NoTerminal));
+        assert_eq!(
+            Graph::default().add_definition(&one),
+            Err(LlbError::NoTerminal)
+        );
         let garbage = pb::Definition {
             def: vec![vec![0xff, 0xff], vec![0x0a]],
             ..Default::default()

@@ -1,1 +1,81 @@
-fn main() {}
+//! The squash-frontend binary.
+//!
+//! Started by BuildKit as a frontend (the `# syntax=` image), it speaks the gateway API on
+//! stdin/stdout: stdout is the gRPC wire, so nothing here may print to it; logs go to stderr
+//! (which BuildKit sends to the daemon's log). The same binary also runs inside the build it
+//! emits, as `squash-frontend sync FINAL BASE`, to compute a base-preserving layer.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use squash_frontend::{gateway, options, run};
+
+const USAGE: &str =
+    "usage: squash-frontend            (run by BuildKit as a frontend, gRPC on stdio)
+       squash-frontend sync FINAL BASE   (make the tree BASE equal to FINAL)";
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    match args.first().and_then(|a| a.to_str()) {
+        Some("sync") => sync(&args[1..]),
+        Some("--version") => {
+            eprintln!("squash-frontend {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Some(_) => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+        None => frontend(),
+    }
+}
+
+fn frontend() -> ExitCode {
+    let env = || {
+        std::env::vars_os().map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
+    };
+    let start = run::Start {
+        opts: options::opts_from_env(env()),
+        session_id: std::env::var("BUILDKIT_SESSION_ID").unwrap_or_default(),
+        tool_def: std::fs::read("/run/config/buildkit/metadata/frontend.bin").ok(),
+        exe: std::env::current_exe()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "/bin/squash-frontend".into()),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("squash-frontend: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run::run(gateway::stdio(), start));
+    // Exit at once: BuildKit waits for the process, and tokio's stdin thread would otherwise
+    // keep the runtime from shutting down.
+    std::process::exit(code)
+}
+
+fn sync(args: &[OsString]) -> ExitCode {
+    let [final_dir, base_dir] = args else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    match squash_frontend::sync::run(final_dir.as_ref(), base_dir.as_ref()) {
+        Ok(summary) => {
+            eprintln!("squash-frontend sync: {summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("squash-frontend sync: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

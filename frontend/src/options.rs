@@ -173,11 +173,16 @@ pub struct Settings {
 /// Whether a setting is given by an option or build argument, so that reading the Dockerfile
 /// for directives can be skipped.
 pub fn needs_directives(opts: &Opts) -> bool {
-    SETTINGS.iter().any(|s| raw(opts, &BTreeMap::new(), s).is_none())
+    SETTINGS
+        .iter()
+        .any(|s| raw(opts, &BTreeMap::new(), s).is_none())
 }
 
 /// Resolves every setting from the options and the Dockerfile's directives.
-pub fn settings(opts: &Opts, directives: &BTreeMap<String, (String, usize)>) -> Result<Settings, OptionError> {
+pub fn settings(
+    opts: &Opts,
+    directives: &BTreeMap<String, (String, usize)>,
+) -> Result<Settings, OptionError> {
     let (mode, mode_origin) = match raw(opts, directives, &MODE) {
         Some((name, value, origin)) => {
             let mode = check(&name, &value, &origin, Mode::CHOICES, Mode::parse)?;
@@ -309,7 +314,10 @@ mod tests {
     fn env_is_split_on_the_first_equals() {
         let env = vec![
             ("BUILDKIT_FRONTEND_OPT_0".into(), "build-arg:A=x=y".into()),
-            ("BUILDKIT_FRONTEND_OPT_1".into(), "context:base=docker-image://b".into()),
+            (
+                "BUILDKIT_FRONTEND_OPT_1".into(),
+                "context:base=docker-image://b".into(),
+            ),
             ("BUILDKIT_FRONTEND_OPT_2".into(), "noequals".into()),
             ("PATH".into(), "/bin".into()),
         ];
@@ -322,7 +330,10 @@ mod tests {
     #[test]
     fn default_is_full() {
         let s = settings(&opts(&[]), &dirs(&[])).unwrap();
-        assert_eq!((s.mode, s.mode_origin, s.method), (Mode::Full, Origin::Default, Method::Auto));
+        assert_eq!(
+            (s.mode, s.mode_origin, s.method),
+            (Mode::Full, Origin::Default, Method::Auto)
+        );
     }
 
     #[test]
@@ -364,11 +375,18 @@ mod tests {
 
     #[test]
     fn forwarded_drops_our_options_and_sets_cmdline() {
-        let o = opts(&[("squash-mode", "base"), ("source", "img"), ("build-arg:SQUASH_MODE", "x")]);
+        let o = opts(&[
+            ("squash-mode", "base"),
+            ("source", "img"),
+            ("build-arg:SQUASH_MODE", "x"),
+        ]);
         let f = forwarded(&o);
         assert!(!f.contains_key("squash-mode"));
         assert_eq!(f["cmdline"], "img");
-        assert_eq!(f["build-arg:SQUASH_MODE"], "x", "build args are the user's: kept");
+        assert_eq!(
+            f["build-arg:SQUASH_MODE"], "x",
+            "build args are the user's: kept"
+        );
         let o = opts(&[("cmdline", "img --x"), ("source", "img")]);
         assert_eq!(forwarded(&o)["cmdline"], "img --x");
     }

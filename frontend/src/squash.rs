@@ -129,9 +129,7 @@ pub fn plan(built: Built<'_>, env: &Env<'_>) -> Result<Plan, PlanError> {
         let squashed = match method(env)? {
             Method::Sync => {
                 let tool = env.tool.ok_or(PlanError::NoTool)?;
-                let tool_head = graph
-                    .add_definition(&tool.def)?
-                    .ok_or(PlanError::NoTool)?;
+                let tool_head = graph.add_definition(&tool.def)?.ok_or(PlanError::NoTool)?;
                 graph.push(
                     llb::sync_exec(
                         &tool_head,
@@ -201,7 +199,11 @@ fn method(env: &Env<'_>) -> Result<Method, PlanError> {
     let diff_ok = env.caps.has("diffop") && env.caps.has("mergeop");
     match env.method {
         Method::Diff if !diff_ok => Err(PlanError::NoDiff {
-            reason: format!("{}; {}", env.caps.why_not("diffop"), env.caps.why_not("mergeop")),
+            reason: format!(
+                "{}; {}",
+                env.caps.why_not("diffop"),
+                env.caps.why_not("mergeop")
+            ),
         }),
         Method::Auto if diff_ok => Ok(Method::Diff),
         Method::Auto => Ok(Method::Sync),
@@ -261,7 +263,8 @@ mod tests {
     }
 
     fn base_config() -> Vec<u8> {
-        serde_json::to_vec(&json!({"rootfs": {"type": "layers", "diff_ids": ["sha256:1"]}})).unwrap()
+        serde_json::to_vec(&json!({"rootfs": {"type": "layers", "diff_ids": ["sha256:1"]}}))
+            .unwrap()
     }
 
     fn tool() -> Tool {
@@ -290,7 +293,9 @@ mod tests {
             .iter()
             .map(|op| match &op.op {
                 Some(pb::op::Op::File(f)) => match &f.actions[0].action {
-                    Some(pb::file_action::Action::Copy(c)) => format!("copy {} -> {}", c.src, c.dest),
+                    Some(pb::file_action::Action::Copy(c)) => {
+                        format!("copy {} -> {}", c.src, c.dest)
+                    }
                     Some(pb::file_action::Action::Mkdir(m)) => format!("mkdir {}", m.path),
                     other => format!("file {other:?}"),
                 },
@@ -318,9 +323,17 @@ mod tests {
         let (def, _) = sample_definition();
         let cfg = config();
         let c = caps(true);
-        let built = Built { def: &def, config: Some(&cfg), base_config: None };
-        let Plan::Squash { def: out, config, keeps_base, summary } =
-            plan(built, &env(Mode::Full, Method::Auto, &c, None)).unwrap()
+        let built = Built {
+            def: &def,
+            config: Some(&cfg),
+            base_config: None,
+        };
+        let Plan::Squash {
+            def: out,
+            config,
+            keeps_base,
+            summary,
+        } = plan(built, &env(Mode::Full, Method::Auto, &c, None)).unwrap()
         else {
             panic!("not squashed")
         };
@@ -336,15 +349,26 @@ mod tests {
         let (def, digests) = sample_definition();
         let (cfg, bcfg) = (config(), base_config());
         let c = caps(true);
-        let built = Built { def: &def, config: Some(&cfg), base_config: Some(&bcfg) };
-        let Plan::Squash { def: out, keeps_base, summary, .. } =
-            plan(built, &env(Mode::Base, Method::Auto, &c, None)).unwrap()
+        let built = Built {
+            def: &def,
+            config: Some(&cfg),
+            base_config: Some(&bcfg),
+        };
+        let Plan::Squash {
+            def: out,
+            keeps_base,
+            summary,
+            ..
+        } = plan(built, &env(Mode::Base, Method::Auto, &c, None)).unwrap()
         else {
             panic!("not squashed")
         };
         assert!(keeps_base);
         assert_eq!(summary, "squash: 2 layers -> 1 base + 1");
-        assert_eq!(appended(&out, 2), ["mkdir /", "diff", "merge 2", "terminal"]);
+        assert_eq!(
+            appended(&out, 2),
+            ["mkdir /", "diff", "merge 2", "terminal"]
+        );
         let all = ops(&out);
         // The no-op mkdir sits on the base image op; the diff's upper side is the result;
         // the merge puts the base first.
@@ -352,10 +376,9 @@ mod tests {
         assert_eq!(all[3].inputs[1].digest, digests[1]);
         assert_eq!(all[4].inputs[0].digest, digests[0]);
         for (i, caps) in [(3, "diffop"), (4, "mergeop")] {
-            let meta = pb::OpMetadata::decode(
-                out.metadata[&llb::digest_of(&out.def[i])].as_slice(),
-            )
-            .unwrap();
+            let meta =
+                pb::OpMetadata::decode(out.metadata[&llb::digest_of(&out.def[i])].as_slice())
+                    .unwrap();
             assert!(meta.caps[caps]);
         }
     }
@@ -366,7 +389,11 @@ mod tests {
         let (cfg, bcfg) = (config(), base_config());
         let c = caps(false);
         let t = tool();
-        let built = Built { def: &def, config: Some(&cfg), base_config: Some(&bcfg) };
+        let built = Built {
+            def: &def,
+            config: Some(&cfg),
+            base_config: Some(&bcfg),
+        };
         let Plan::Squash { def: out, .. } =
             plan(built, &env(Mode::Base, Method::Auto, &c, Some(&t))).unwrap()
         else {
@@ -375,12 +402,17 @@ mod tests {
         // The tool's own definition here is the sample one, so its ops are shared.
         assert_eq!(
             appended(&out, 2),
-            ["/bin/squash-frontend sync /squash/final /squash/base", "terminal"]
+            [
+                "/bin/squash-frontend sync /squash/final /squash/base",
+                "terminal"
+            ]
         );
         let exec = &ops(&out)[2];
         assert_eq!(exec.inputs[1].digest, digests[1], "result mounted");
         assert_eq!(exec.inputs[2].digest, digests[0], "base mounted");
-        let Some(pb::op::Op::Exec(e)) = &exec.op else { panic!() };
+        let Some(pb::op::Op::Exec(e)) = &exec.op else {
+            panic!()
+        };
         assert_eq!(e.network, pb::NetMode::None as i32);
         assert!(e.mounts[1].readonly && !e.mounts[2].readonly);
         assert_eq!(e.mounts[2].output, 0);
@@ -391,9 +423,17 @@ mod tests {
         let (def, _) = sample_definition();
         let (cfg, bcfg) = (config(), base_config());
         let c = caps(false);
-        let built = Built { def: &def, config: Some(&cfg), base_config: Some(&bcfg) };
+        let built = Built {
+            def: &def,
+            config: Some(&cfg),
+            base_config: Some(&bcfg),
+        };
         let e = plan(built, &env(Mode::Base, Method::Diff, &c, None)).unwrap_err();
-        assert!(e.to_string().contains("only enabled with containerd image store"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("only enabled with containerd image store"),
+            "{e}"
+        );
         let e = plan(built, &env(Mode::Base, Method::Sync, &c, None)).unwrap_err();
         assert_eq!(e, PlanError::NoTool);
     }
@@ -402,14 +442,35 @@ mod tests {
     fn nothing_to_squash_is_left_alone() {
         let c = caps(true);
         let empty = pb::Definition::default();
-        let built = Built { def: &empty, config: None, base_config: None };
-        assert!(matches!(plan(built, &env(Mode::Full, Method::Auto, &c, None)), Ok(Plan::Unchanged { .. })));
+        let built = Built {
+            def: &empty,
+            config: None,
+            base_config: None,
+        };
+        assert!(matches!(
+            plan(built, &env(Mode::Full, Method::Auto, &c, None)),
+            Ok(Plan::Unchanged { .. })
+        ));
         let (def, _) = sample_definition();
         let one = serde_json::to_vec(&json!({"history": [{"created_by": "x"}]})).unwrap();
-        let built = Built { def: &def, config: Some(&one), base_config: None };
-        assert!(matches!(plan(built, &env(Mode::Full, Method::Auto, &c, None)), Ok(Plan::Unchanged { .. })));
-        let built = Built { def: &def, config: None, base_config: None };
-        assert!(matches!(plan(built, &env(Mode::Off, Method::Auto, &c, None)), Ok(Plan::Unchanged { .. })));
+        let built = Built {
+            def: &def,
+            config: Some(&one),
+            base_config: None,
+        };
+        assert!(matches!(
+            plan(built, &env(Mode::Full, Method::Auto, &c, None)),
+            Ok(Plan::Unchanged { .. })
+        ));
+        let built = Built {
+            def: &def,
+            config: None,
+            base_config: None,
+        };
+        assert!(matches!(
+            plan(built, &env(Mode::Off, Method::Auto, &c, None)),
+            Ok(Plan::Unchanged { .. })
+        ));
     }
 
     #[test]
@@ -421,9 +482,17 @@ mod tests {
         let mut g2 = g.clone();
         let again = g2.push(
             pb::Op {
-                inputs: vec![pb::Input { digest: on_scratch.digest.clone(), index: 0 }],
+                inputs: vec![pb::Input {
+                    digest: on_scratch.digest.clone(),
+                    index: 0,
+                }],
                 op: Some(pb::op::Op::Exec(pb::ExecOp {
-                    mounts: vec![pb::Mount { input: 0, dest: "/".into(), output: 0, ..Default::default() }],
+                    mounts: vec![pb::Mount {
+                        input: 0,
+                        dest: "/".into(),
+                        output: 0,
+                        ..Default::default()
+                    }],
                     ..Default::default()
                 })),
                 ..Default::default()
@@ -433,9 +502,16 @@ mod tests {
         let scratch_def = g2.finish(&again).unwrap();
         let cfg = config();
         let c = caps(true);
-        let built = Built { def: &scratch_def, config: Some(&cfg), base_config: None };
-        let Plan::Squash { keeps_base, summary, .. } =
-            plan(built, &env(Mode::Base, Method::Auto, &c, None)).unwrap()
+        let built = Built {
+            def: &scratch_def,
+            config: Some(&cfg),
+            base_config: None,
+        };
+        let Plan::Squash {
+            keeps_base,
+            summary,
+            ..
+        } = plan(built, &env(Mode::Base, Method::Auto, &c, None)).unwrap()
         else {
             panic!()
         };
@@ -450,8 +526,14 @@ mod tests {
         let c = caps(true);
         let mut e = env(Mode::Full, Method::Auto, &c, None);
         e.epoch = Some(1_700_000_000);
-        let built = Built { def: &def, config: Some(&cfg), base_config: None };
-        let Plan::Squash { config, .. } = plan(built, &e).unwrap() else { panic!() };
+        let built = Built {
+            def: &def,
+            config: Some(&cfg),
+            base_config: None,
+        };
+        let Plan::Squash { config, .. } = plan(built, &e).unwrap() else {
+            panic!()
+        };
         let v: Value = serde_json::from_slice(&config.unwrap()).unwrap();
         assert_eq!(v["created"], "2023-11-14T22:13:20Z");
         assert_eq!(v["history"][2]["created"], "2023-11-14T22:13:20Z");

@@ -1,0 +1,244 @@
+//! Mapping the Dockerfile frontend's result to ours: one image per ref (a single ref, or one per
+//! platform keyed by platform id), each with its own `containerimage.config[/<id>]` metadata.
+//! Every other metadata key and every attestation is passed through as received.
+
+use std::collections::BTreeMap;
+
+use squash_proto::gateway;
+
+use crate::options::Opts;
+
+/// Metadata key of the image config.
+pub const CONFIG: &str = "containerimage.config";
+/// Metadata key of the base image's config.
+pub const BASE_CONFIG: &str = "containerimage.base.config";
+/// Metadata key of the build's source date epoch.
+pub const EPOCH: &str = "source.date.epoch";
+
+/// Why a result cannot be squashed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ResultError {
+    #[error("the Dockerfile frontend returned its result in an old form without LLB definitions; this engine is too old for squash-frontend (BuildKit 0.13 or newer is needed)")]
+    Deprecated,
+    #[error("the Dockerfile frontend returned ref {0} without its LLB definition; squash-frontend needs an engine with the reference.output capability")]
+    NoDefinition(String),
+}
+
+/// One image of a result: its platform id (`None` for a single-ref result) and its ref.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image<'a> {
+    pub platform: Option<&'a str>,
+    pub reference: &'a gateway::Ref,
+}
+
+/// The images of a result, in platform order.
+pub fn images(result: &gateway::Result) -> Result<Vec<Image<'_>>, ResultError> {
+    use gateway::result::Result as R;
+    let list = match &result.result {
+        None => vec![],
+        Some(R::Ref(r)) => vec![Image {
+            platform: None,
+            reference: r,
+        }],
+        Some(R::Refs(map)) => map
+            .refs
+            .iter()
+            .map(|(k, r)| Image {
+                platform: Some(k.as_str()),
+                reference: r,
+            })
+            .collect(),
+        Some(R::RefDeprecated(_) | R::RefsDeprecated(_)) => return Err(ResultError::Deprecated),
+    };
+    for image in &list {
+        if !image.reference.id.is_empty() && image.reference.def.is_none() {
+            return Err(ResultError::NoDefinition(image.reference.id.clone()));
+        }
+    }
+    Ok(list)
+}
+
+/// The metadata key `key` for one image: `key` or `key/<platform id>`.
+pub fn key(key: &str, platform: Option<&str>) -> String {
+    match platform {
+        Some(p) => format!("{key}/{p}"),
+        None => key.to_string(),
+    }
+}
+
+/// The metadata value for one image, falling back to the unsuffixed key.
+pub fn meta<'a>(
+    result: &'a gateway::Result,
+    name: &str,
+    platform: Option<&str>,
+) -> Option<&'a [u8]> {
+    result
+        .metadata
+        .get(&key(name, platform))
+        .or_else(|| result.metadata.get(name))
+        .map(Vec::as_slice)
+}
+
+/// The build's `SOURCE_DATE_EPOCH`: the build argument, else what the Dockerfile frontend
+/// reported.
+pub fn epoch(opts: &Opts, result: &gateway::Result, platform: Option<&str>) -> Option<i64> {
+    opts.get("build-arg:SOURCE_DATE_EPOCH")
+        .map(String::as_bytes)
+        .or_else(|| meta(result, EPOCH, platform))
+        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok())
+}
+
+/// What was done to one image.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Done {
+    Unchanged,
+    Squashed {
+        reference: gateway::Ref,
+        config: Option<Vec<u8>>,
+        keeps_base: bool,
+    },
+}
+
+/// The result to return: the original with each squashed image's ref and config replaced.
+pub fn assemble(
+    original: &gateway::Result,
+    done: &BTreeMap<Option<String>, Done>,
+) -> gateway::Result {
+    use gateway::result::Result as R;
+    let mut out = original.clone();
+    for (platform, d) in done {
+        let Done::Squashed {
+            reference,
+            config,
+            keeps_base,
+        } = d
+        else {
+            continue;
+        };
+        match (&mut out.result, platform) {
+            (Some(R::Ref(r)), None) => *r = reference.clone(),
+            (Some(R::Refs(map)), Some(p)) => {
+                map.refs.insert(p.clone(), reference.clone());
+            }
+            _ => continue,
+        }
+        let p = platform.as_deref();
+        if let Some(config) = config {
+            out.metadata.insert(key(CONFIG, p), config.clone());
+        }
+        if !keeps_base {
+            // No layer of the base is left: a stale base config would make the exporter
+            // treat our squashed layer as a base layer (timestamps, rewrite-timestamp).
+            out.metadata.remove(&key(BASE_CONFIG, p));
+            if p.is_none() {
+                out.metadata.remove(BASE_CONFIG);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use squash_proto::pb;
+
+    fn r(id: &str) -> gateway::Ref {
+        gateway::Ref {
+            id: id.into(),
+            def: Some(pb::Definition::default()),
+        }
+    }
+
+    fn multi() -> gateway::Result {
+        let mut refs = BTreeMap::new();
+        refs.insert("linux/amd64".to_string(), r("a"));
+        refs.insert("linux/arm64".to_string(), r("b"));
+        let mut metadata = BTreeMap::new();
+        for p in ["linux/amd64", "linux/arm64"] {
+            metadata.insert(format!("{CONFIG}/{p}"), format!("cfg {p}").into_bytes());
+            metadata.insert(format!("{BASE_CONFIG}/{p}"), b"base".to_vec());
+        }
+        metadata.insert("refs.platforms".into(), b"{}".to_vec());
+        gateway::Result {
+            result: Some(gateway::result::Result::Refs(gateway::RefMap { refs })),
+            metadata,
+            attestations: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn lists_images_per_platform() {
+        let res = multi();
+        let list = images(&res).unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[1].platform, Some("linux/arm64"));
+        assert_eq!(
+            meta(&res, CONFIG, Some("linux/arm64")),
+            Some(&b"cfg linux/arm64"[..])
+        );
+    }
+
+    #[test]
+    fn deprecated_and_definitionless_results_are_refused() {
+        let res = gateway::Result {
+            result: Some(gateway::result::Result::RefDeprecated("x".into())),
+            ..Default::default()
+        };
+        assert_eq!(images(&res), Err(ResultError::Deprecated));
+        let res = gateway::Result {
+            result: Some(gateway::result::Result::Ref(gateway::Ref {
+                id: "x".into(),
+                def: None,
+            })),
+            ..Default::default()
+        };
+        assert_eq!(images(&res), Err(ResultError::NoDefinition("x".into())));
+    }
+
+    #[test]
+    fn assemble_replaces_refs_and_configs_and_keeps_the_rest() {
+        let res = multi();
+        let mut done = BTreeMap::new();
+        done.insert(
+            Some("linux/arm64".to_string()),
+            Done::Squashed {
+                reference: r("new"),
+                config: Some(b"new cfg".to_vec()),
+                keeps_base: false,
+            },
+        );
+        done.insert(Some("linux/amd64".to_string()), Done::Unchanged);
+        let out = assemble(&res, &done);
+        let Some(gateway::result::Result::Refs(map)) = &out.result else {
+            panic!()
+        };
+        assert_eq!(map.refs["linux/arm64"].id, "new");
+        assert_eq!(map.refs["linux/amd64"].id, "a");
+        assert_eq!(out.metadata[&format!("{CONFIG}/linux/arm64")], b"new cfg");
+        assert_eq!(
+            out.metadata[&format!("{CONFIG}/linux/amd64")],
+            b"cfg linux/amd64"
+        );
+        assert!(!out
+            .metadata
+            .contains_key(&format!("{BASE_CONFIG}/linux/arm64")));
+        assert!(out
+            .metadata
+            .contains_key(&format!("{BASE_CONFIG}/linux/amd64")));
+        assert_eq!(out.metadata["refs.platforms"], b"{}");
+    }
+
+    #[test]
+    fn epoch_from_build_arg_or_metadata() {
+        let mut res = multi();
+        let mut opts = Opts::new();
+        assert_eq!(epoch(&opts, &res, None), None);
+        res.metadata.insert(EPOCH.into(), b"100".to_vec());
+        assert_eq!(epoch(&opts, &res, Some("linux/amd64")), Some(100));
+        opts.insert("build-arg:SOURCE_DATE_EPOCH".into(), "1700000000".into());
+        assert_eq!(epoch(&opts, &res, None), Some(1_700_000_000));
+        opts.insert("build-arg:SOURCE_DATE_EPOCH".into(), "soon".into());
+        assert_eq!(epoch(&opts, &res, None), None);
+    }
+}

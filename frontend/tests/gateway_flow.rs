@@ -1,0 +1,433 @@
+//! The whole build flow against a fake BuildKit: the real tonic client and server, talking
+//! over an in-memory pipe. The fake records every request so the tests can check what the
+//! frontend asked for and what it returned.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use prost::Message;
+use squash_frontend::options::Opts;
+use squash_frontend::run::{run, Start};
+use squash_proto::apicaps::ApiCap;
+use squash_proto::gateway::llb_bridge_server::{LlbBridge, LlbBridgeServer};
+use squash_proto::gateway::{
+    result, EvaluateRequest, EvaluateResponse, InputsRequest, InputsResponse, PingRequest,
+    PongResponse, ReadFileRequest, ReadFileResponse, Ref, ResolveImageConfigRequest,
+    ResolveImageConfigResponse, ReturnRequest, ReturnResponse, SolveRequest, SolveResponse,
+    WarnRequest, WarnResponse,
+};
+use squash_proto::{pb, rpc};
+use tonic::{Request, Response, Status};
+
+#[derive(Default)]
+struct Log {
+    solves: Vec<SolveRequest>,
+    returns: Vec<ReturnRequest>,
+    reads: Vec<ReadFileRequest>,
+}
+
+#[derive(Clone)]
+struct Fake {
+    log: Arc<Mutex<Log>>,
+    dockerfile: Vec<u8>,
+    /// When set, the Dockerfile build fails with this status.
+    upstream_error: Option<rpc::Status>,
+    llb_caps: Vec<(&'static str, bool)>,
+}
+
+fn cap(id: &str, enabled: bool) -> ApiCap {
+    ApiCap {
+        id: id.into(),
+        enabled,
+        disabled_reason_msg: if enabled {
+            String::new()
+        } else {
+            "only enabled with containerd image store backend".into()
+        },
+        ..Default::default()
+    }
+}
+
+/// The definition the fake Dockerfile frontend "built": image source -> RUN -> terminal.
+fn built_definition() -> pb::Definition {
+    let source = pb::Op {
+        op: Some(pb::op::Op::Source(pb::SourceOp {
+            identifier: "docker-image://docker.io/library/busybox:latest@sha256:abc".into(),
+            attrs: Default::default(),
+        })),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let source_digest = squash_frontend::llb::digest_of(&source);
+    let exec = pb::Op {
+        inputs: vec![pb::Input {
+            digest: source_digest,
+            index: 0,
+        }],
+        op: Some(pb::op::Op::Exec(pb::ExecOp {
+            mounts: vec![pb::Mount {
+                input: 0,
+                dest: "/".into(),
+                output: 0,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let exec_digest = squash_frontend::llb::digest_of(&exec);
+    let terminal = pb::Op {
+        inputs: vec![pb::Input {
+            digest: exec_digest,
+            index: 0,
+        }],
+        ..Default::default()
+    }
+    .encode_to_vec();
+    pb::Definition {
+        def: vec![source, exec, terminal],
+        ..Default::default()
+    }
+}
+
+const CONFIG: &str = r#"{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["sh"]},"history":[{"created":"2024-01-01T00:00:00Z","created_by":"base"},{"created":"2025-01-01T00:00:00Z","created_by":"RUN x"}]}"#;
+const BASE_CONFIG: &str = r#"{"rootfs":{"type":"layers","diff_ids":["sha256:1"]}}"#;
+
+#[tonic::async_trait]
+impl LlbBridge for Fake {
+    async fn resolve_image_config(
+        &self,
+        _: Request<ResolveImageConfigRequest>,
+    ) -> Result<Response<ResolveImageConfigResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn solve(&self, req: Request<SolveRequest>) -> Result<Response<SolveResponse>, Status> {
+        let req = req.into_inner();
+        self.log.lock().unwrap().solves.push(req.clone());
+        let mut metadata = BTreeMap::new();
+        let reference = if !req.frontend.is_empty() {
+            if let Some(err) = &self.upstream_error {
+                let status = Status::with_details(
+                    tonic::Code::from_i32(err.code),
+                    err.message.clone(),
+                    err.encode_to_vec().into(),
+                );
+                return Err(status);
+            }
+            if req.frontend_opt.contains_key("requestid") {
+                metadata.insert("result.txt".to_string(), b"targets".to_vec());
+                Ref {
+                    id: String::new(),
+                    def: None,
+                }
+            } else {
+                metadata.insert(
+                    "containerimage.config".to_string(),
+                    CONFIG.as_bytes().to_vec(),
+                );
+                metadata.insert(
+                    "containerimage.base.config".to_string(),
+                    BASE_CONFIG.as_bytes().to_vec(),
+                );
+                metadata.insert("other.key".to_string(), b"kept".to_vec());
+                Ref {
+                    id: "built".into(),
+                    def: Some(built_definition()),
+                }
+            }
+        } else {
+            let def = req.definition.clone().unwrap_or_default();
+            let is_local = def.def.iter().any(|b| {
+                matches!(pb::Op::decode(b.as_slice()).map(|o| o.op), Ok(Some(pb::op::Op::Source(s))) if s.identifier.starts_with("local://"))
+            });
+            Ref {
+                id: if is_local {
+                    "dockerfile-ref".into()
+                } else {
+                    "squashed".into()
+                },
+                def: Some(def),
+            }
+        };
+        Ok(Response::new(SolveResponse {
+            r#ref: String::new(),
+            result: Some(squash_proto::gateway::Result {
+                result: Some(result::Result::Ref(reference)),
+                metadata,
+                attestations: BTreeMap::new(),
+            }),
+        }))
+    }
+
+    async fn read_file(
+        &self,
+        req: Request<ReadFileRequest>,
+    ) -> Result<Response<ReadFileResponse>, Status> {
+        let req = req.into_inner();
+        self.log.lock().unwrap().reads.push(req.clone());
+        if req.r#ref == "dockerfile-ref" && req.file_path == "Dockerfile" {
+            Ok(Response::new(ReadFileResponse {
+                data: self.dockerfile.clone(),
+            }))
+        } else {
+            Err(Status::not_found("no such file"))
+        }
+    }
+
+    async fn evaluate(
+        &self,
+        _: Request<EvaluateRequest>,
+    ) -> Result<Response<EvaluateResponse>, Status> {
+        Ok(Response::new(EvaluateResponse {}))
+    }
+
+    async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PongResponse>, Status> {
+        let frontend = [
+            "solve.base",
+            "return",
+            "proto.refarray",
+            "reference.output",
+            "frontend.inputs",
+            "readfile",
+        ];
+        Ok(Response::new(PongResponse {
+            frontend_api_caps: frontend.iter().map(|c| cap(c, true)).collect(),
+            llb_caps: self.llb_caps.iter().map(|(c, on)| cap(c, *on)).collect(),
+            workers: vec![],
+        }))
+    }
+
+    async fn r#return(
+        &self,
+        req: Request<ReturnRequest>,
+    ) -> Result<Response<ReturnResponse>, Status> {
+        let mut log = self.log.lock().unwrap();
+        if !log.returns.is_empty() {
+            return Err(Status::failed_precondition("gateway result is already set"));
+        }
+        log.returns.push(req.into_inner());
+        Ok(Response::new(ReturnResponse {}))
+    }
+
+    async fn inputs(&self, _: Request<InputsRequest>) -> Result<Response<InputsResponse>, Status> {
+        Ok(Response::new(InputsResponse {
+            definitions: BTreeMap::new(),
+        }))
+    }
+
+    async fn warn(&self, _: Request<WarnRequest>) -> Result<Response<WarnResponse>, Status> {
+        Ok(Response::new(WarnResponse {}))
+    }
+}
+
+fn fake(dockerfile: &str) -> Fake {
+    Fake {
+        log: Arc::default(),
+        dockerfile: dockerfile.as_bytes().to_vec(),
+        upstream_error: None,
+        llb_caps: vec![("file.base", true), ("mergeop", true), ("diffop", true)],
+    }
+}
+
+fn opts(pairs: &[(&str, &str)]) -> Opts {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Runs the frontend against `fake` and returns its exit code and the fake's log.
+async fn drive(fake: Fake, opts: Opts) -> (i32, Log) {
+    let (client_io, server_io) = tokio::io::duplex(1 << 20);
+    let log = fake.log.clone();
+    let server = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(LlbBridgeServer::new(fake))
+            .serve_with_incoming(tokio_stream::once(Ok::<_, std::io::Error>(server_io)))
+            .await
+    });
+    let start = Start {
+        opts,
+        session_id: "sess".into(),
+        tool_def: None,
+        exe: "/bin/squash-frontend".into(),
+    };
+    let code = run(client_io, start).await;
+    server.abort();
+    let log = std::mem::take(&mut *log.lock().unwrap());
+    (code, log)
+}
+
+fn returned_result(log: &Log) -> &squash_proto::gateway::Result {
+    assert_eq!(log.returns.len(), 1, "exactly one Return");
+    let ret = &log.returns[0];
+    assert!(ret.error.is_none(), "unexpected error: {:?}", ret.error);
+    ret.result.as_ref().expect("a result")
+}
+
+#[tokio::test]
+async fn full_squash_end_to_end() {
+    let (code, log) = drive(
+        fake("# syntax=squash\nFROM busybox\nRUN x\n"),
+        opts(&[("source", "squash")]),
+    )
+    .await;
+    assert_eq!(code, 0);
+    // 1: read the Dockerfile for directives; 2: the Dockerfile build; 3: the squash.
+    assert_eq!(log.solves.len(), 3);
+    assert_eq!(log.reads[0].file_path, "Dockerfile");
+    let delegated = &log.solves[1];
+    assert_eq!(delegated.frontend, "dockerfile.v0");
+    assert_eq!(
+        delegated.frontend_opt["cmdline"], "squash",
+        "cmdline guards against a loop"
+    );
+    assert!(delegated.allow_result_return && delegated.allow_result_array_ref);
+    let squash = log.solves[2].definition.as_ref().unwrap();
+    let built = built_definition();
+    assert_eq!(
+        &squash.def[..2],
+        &built.def[..2],
+        "received op bytes kept verbatim"
+    );
+    assert_eq!(squash.def.len(), 4, "received ops + copy + terminal");
+    let result = returned_result(&log);
+    let Some(result::Result::Ref(r)) = &result.result else {
+        panic!("no ref")
+    };
+    assert_eq!(r.id, "squashed");
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&result.metadata["containerimage.config"]).unwrap();
+    assert_eq!(cfg["history"].as_array().unwrap().len(), 3);
+    assert_eq!(cfg["history"][2]["created_by"], "squash: 2 layers -> 1");
+    assert_eq!(cfg["config"]["Cmd"][0], "sh");
+    assert!(
+        !result.metadata.contains_key("containerimage.base.config"),
+        "no base layer left"
+    );
+    assert_eq!(result.metadata["other.key"], b"kept");
+}
+
+#[tokio::test]
+async fn base_mode_from_directive() {
+    let df = "# syntax=squash\n# squash=base\nFROM busybox\nRUN x\n";
+    let (code, log) = drive(fake(df), opts(&[("source", "squash")])).await;
+    assert_eq!(code, 0);
+    let squash = log.solves[2].definition.as_ref().unwrap();
+    let kinds: Vec<_> = squash
+        .def
+        .iter()
+        .map(|b| pb::Op::decode(b.as_slice()).unwrap().op)
+        .collect();
+    assert!(kinds
+        .iter()
+        .any(|k| matches!(k, Some(pb::op::Op::Merge(_)))));
+    let result = returned_result(&log);
+    assert!(result.metadata.contains_key("containerimage.base.config"));
+}
+
+#[tokio::test]
+async fn option_beats_directive_and_skips_reading_when_all_set() {
+    let df = "# syntax=squash\n# squash=base\nFROM busybox\n";
+    let o = opts(&[
+        ("squash-mode", "off"),
+        ("squash-method", "auto"),
+        ("squash-upstream", "docker/dockerfile:1.7"),
+    ]);
+    let (code, log) = drive(fake(df), o).await;
+    assert_eq!(code, 0);
+    assert!(log.reads.is_empty(), "no need to read the Dockerfile");
+    assert_eq!(log.solves.len(), 1, "mode off: only the Dockerfile build");
+    assert_eq!(log.solves[0].frontend, "gateway.v0");
+    assert_eq!(
+        log.solves[0].frontend_opt["source"],
+        "docker/dockerfile:1.7"
+    );
+    assert!(!log.solves[0].frontend_opt.contains_key("squash-mode"));
+    let Some(result::Result::Ref(r)) = &returned_result(&log).result else {
+        panic!()
+    };
+    assert_eq!(r.id, "built");
+}
+
+#[tokio::test]
+async fn bad_option_ends_in_one_clear_error() {
+    let (code, log) = drive(
+        fake("FROM busybox\n"),
+        opts(&[("build-arg:SQUASH_MODE", "fast")]),
+    )
+    .await;
+    assert_eq!(code, 0, "the error travels in Return");
+    assert_eq!(log.returns.len(), 1);
+    let err = log.returns[0].error.as_ref().expect("an error");
+    assert_eq!(
+        err.message,
+        "squash-frontend: invalid build argument SQUASH_MODE \"fast\" (from a build argument): valid values are full, base, off"
+    );
+    assert!(
+        log.solves.iter().all(|s| s.frontend.is_empty()),
+        "nothing was built"
+    );
+}
+
+#[tokio::test]
+async fn upstream_errors_are_passed_on_unchanged() {
+    let mut f = fake("FROM busybox\n");
+    let status = rpc::Status {
+        code: 2,
+        message: "dockerfile parse error on line 2: unknown instruction: RUNN".into(),
+        details: vec![prost_types::Any {
+            type_url: "github.com/moby/buildkit/errdefs.Source".into(),
+            value: b"{}".to_vec(),
+        }],
+    };
+    f.upstream_error = Some(status.clone());
+    let (_, log) = drive(f, opts(&[])).await;
+    assert_eq!(log.returns[0].error.as_ref(), Some(&status));
+}
+
+#[tokio::test]
+async fn subrequests_are_forwarded_and_returned_as_is() {
+    let (code, log) = drive(
+        fake("FROM busybox\n"),
+        opts(&[("requestid", "frontend.targets")]),
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(log.solves.len(), 1);
+    assert!(log.reads.is_empty());
+    let result = returned_result(&log);
+    assert_eq!(result.metadata["result.txt"], b"targets");
+}
+
+#[tokio::test]
+async fn explicit_diff_method_on_classic_engine_fails_clearly() {
+    let mut f = fake("FROM busybox\n");
+    f.llb_caps = vec![("file.base", true), ("mergeop", false), ("diffop", false)];
+    let (_, log) = drive(
+        f,
+        opts(&[("squash-mode", "base"), ("squash-method", "diff")]),
+    )
+    .await;
+    let err = log.returns[0].error.as_ref().expect("an error");
+    assert!(
+        err.message
+            .contains("only enabled with containerd image store backend"),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message.contains("valid values: auto, diff, sync"),
+        "{}",
+        err.message
+    );
+}
+
+#[tokio::test]
+async fn misplaced_directive_names_the_line() {
+    let (_, log) = drive(fake("FROM busybox\n# squash=base\n"), opts(&[])).await;
+    let err = log.returns[0].error.as_ref().expect("an error");
+    assert!(err.message.contains("Dockerfile line 2"), "{}", err.message);
+}
