@@ -57,7 +57,8 @@ fn frontend() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(run::run(gateway::stdio(), start));
+    // The pipes must be registered with the runtime's reactor, so they are opened inside it.
+    let code = runtime.block_on(async { run::run(gateway::stdio(), start).await });
     // Exit at once: BuildKit waits for the process, and tokio's stdin thread would otherwise
     // keep the runtime from shutting down.
     std::process::exit(code)

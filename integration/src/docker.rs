@@ -1,0 +1,697 @@
+//! Thin wrappers over the docker CLI, for tests that need a real engine.
+//!
+//! This module owns *talking to the engine*. Every call is a
+//! [`std::process::Command`] with an argument vector (never a shell string),
+//! inheriting the process environment: the task runner that starts the
+//! engine sets `DOCKER_HOST`, `DOCKER_CONFIG` and `PATH`, and nothing here
+//! overrides them. Builds run with `BUILDX_NO_DEFAULT_ATTESTATIONS=1` so that
+//! `--load`ed images carry no provenance manifests.
+//!
+//! Failures of the *harness* (docker missing, engine unreachable, `docker
+//! save` failing) panic with the command's stderr: the end-to-end tests must
+//! never pass silently without an engine, which is why every test starts with
+//! [`engine_or_panic`]. Failures of the *thing under test* (a build that
+//! fails) are returned ([`CmdOutput`]) so tests can assert on them.
+//!
+//! Image tags must not collide between tests running in parallel (or two
+//! runs of one test): [`unique_tag`] and [`TestContext::tag`] put the test
+//! name, the process id and a counter in every tag.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::image::Image;
+
+/// The docker CLI, found on `PATH`.
+pub const DOCKER: &str = "docker";
+
+/// What a docker command gave.
+#[derive(Debug, Clone)]
+pub struct CmdOutput {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Standard output (lossily decoded).
+    pub stdout: String,
+    /// Standard error (lossily decoded; buildx writes its progress here).
+    pub stderr: String,
+}
+
+/// What `docker buildx build` gave.
+pub type BuildOutput = CmdOutput;
+
+impl CmdOutput {
+    /// Whether the command exited 0.
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+
+    /// Panics with the whole output unless the command exited 0.
+    #[track_caller]
+    pub fn assert_success(&self) -> &Self {
+        if !self.success() {
+            panic!("command failed: {self}");
+        }
+        self
+    }
+
+    /// Panics with the whole output if the command exited 0.
+    #[track_caller]
+    pub fn assert_failure(&self) -> &Self {
+        if self.success() {
+            panic!("command succeeded but should have failed: {self}");
+        }
+        self
+    }
+}
+
+impl fmt::Display for CmdOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.status)?;
+        writeln!(f, "--- stdout ---\n{}", self.stdout.trim_end())?;
+        write!(f, "--- stderr ---\n{}", self.stderr.trim_end())
+    }
+}
+
+fn run_command(mut cmd: Command) -> Result<CmdOutput> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .with_context(|| format!("could not start {shown} (is docker on PATH?)"))?;
+    Ok(CmdOutput {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+fn command<S: AsRef<OsStr>>(program: &OsStr, args: &[S]) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    cmd
+}
+
+/// Runs `docker ARGS...` and returns what it gave; panics only if docker
+/// cannot be started.
+#[track_caller]
+pub fn docker<S: AsRef<OsStr>>(args: &[S]) -> CmdOutput {
+    run_command(command(OsStr::new(DOCKER), args)).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+#[track_caller]
+fn docker_ok<S: AsRef<OsStr>>(args: &[S]) -> CmdOutput {
+    let out = docker(args);
+    if !out.success() {
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| a.as_ref().to_string_lossy().into_owned())
+            .collect();
+        panic!("`docker {}` failed: {out}", shown.join(" "));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// The engine
+// ---------------------------------------------------------------------------
+
+/// Versions of the reachable engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Engine {
+    /// `docker version`'s server version.
+    pub server_version: String,
+    /// `docker buildx version`'s first line.
+    pub buildx_version: String,
+}
+
+fn check_engine(program: &OsStr) -> std::result::Result<Engine, String> {
+    let env = |k: &str| std::env::var(k).unwrap_or_else(|_| "<unset>".into());
+    let context = format!(
+        "DOCKER_HOST={} DOCKER_CONFIG={} PATH={}",
+        env("DOCKER_HOST"),
+        env("DOCKER_CONFIG"),
+        env("PATH")
+    );
+    let version = run_command(command(
+        program,
+        &["version", "--format", "{{.Server.Version}}"],
+    ))
+    .map_err(|e| format!("{e:#} ({context})"))?;
+    let server_version = version.stdout.trim().to_owned();
+    if !version.success() || server_version.is_empty() {
+        return Err(format!(
+            "`docker version` could not reach the engine ({context}): {version}"
+        ));
+    }
+    let buildx = run_command(command(program, &["buildx", "version"]))
+        .map_err(|e| format!("{e:#} ({context})"))?;
+    if !buildx.success() {
+        return Err(format!(
+            "`docker buildx version` failed: buildx is not installed or not usable ({context}): {buildx}"
+        ));
+    }
+    let buildx_version = buildx.stdout.lines().next().unwrap_or("").trim().to_owned();
+    Ok(Engine {
+        server_version,
+        buildx_version,
+    })
+}
+
+/// Checks that `docker version` reaches an engine and that `docker buildx`
+/// works, once per process; **panics** with the reason otherwise, so that an
+/// end-to-end test can never pass without an engine. Call it first in every
+/// end-to-end test.
+#[track_caller]
+pub fn engine_or_panic() -> Engine {
+    static ENGINE: OnceLock<std::result::Result<Engine, String>> = OnceLock::new();
+    match ENGINE.get_or_init(|| check_engine(OsStr::new(DOCKER))) {
+        Ok(engine) => engine.clone(),
+        Err(why) => panic!(
+            "no usable container engine, and the end-to-end tests refuse to pass without one: {why}"
+        ),
+    }
+}
+
+/// Which image store the engine uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// The classic graphdriver store (overlay2, ...).
+    Classic,
+    /// The containerd image store (snapshotters).
+    Containerd,
+}
+
+/// Snapshotter names that no classic graphdriver uses.
+const SNAPSHOTTER_ONLY: &[&str] = &["overlayfs", "native", "stargz", "devmapper"];
+
+/// Decides the image store from `docker info --format '{{json .}}'`:
+/// `DriverStatus` containing `["driver-type", "io.containerd.snapshotter.v1"]`
+/// or a snapshotter-only driver name means containerd; any other driver
+/// name, classic.
+pub fn parse_store(info_json: &str) -> Result<Store> {
+    let info: Value = serde_json::from_str(info_json).context("parsing `docker info` JSON")?;
+    if let Some(status) = info.get("DriverStatus").and_then(Value::as_array) {
+        for pair in status {
+            let pair = pair.as_array().map(Vec::as_slice).unwrap_or(&[]);
+            if let [k, v] = pair {
+                if k.as_str() == Some("driver-type")
+                    && v.as_str() == Some("io.containerd.snapshotter.v1")
+                {
+                    return Ok(Store::Containerd);
+                }
+            }
+        }
+    }
+    match info.get("Driver").and_then(Value::as_str) {
+        None | Some("") => {
+            bail!("`docker info` names no storage driver (is the engine reachable?)")
+        }
+        Some(d) if SNAPSHOTTER_ONLY.contains(&d) => Ok(Store::Containerd),
+        Some(_) => Ok(Store::Classic),
+    }
+}
+
+/// The engine's image store; panics if `docker info` fails.
+#[track_caller]
+pub fn store() -> Store {
+    let out = docker_ok(&["info", "--format", "{{json .}}"]);
+    parse_store(&out.stdout).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+// ---------------------------------------------------------------------------
+// Commands
+// ---------------------------------------------------------------------------
+
+fn build_command(program: &OsStr, ctx_dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(["buildx", "build", "--progress=plain"])
+        .args(args)
+        .arg(ctx_dir)
+        .env("BUILDX_NO_DEFAULT_ATTESTATIONS", "1");
+    cmd
+}
+
+/// `docker buildx build --progress=plain ARGS... CTX_DIR` with
+/// `BUILDX_NO_DEFAULT_ATTESTATIONS=1`. Pass `--load -t TAG` (or `--output`)
+/// in `args`. A failing build is returned, not a panic.
+#[track_caller]
+pub fn build(ctx_dir: &Path, args: &[&str]) -> BuildOutput {
+    run_command(build_command(OsStr::new(DOCKER), ctx_dir, args))
+        .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// `docker save IMAGE` into a temporary file, read with [`Image::load`].
+pub fn try_save(image: &str) -> Result<Image> {
+    let dir = tempfile::Builder::new()
+        .prefix("squash-e2e-save-")
+        .tempdir()?;
+    let file = dir.path().join("image.tar");
+    let out = run_command(command(
+        OsStr::new(DOCKER),
+        &[
+            OsStr::new("save"),
+            OsStr::new("-o"),
+            file.as_os_str(),
+            OsStr::new(image),
+        ],
+    ))?;
+    if !out.success() {
+        bail!("`docker save {image}` failed: {out}");
+    }
+    Image::load(&file).with_context(|| format!("reading `docker save {image}`"))
+}
+
+/// [`try_save`], panicking on failure.
+#[track_caller]
+pub fn save(image: &str) -> Image {
+    try_save(image).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// `docker run --rm IMAGE ARGS...` → (status, stdout, stderr).
+#[track_caller]
+pub fn run(image: &str, args: &[&str]) -> (ExitStatus, String, String) {
+    run_with(&[], image, args)
+}
+
+/// `docker run --rm OPTIONS... IMAGE ARGS...` → (status, stdout, stderr).
+#[track_caller]
+pub fn run_with(options: &[&str], image: &str, args: &[&str]) -> (ExitStatus, String, String) {
+    let mut argv: Vec<&str> = vec!["run", "--rm"];
+    argv.extend_from_slice(options);
+    argv.push(image);
+    argv.extend_from_slice(args);
+    let out = docker(&argv);
+    (out.status, out.stdout, out.stderr)
+}
+
+/// `docker rmi -f IMAGES...`, best effort (for cleanup); whether it worked.
+pub fn rmi(images: &[&str]) -> bool {
+    if images.is_empty() {
+        return true;
+    }
+    let mut argv = vec!["rmi", "-f"];
+    argv.extend_from_slice(images);
+    run_command(command(OsStr::new(DOCKER), &argv))
+        .map(|o| o.success())
+        .unwrap_or(false)
+}
+
+/// `docker history --no-trunc` as one JSON object per row, newest first
+/// (fields `CreatedBy`, `Size`, `Comment`, `ID`, `CreatedAt`, ...).
+#[track_caller]
+pub fn history(image: &str) -> Vec<Value> {
+    let out = docker_ok(&["history", "--no-trunc", "--format", "{{json .}}", image]);
+    parse_json_lines(&out.stdout).unwrap_or_else(|e| panic!("`docker history {image}`: {e:#}"))
+}
+
+/// `docker image inspect IMAGE` (the one object).
+#[track_caller]
+pub fn inspect(image: &str) -> Value {
+    let out = docker_ok(&["image", "inspect", image]);
+    let v: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("`docker image inspect {image}` is not JSON: {e}"));
+    v.get(0)
+        .cloned()
+        .unwrap_or_else(|| panic!("`docker image inspect {image}` returned no object"))
+}
+
+fn parse_json_lines(s: &str) -> Result<Vec<Value>> {
+    s.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).with_context(|| format!("not JSON: {l}")))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Names and contexts
+// ---------------------------------------------------------------------------
+
+fn sanitize(s: &str, keep: impl Fn(char) -> bool, max: usize) -> String {
+    let mapped: String = s
+        .chars()
+        .map(|c| if keep(c) { c } else { '-' })
+        .take(max)
+        .collect();
+    mapped
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_owned()
+}
+
+/// An image tag unique to this test, process and call:
+/// `squash-e2e-<test name>:<suffix>-<pid>-<n>`, sanitised to what image
+/// references allow.
+pub fn unique_tag(test_name: &str, suffix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let lower = test_name.to_ascii_lowercase();
+    let repo = sanitize(
+        &lower,
+        |c| c.is_ascii_lowercase() || c.is_ascii_digit(),
+        100,
+    );
+    let repo = if repo.is_empty() {
+        "test".to_owned()
+    } else {
+        repo
+    };
+    let suffix = sanitize(
+        suffix,
+        |c| c.is_ascii_alphanumeric() || c == '_' || c == '.',
+        80,
+    );
+    let suffix = if suffix.is_empty() {
+        "t".to_owned()
+    } else {
+        suffix
+    };
+    format!("squash-e2e-{repo}:{suffix}-{}-{n}", std::process::id())
+}
+
+fn checked_relative(rel: &Path) -> PathBuf {
+    assert!(
+        !rel.as_os_str().is_empty()
+            && rel
+                .components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir)),
+        "context paths must be relative and stay inside the context: {}",
+        rel.display()
+    );
+    rel.to_path_buf()
+}
+
+/// A build context in a temporary directory: a Dockerfile and other files,
+/// removed when dropped.
+#[derive(Debug)]
+pub struct TestContext {
+    dir: tempfile::TempDir,
+    name: String,
+}
+
+impl TestContext {
+    /// A context holding `Dockerfile` with this content.
+    #[track_caller]
+    pub fn new(test_name: &str, dockerfile: &str) -> TestContext {
+        let dir = tempfile::Builder::new()
+            .prefix("squash-e2e-ctx-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("creating a context directory: {e}"));
+        let ctx = TestContext {
+            dir,
+            name: test_name.to_owned(),
+        };
+        ctx.write("Dockerfile", dockerfile);
+        ctx
+    }
+
+    /// The context directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The test name given at creation.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Writes a file (creating parent directories), relative to the context.
+    #[track_caller]
+    pub fn write(&self, rel: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> &Self {
+        let path = self.path().join(checked_relative(rel.as_ref()));
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)
+                .unwrap_or_else(|e| panic!("creating {}: {e}", parent.display()));
+        }
+        fs::write(&path, contents).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        self
+    }
+
+    /// Writes a file and sets its permission bits.
+    #[track_caller]
+    pub fn write_mode(
+        &self,
+        rel: impl AsRef<Path>,
+        contents: impl AsRef<[u8]>,
+        mode: u32,
+    ) -> &Self {
+        self.write(rel.as_ref(), contents);
+        let path = self.path().join(rel.as_ref());
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+        self
+    }
+
+    /// Creates a directory (and its parents).
+    #[track_caller]
+    pub fn mkdir(&self, rel: impl AsRef<Path>) -> &Self {
+        let path = self.path().join(checked_relative(rel.as_ref()));
+        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        self
+    }
+
+    /// Creates a symlink `rel -> target` (target written as given).
+    #[track_caller]
+    pub fn symlink(&self, rel: impl AsRef<Path>, target: impl AsRef<Path>) -> &Self {
+        let path = self.path().join(checked_relative(rel.as_ref()));
+        std::os::unix::fs::symlink(target.as_ref(), &path)
+            .unwrap_or_else(|e| panic!("symlinking {}: {e}", path.display()));
+        self
+    }
+
+    /// Reads back a file of the context.
+    #[track_caller]
+    pub fn read(&self, rel: impl AsRef<Path>) -> Vec<u8> {
+        let path = self.path().join(checked_relative(rel.as_ref()));
+        fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    }
+
+    /// A tag unique to this test (see [`unique_tag`]).
+    pub fn tag(&self, suffix: &str) -> String {
+        unique_tag(&self.name, suffix)
+    }
+
+    /// [`build`] in this context.
+    #[track_caller]
+    pub fn build(&self, args: &[&str]) -> BuildOutput {
+        build(self.path(), args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn store_from_docker_info() {
+        let containerd = r#"{"Driver":"overlayfs","DriverStatus":[["driver-type","io.containerd.snapshotter.v1"]]}"#;
+        assert_eq!(parse_store(containerd).unwrap(), Store::Containerd);
+        let containerd_btrfs =
+            r#"{"Driver":"btrfs","DriverStatus":[["driver-type","io.containerd.snapshotter.v1"]]}"#;
+        assert_eq!(parse_store(containerd_btrfs).unwrap(), Store::Containerd);
+        let classic = r#"{"Driver":"overlay2","DriverStatus":[["Backing Filesystem","extfs"],["Supports d_type","true"],["Using metacopy","false"],["Native Overlay Diff","true"],["userxattr","false"]]}"#;
+        assert_eq!(parse_store(classic).unwrap(), Store::Classic);
+        assert_eq!(
+            parse_store(r#"{"Driver":"vfs","DriverStatus":null}"#).unwrap(),
+            Store::Classic
+        );
+        assert_eq!(
+            parse_store(r#"{"Driver":"overlayfs","DriverStatus":null}"#).unwrap(),
+            Store::Containerd
+        );
+        let err = parse_store(r#"{"Driver":"","DriverStatus":null}"#).unwrap_err();
+        assert!(err.to_string().contains("no storage driver"), "{err}");
+        assert!(parse_store("not json").is_err());
+    }
+
+    fn is_valid_reference(r: &str) -> bool {
+        let (repo, tag) = r.split_once(':').unwrap();
+        let repo_ok = !repo.is_empty()
+            && repo.len() <= 255
+            && repo
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && repo.as_bytes()[0].is_ascii_alphanumeric()
+            && repo.as_bytes()[repo.len() - 1].is_ascii_alphanumeric();
+        let tag_ok = !tag.is_empty()
+            && tag.len() <= 128
+            && (tag.as_bytes()[0].is_ascii_alphanumeric() || tag.as_bytes()[0] == b'_')
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        repo_ok && tag_ok
+    }
+
+    #[test]
+    fn tags_are_unique_and_valid() {
+        let mut seen = HashSet::new();
+        for (name, suffix) in [
+            ("tests::Copy_And_Run", "plain"),
+            ("tests::Copy_And_Run", "plain"),
+            ("", ""),
+            ("::weird name!!", "-squashed."),
+            (&"x".repeat(400)[..], &"y".repeat(400)[..]),
+        ] {
+            let t = unique_tag(name, suffix);
+            assert!(is_valid_reference(&t), "{t}");
+            assert!(seen.insert(t.clone()), "duplicate {t}");
+        }
+        let t = unique_tag("tests::copy_and_run", "plain");
+        assert!(
+            t.starts_with("squash-e2e-tests--copy-and-run:plain-"),
+            "{t}"
+        );
+        assert!(t.contains(&format!("-{}-", std::process::id())), "{t}");
+    }
+
+    #[test]
+    fn context_writes_files_and_is_removed_on_drop() {
+        let ctx = TestContext::new("ctx_test", "FROM scratch\n");
+        ctx.write("a/b/c.txt", "hello")
+            .write_mode("run.sh", "#!/bin/sh\n", 0o751)
+            .mkdir("empty/dir")
+            .symlink("link", "a/b/c.txt");
+        let root = ctx.path().to_path_buf();
+        assert_eq!(ctx.read("Dockerfile"), b"FROM scratch\n");
+        assert_eq!(fs::read_to_string(root.join("a/b/c.txt")).unwrap(), "hello");
+        assert_eq!(
+            fs::metadata(root.join("run.sh"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777,
+            0o751
+        );
+        assert!(root.join("empty/dir").is_dir());
+        assert_eq!(
+            fs::read_link(root.join("link")).unwrap(),
+            Path::new("a/b/c.txt")
+        );
+        assert_eq!(ctx.name(), "ctx_test");
+        assert!(ctx.tag("x").starts_with("squash-e2e-ctx-test:x-"));
+        assert!(root.is_dir());
+        drop(ctx);
+        assert!(!root.exists(), "context directory left behind");
+    }
+
+    #[test]
+    #[should_panic(expected = "must be relative")]
+    fn context_refuses_escaping_paths() {
+        TestContext::new("escape", "FROM scratch\n").write("../outside", "x");
+    }
+
+    #[test]
+    fn build_command_shape() {
+        let cmd = build_command(
+            OsStr::new("docker"),
+            Path::new("/tmp/ctx"),
+            &["--load", "-t", "squash-e2e-x:plain"],
+        );
+        let args: Vec<&OsStr> = cmd.get_args().collect();
+        assert_eq!(
+            args,
+            [
+                "buildx",
+                "build",
+                "--progress=plain",
+                "--load",
+                "-t",
+                "squash-e2e-x:plain",
+                "/tmp/ctx"
+            ]
+            .map(OsStr::new)
+        );
+        let envs: Vec<(&OsStr, Option<&OsStr>)> = cmd.get_envs().collect();
+        assert_eq!(
+            envs,
+            vec![(
+                OsStr::new("BUILDX_NO_DEFAULT_ATTESTATIONS"),
+                Some(OsStr::new("1"))
+            )]
+        );
+    }
+
+    fn fake_docker(dir: &Path, script: &str) -> PathBuf {
+        let p = dir.join("docker");
+        fs::write(&p, format!("#!/bin/sh\n{script}\n")).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    #[test]
+    fn engine_check_reports_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-docker");
+        let err = check_engine(missing.as_os_str()).unwrap_err();
+        assert!(err.contains("could not start"), "{err}");
+
+        let down = fake_docker(
+            dir.path(),
+            r#"echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock" >&2; exit 1"#,
+        );
+        let err = check_engine(down.as_os_str()).unwrap_err();
+        assert!(
+            err.contains("could not reach the engine") && err.contains("Cannot connect"),
+            "{err}"
+        );
+
+        let dir2 = tempfile::tempdir().unwrap();
+        let no_buildx = fake_docker(
+            dir2.path(),
+            r#"case "$1" in version) echo 26.1.4;; *) echo "docker: unknown command: docker buildx" >&2; exit 1;; esac"#,
+        );
+        let err = check_engine(no_buildx.as_os_str()).unwrap_err();
+        assert!(
+            err.contains("buildx is not installed") && err.contains("unknown command"),
+            "{err}"
+        );
+
+        let dir3 = tempfile::tempdir().unwrap();
+        let ok = fake_docker(
+            dir3.path(),
+            r#"case "$1" in version) echo 26.1.4;; buildx) echo "github.com/docker/buildx v0.14.1 abc";; esac"#,
+        );
+        assert_eq!(
+            check_engine(ok.as_os_str()).unwrap(),
+            Engine {
+                server_version: "26.1.4".into(),
+                buildx_version: "github.com/docker/buildx v0.14.1 abc".into()
+            }
+        );
+    }
+
+    #[test]
+    fn command_output_assertions() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = fake_docker(dir.path(), r#"echo out; echo "err $*" >&2; exit 3"#);
+        let out = run_command(command(fake.as_os_str(), &["build", "x"])).unwrap();
+        assert!(!out.success());
+        assert_eq!(out.stdout, "out\n");
+        assert_eq!(out.stderr, "err build x\n");
+        out.assert_failure();
+        let shown = out.to_string();
+        assert!(
+            shown.contains("exit status: 3") && shown.contains("err build x"),
+            "{shown}"
+        );
+        let r = std::panic::catch_unwind(|| {
+            out.assert_success();
+        });
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn json_lines() {
+        let v = parse_json_lines("{\"ID\":\"a\"}\n\n{\"ID\":\"b\"}\n").unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[1]["ID"], "b");
+        assert!(parse_json_lines("{\"ID\":\n").is_err());
+    }
+}

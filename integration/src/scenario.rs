@@ -1,0 +1,381 @@
+//! One Dockerfile, built plain and squashed, ready to compare.
+//!
+//! This module owns the *shape of an end-to-end test*: given a Dockerfile
+//! body without a `# syntax=` line and the frontend image, [`Scenario::run`]
+//! writes two build contexts — one whose Dockerfile starts with
+//! `# syntax=<frontend image>`, one plain — builds both with `docker buildx
+//! build --load` to unique tags (plain first), `docker save`s both, checks
+//! both archives are self-consistent ([`crate::image::Image::verify`]) and
+//! applies their layers into filesystem models. The test then asserts on
+//! layer counts, [`Outcome::fs_report`] and [`Outcome::config_report`].
+//!
+//! A failing build panics with its full output, naming which side failed;
+//! tests that expect a build to fail use [`crate::docker::TestContext`]
+//! directly. The images are removed when the [`Outcome`] is dropped, unless
+//! [`Scenario::keep_images`] was called.
+
+use std::path::PathBuf;
+
+use crate::compare::{compare_configs, compare_fs, CompareOptions, Report};
+use crate::docker::{self, BuildOutput, TestContext};
+use crate::fs::FsModel;
+use crate::image::Image;
+
+/// Environment variable [`frontend_image_from_env`] reads.
+pub const FRONTEND_IMAGE_ENV: &str = "SQUASH_FRONTEND_IMAGE";
+
+/// The frontend image named by `SQUASH_FRONTEND_IMAGE`; panics if unset.
+#[track_caller]
+pub fn frontend_image_from_env() -> String {
+    match std::env::var(FRONTEND_IMAGE_ENV) {
+        Ok(v) if !v.trim().is_empty() => v.trim().to_owned(),
+        _ => panic!(
+            "{FRONTEND_IMAGE_ENV} is not set: it must name the squash-frontend image to put in `# syntax=`"
+        ),
+    }
+}
+
+/// Whether a Dockerfile already starts with a `syntax` parser directive
+/// (among its leading `# key=value` lines).
+pub fn has_syntax_directive(dockerfile: &str) -> bool {
+    for line in dockerfile.lines() {
+        let Some(rest) = line.trim_start().strip_prefix('#') else {
+            return false;
+        };
+        let Some((key, _)) = rest.split_once('=') else {
+            return false;
+        };
+        let key = key.trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return false;
+        }
+        if key.eq_ignore_ascii_case("syntax") {
+            return true;
+        }
+    }
+    false
+}
+
+/// A Dockerfile to build both ways; see the module docs.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    name: String,
+    dockerfile: String,
+    frontend: Option<String>,
+    files: Vec<(PathBuf, Vec<u8>, Option<u32>)>,
+    build_args: Vec<String>,
+    squash_args: Vec<String>,
+    keep_images: bool,
+}
+
+impl Scenario {
+    /// A scenario named after the test (the name goes into image tags), with
+    /// a Dockerfile body that has no `# syntax=` line.
+    #[track_caller]
+    pub fn new(test_name: &str, dockerfile: &str) -> Scenario {
+        assert!(
+            !has_syntax_directive(dockerfile),
+            "the scenario adds the `# syntax=` line itself; give the Dockerfile without one"
+        );
+        Scenario {
+            name: test_name.to_owned(),
+            dockerfile: dockerfile.to_owned(),
+            frontend: None,
+            files: Vec::new(),
+            build_args: Vec::new(),
+            squash_args: Vec::new(),
+            keep_images: false,
+        }
+    }
+
+    /// The frontend image for the `# syntax=` line (default:
+    /// [`frontend_image_from_env`]).
+    pub fn frontend(mut self, image: &str) -> Self {
+        self.frontend = Some(image.to_owned());
+        self
+    }
+
+    /// A file in both build contexts.
+    pub fn file(mut self, rel: impl Into<PathBuf>, contents: impl AsRef<[u8]>) -> Self {
+        self.files
+            .push((rel.into(), contents.as_ref().to_vec(), None));
+        self
+    }
+
+    /// A file with these permission bits in both build contexts.
+    pub fn file_mode(
+        mut self,
+        rel: impl Into<PathBuf>,
+        contents: impl AsRef<[u8]>,
+        mode: u32,
+    ) -> Self {
+        self.files
+            .push((rel.into(), contents.as_ref().to_vec(), Some(mode)));
+        self
+    }
+
+    /// Arguments added to both builds (e.g. `--build-arg`, `--target`,
+    /// `--platform`, `--no-cache`).
+    pub fn build_args(mut self, args: &[&str]) -> Self {
+        self.build_args.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// Arguments added to the squashed build only (e.g. frontend options).
+    pub fn squash_args(mut self, args: &[&str]) -> Self {
+        self.squash_args.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// Leave the images in the engine after the test.
+    pub fn keep_images(mut self) -> Self {
+        self.keep_images = true;
+        self
+    }
+
+    fn frontend_image(&self) -> String {
+        self.frontend
+            .clone()
+            .unwrap_or_else(frontend_image_from_env)
+    }
+
+    /// The two Dockerfiles: (plain, squashed).
+    pub fn dockerfiles(&self, frontend: &str) -> (String, String) {
+        (
+            self.dockerfile.clone(),
+            format!("# syntax={frontend}\n{}", self.dockerfile),
+        )
+    }
+
+    /// The arguments of one build (before the context directory).
+    pub fn args_for(&self, tag: &str, squashed: bool) -> Vec<String> {
+        let mut args = vec!["--load".to_owned(), "-t".to_owned(), tag.to_owned()];
+        args.extend(self.build_args.iter().cloned());
+        if squashed {
+            args.extend(self.squash_args.iter().cloned());
+        }
+        args
+    }
+
+    fn context(&self, side: &str, dockerfile: &str) -> TestContext {
+        let ctx = TestContext::new(&format!("{}-{side}", self.name), dockerfile);
+        for (rel, contents, mode) in &self.files {
+            match mode {
+                Some(m) => ctx.write_mode(rel, contents, *m),
+                None => ctx.write(rel, contents),
+            };
+        }
+        ctx
+    }
+
+    /// Builds, saves and models both images; see the module docs. Panics
+    /// (with the build output) if there is no engine or a build fails.
+    #[track_caller]
+    pub fn run(self) -> Outcome {
+        docker::engine_or_panic();
+        let frontend = self.frontend_image();
+        let (plain_df, squashed_df) = self.dockerfiles(&frontend);
+        let plain = self.build_side("plain", &plain_df, false);
+        let squashed = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.build_side("squashed", &squashed_df, true)
+        })) {
+            Ok(b) => b,
+            Err(p) => {
+                if !self.keep_images {
+                    docker::rmi(&[&plain.tag]);
+                }
+                std::panic::resume_unwind(p);
+            }
+        };
+        Outcome {
+            plain,
+            squashed,
+            keep_images: self.keep_images,
+        }
+    }
+
+    #[track_caller]
+    fn build_side(&self, side: &str, dockerfile: &str, squashed: bool) -> Built {
+        let context = self.context(side, dockerfile);
+        let tag = context.tag(side);
+        let args = self.args_for(&tag, squashed);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let build = context.build(&argv);
+        if !build.success() {
+            docker::rmi(&[&tag]);
+            panic!(
+                "the {side} build of scenario {} failed.\nDockerfile:\n{dockerfile}\n{build}",
+                self.name
+            );
+        }
+        let image = match docker::try_save(&tag) {
+            Ok(i) => i,
+            Err(e) => {
+                if !self.keep_images {
+                    docker::rmi(&[&tag]);
+                }
+                panic!("saving the {side} image {tag}: {e:#}");
+            }
+        };
+        let checked = image.verify().and_then(|_| FsModel::from_image(&image));
+        let fs = match checked {
+            Ok(fs) => fs,
+            Err(e) => {
+                if !self.keep_images {
+                    docker::rmi(&[&tag]);
+                }
+                panic!("the {side} image {tag} of scenario {}: {e:#}", self.name);
+            }
+        };
+        Built {
+            tag,
+            context,
+            build,
+            image,
+            fs,
+        }
+    }
+}
+
+/// One side of a scenario.
+#[derive(Debug)]
+pub struct Built {
+    /// The tag the image was loaded as.
+    pub tag: String,
+    /// The build context (removed when dropped).
+    pub context: TestContext,
+    /// What the build printed.
+    pub build: BuildOutput,
+    /// The saved image.
+    pub image: Image,
+    /// Its filesystem model.
+    pub fs: FsModel,
+}
+
+/// Both sides of a scenario, built.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Built without the `# syntax=` line.
+    pub plain: Built,
+    /// Built with `# syntax=<frontend image>`.
+    pub squashed: Built,
+    keep_images: bool,
+}
+
+impl Outcome {
+    /// Filesystem differences, plain (left) vs squashed (right).
+    pub fn fs_report(&self, opts: &CompareOptions) -> Report {
+        compare_fs(&self.plain.fs, &self.squashed.fs, opts).with_names("plain", "squashed")
+    }
+
+    /// Config differences, plain (left) vs squashed (right).
+    pub fn config_report(&self) -> Report {
+        compare_configs(&self.plain.image.config, &self.squashed.image.config)
+            .with_names("plain", "squashed")
+    }
+
+    /// Panics with both reports unless filesystem and config are equal.
+    #[track_caller]
+    pub fn assert_same(&self, opts: &CompareOptions) {
+        let fs = self.fs_report(opts);
+        let config = self.config_report();
+        if !fs.is_empty() || !config.is_empty() {
+            panic!("{fs}\n{config}");
+        }
+    }
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        if !self.keep_images {
+            docker::rmi(&[&self.plain.tag, &self.squashed.tag]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_directives_are_recognised() {
+        assert!(has_syntax_directive(
+            "# syntax=docker/dockerfile:1\nFROM x\n"
+        ));
+        assert!(has_syntax_directive("#syntax = a\nFROM x\n"));
+        assert!(has_syntax_directive("# escape=`\n# SYNTAX=a\nFROM x\n"));
+        assert!(!has_syntax_directive("FROM x\n# syntax=a\n"));
+        assert!(!has_syntax_directive("# a comment\n# syntax=a\nFROM x\n"));
+        assert!(!has_syntax_directive("\n# syntax=a\nFROM x\n"));
+        assert!(!has_syntax_directive(
+            "FROM busybox\nRUN echo '# syntax=x'\n"
+        ));
+    }
+
+    #[test]
+    #[should_panic(expected = "adds the `# syntax=` line itself")]
+    fn a_syntax_line_in_the_body_is_refused() {
+        Scenario::new("t", "# syntax=docker/dockerfile:1\nFROM busybox\n");
+    }
+
+    #[test]
+    fn dockerfiles_and_arguments() {
+        let s = Scenario::new("t", "# escape=`\nFROM busybox\nRUN true\n")
+            .frontend("localhost:5000/squash:dev")
+            .build_args(&["--build-arg", "A=1"])
+            .build_args(&["--no-cache"])
+            .squash_args(&["--build-arg", "ONLY_SQUASHED=1"]);
+        let (plain, squashed) = s.dockerfiles("localhost:5000/squash:dev");
+        assert_eq!(plain, "# escape=`\nFROM busybox\nRUN true\n");
+        assert_eq!(
+            squashed,
+            "# syntax=localhost:5000/squash:dev\n# escape=`\nFROM busybox\nRUN true\n"
+        );
+        assert!(has_syntax_directive(&squashed));
+        assert_eq!(s.frontend_image(), "localhost:5000/squash:dev");
+        assert_eq!(
+            s.args_for("tag:plain", false),
+            [
+                "--load",
+                "-t",
+                "tag:plain",
+                "--build-arg",
+                "A=1",
+                "--no-cache"
+            ]
+        );
+        assert_eq!(
+            s.args_for("tag:sq", true),
+            [
+                "--load",
+                "-t",
+                "tag:sq",
+                "--build-arg",
+                "A=1",
+                "--no-cache",
+                "--build-arg",
+                "ONLY_SQUASHED=1"
+            ]
+        );
+    }
+
+    #[test]
+    fn contexts_hold_the_dockerfile_and_the_files() {
+        let s = Scenario::new("ctx", "FROM busybox\nCOPY . /src\n")
+            .file("a.txt", "A")
+            .file_mode("bin/tool", "#!/bin/sh\n", 0o755);
+        let (_, squashed) = s.dockerfiles("img");
+        let ctx = s.context("squashed", &squashed);
+        assert_eq!(ctx.read("Dockerfile"), squashed.as_bytes());
+        assert_eq!(ctx.read("a.txt"), b"A");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(ctx.path().join("bin/tool"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o755);
+        assert!(ctx
+            .tag("squashed")
+            .starts_with("squash-e2e-ctx-squashed:squashed-"));
+    }
+}
