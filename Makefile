@@ -1,0 +1,40 @@
+# The project's task runner; CI calls `make test` (through .ci/run).
+#   make demo   build the frontend image and squash an example, showing layers and sizes
+#   make test   every test: format, lints, unit tests, then end-to-end on both engine stores
+#   make check  format, lints and unit tests only (no engine)
+#   make e2e MODE=classic|c8d   end-to-end tests on one store
+#   make bench  benchmarks (not part of the tests)
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+MODE ?= c8d
+EXAMPLE ?= examples/toolchain
+FRONTEND_IMAGE ?= squash-frontend:dev
+ENGINE := scripts/engine.sh
+# Runs its argument with the environment of a started engine (store $(MODE)).
+WITH_ENGINE = eval "$$($(ENGINE) start $(MODE))" && $(ENGINE) images >&2 &&
+
+.PHONY: test check e2e demo bench frontend-image stop
+
+test: check
+	$(MAKE) e2e MODE=classic
+	$(MAKE) e2e MODE=c8d
+	$(ENGINE) stop
+
+check:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo test --workspace --locked --lib --bins --test gateway_flow
+
+e2e:
+	$(WITH_ENGINE) scripts/frontend-image.sh $(FRONTEND_IMAGE) >/dev/null && \
+	  SQUASH_FRONTEND_IMAGE=$(FRONTEND_IMAGE) cargo test -p integration --locked --tests -- --test-threads 3
+
+demo:
+	$(WITH_ENGINE) scripts/frontend-image.sh $(FRONTEND_IMAGE) >/dev/null && \
+	  scripts/demo.sh $(FRONTEND_IMAGE) $(EXAMPLE)
+
+frontend-image:
+	$(WITH_ENGINE) scripts/frontend-image.sh $(FRONTEND_IMAGE)
+
+stop:
+	$(ENGINE) stop

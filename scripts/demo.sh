@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Builds an example three ways (plain, squashed, base-preserving) on the running engine and
+# prints layers and sizes side by side.    scripts/demo.sh FRONTEND_IMAGE EXAMPLE_DIR
+set -euo pipefail
+frontend="${1:?frontend image}"
+example="${2:?example directory}"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cp -r "$example/." "$work/"
+# The plain build is the same Dockerfile without our syntax line; the squashed builds use
+# the frontend image given here, whatever the example names.
+sed '1{/^# *syntax=/d}' "$example/Dockerfile" > "$work/Dockerfile.plain"
+sed "1s|^# *syntax=.*|# syntax=$frontend|" "$example/Dockerfile" > "$work/Dockerfile"
+name="squash-demo-$(basename "$example")"
+build() { # tag dockerfile [args...]
+  local tag="$1" file="$2"; shift 2
+  echo "== building $tag" >&2
+  local start=$SECONDS
+  docker buildx build --quiet --load --network host --provenance=false -t "$tag" -f "$file" "$@" "$work" >/dev/null
+  echo "   $((SECONDS - start)) s" >&2
+}
+build "$name:plain" "$work/Dockerfile.plain"
+build "$name:squashed" "$work/Dockerfile" --build-arg SQUASH_MODE=full
+build "$name:base" "$work/Dockerfile" --build-arg SQUASH_MODE=base
+printf '\n%-32s %7s %12s\n' IMAGE LAYERS SIZE
+for t in plain squashed base; do
+  docker image inspect "$name:$t" --format '{{len .RootFS.Layers}} {{.Size}}' |
+    awk -v n="$name:$t" '{ printf "%-32s %7s %9.1f MB\n", n, $1, $2 / 1e6 }'
+done
+echo
+for t in plain squashed base; do
+  printf '%s runs: ' "$name:$t"
+  docker run --rm "$name:$t" 2>/dev/null | head -5
+done
+echo
+echo "History of $name:base:"
+docker history --format '{{.Size}}\t{{.CreatedBy}}' "$name:base" | cut -c1-100
