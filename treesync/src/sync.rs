@@ -79,6 +79,32 @@ fn fstat_root(h: &DirHandle, path: &Path) -> Result<Meta, SyncError> {
     })
 }
 
+/// Whether the directory `start` is `target` or lies below it, found by
+/// walking `..` up to the filesystem root.
+fn is_within(start: &DirHandle, target: (u64, u64)) -> std::io::Result<bool> {
+    let key_of = |fd: BorrowedFd<'_>| -> std::io::Result<(u64, u64)> {
+        let st = rustix::fs::fstat(fd)?;
+        Ok((st.st_dev, st.st_ino))
+    };
+    let mut cur = start.fd().try_clone_to_owned()?;
+    let mut key = key_of(cur.as_fd())?;
+    // Bounded: PATH_MAX-long paths cannot be deeper than this anyway.
+    for _ in 0..4096 {
+        if key == target {
+            return Ok(true);
+        }
+        let parent = sys::open_dir_at(cur.as_fd(), c"..")?;
+        let pkey = key_of(parent.as_fd())?;
+        if pkey == key {
+            // "/" is its own parent.
+            return Ok(false);
+        }
+        cur = parent;
+        key = pkey;
+    }
+    Ok(false)
+}
+
 pub(crate) fn run(src: &Path, dst: &Path, opts: &SyncOptions) -> Result<SyncStats, SyncError> {
     let src_root = open_root(src, Side::Src)?;
     let dst_root = open_root(dst, Side::Dst)?;
@@ -92,8 +118,18 @@ pub(crate) fn run(src: &Path, dst: &Path, opts: &SyncOptions) -> Result<SyncStat
         src_root: s.key(),
         dst_root: d.key(),
     };
-    if s.key() == d.key() {
-        // Syncing a tree onto itself: nothing can differ.
+    // One tree inside the other would have the sync copy into its own
+    // source or delete it. (The walks check again as they go.)
+    if is_within(&src_root, d.key())
+        .map_err(|e| SyncError::io("check ancestors of", src.to_path_buf(), e))?
+    {
+        return Err(SyncError::Overlap {
+            path: src.to_path_buf(),
+        });
+    }
+    if is_within(&dst_root, s.key())
+        .map_err(|e| SyncError::io("check ancestors of", dst.to_path_buf(), e))?
+    {
         return Err(SyncError::Overlap {
             path: dst.to_path_buf(),
         });

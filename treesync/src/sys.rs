@@ -309,8 +309,7 @@ pub(crate) fn lchown_at(
     uid: u32,
     gid: u32,
 ) -> Result<(), Errno> {
-    // SAFETY-free: rustix validates ids; u32::MAX (-1, "unchanged") cannot
-    // come from a real stat.
+    // u32::MAX would mean "leave unchanged", but no stat reports it.
     rfs::chownat(
         dirfd,
         name,
@@ -412,28 +411,37 @@ pub(crate) fn futimens(fd: BorrowedFd<'_>, atime: Ts, mtime: Ts) -> Result<(), E
     rfs::futimens(fd, &timestamps(atime, mtime))
 }
 
+/// Files smaller than this are copied without looking for holes.
+const SPARSE_MIN: u64 = 64 * 1024;
+
 /// Copies `size` bytes from `src` to the empty file `dst`, keeping holes
-/// (SEEK_DATA/SEEK_HOLE) and using `copy_file_range` with a read/write
-/// fallback. Returns the number of data bytes written.
+/// (SEEK_DATA/SEEK_HOLE, for files of 64 KiB and more) and using
+/// `copy_file_range` with a pread/pwrite fallback. Returns the number of
+/// data bytes written.
 pub(crate) fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> io::Result<u64> {
     let mut written = 0u64;
     let mut pos = 0u64;
+    let mut data_end = 0u64;
     let mut use_cfr = true;
     let mut buf: Vec<u8> = Vec::new();
     while pos < size {
-        // Find the next data segment [start, end).
-        let (start, end) = match rfs::seek(src, rfs::SeekFrom::Data(pos)) {
-            Ok(start) => {
-                let end = match rfs::seek(src, rfs::SeekFrom::Hole(start)) {
-                    Ok(end) => end.min(size),
-                    Err(_) => size,
-                };
-                (start, end)
+        // The next data segment [start, end).
+        let (start, end) = if size < SPARSE_MIN {
+            (pos, size)
+        } else {
+            match rfs::seek(src, rfs::SeekFrom::Data(pos)) {
+                Ok(start) => {
+                    let end = match rfs::seek(src, rfs::SeekFrom::Hole(start)) {
+                        Ok(end) => end.min(size),
+                        Err(_) => size,
+                    };
+                    (start, end)
+                }
+                // Only a hole is left.
+                Err(Errno::NXIO) => break,
+                // SEEK_DATA unsupported: treat everything as data.
+                Err(_) => (pos, size),
             }
-            // Only a hole is left.
-            Err(Errno::NXIO) => break,
-            // SEEK_DATA unsupported: treat everything as data.
-            Err(_) => (pos, size),
         };
         if start >= size {
             break;
@@ -447,15 +455,12 @@ pub(crate) fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> 
                 let mut off_in = off;
                 let mut off_out = off;
                 match rfs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), chunk) {
-                    Ok(n) => n,
-                    Err(
-                        Errno::XDEV
-                        | Errno::NOSYS
-                        | Errno::INVAL
-                        | Errno::OPNOTSUPP
-                        | Errno::PERM
-                        | Errno::BADF
-                        | Errno::IO,
+                    Ok(n) if n > 0 => n,
+                    // 0 before the expected end: some filesystems say so
+                    // instead of failing; let read/write decide.
+                    Ok(_)
+                    | Err(
+                        Errno::XDEV | Errno::NOSYS | Errno::INVAL | Errno::OPNOTSUPP | Errno::PERM,
                     ) => {
                         use_cfr = false;
                         continue;
@@ -481,9 +486,12 @@ pub(crate) fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> 
             written += n as u64;
         }
         pos = end;
+        data_end = end;
     }
-    // Trailing hole (or an all-hole file): set the length.
-    rfs::ftruncate(dst, size)?;
+    if data_end < size {
+        // Trailing hole (or an all-hole file): set the length.
+        rfs::ftruncate(dst, size)?;
+    }
     Ok(written)
 }
 
@@ -746,6 +754,55 @@ mod tests {
         assert_eq!(a, b);
         let rd = open_read_at(root.as_fd(), &cs("copy")).unwrap();
         assert!(same_content(src.as_fd(), rd.as_fd(), size).unwrap());
+    }
+
+    #[test]
+    fn copy_data_falls_back_to_read_write_across_filesystems() {
+        // memfd lives on tmpfs: copy_file_range to ext4 says EXDEV (or 0).
+        let t = tempfile::tempdir().unwrap();
+        let root = open_root(t.path()).unwrap();
+        let mem = rfs::memfd_create("treesync-test", rfs::MemfdFlags::CLOEXEC).unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        write_all_at(mem.as_fd(), &data, 0).unwrap();
+        let dst = create_file_at(root.as_fd(), &cs("copy")).unwrap();
+        let n = copy_data(mem.as_fd(), dst.as_fd(), data.len() as u64).unwrap();
+        assert_eq!(n, data.len() as u64);
+        assert_eq!(std::fs::read(t.path().join("copy")).unwrap(), data);
+    }
+
+    #[test]
+    fn xattrs_and_chmod_work_without_proc() {
+        let t = tempfile::tempdir().unwrap();
+        let root = open_root(t.path()).unwrap();
+        std::fs::write(t.path().join("f"), b"x").unwrap();
+        std::fs::create_dir(t.path().join("d")).unwrap();
+        symlink("f", t.path().join("l")).unwrap();
+        let xio = XattrIo { proc_ok: false };
+        for (name, kind) in [("f", Kind::File), ("d", Kind::Dir)] {
+            let n = cs(name);
+            xio.set(Node::At(root.as_fd(), &n), kind, c"user.t", b"v")
+                .unwrap();
+            assert_eq!(
+                xio.get(Node::At(root.as_fd(), &n), kind, c"user.t")
+                    .unwrap(),
+                Some(b"v".to_vec())
+            );
+            assert_eq!(
+                xio.list(Node::At(root.as_fd(), &n), kind).unwrap(),
+                vec![cs("user.t")]
+            );
+            xio.remove(Node::At(root.as_fd(), &n), kind, c"user.t")
+                .unwrap();
+        }
+        // Symlinks cannot be reached without /proc: read as having none.
+        let l = cs("l");
+        assert!(xio
+            .list(Node::At(root.as_fd(), &l), Kind::Symlink)
+            .unwrap()
+            .is_empty());
+        lchmod_at(root.as_fd(), &cs("f"), 0o640, false).unwrap();
+        lchmod_at(root.as_fd(), &l, 0o600, false).unwrap();
+        assert_eq!(lstat_at(root.as_fd(), &cs("f")).unwrap().perm, 0o640);
     }
 
     #[test]

@@ -815,6 +815,34 @@ fn user_xattrs_follow_the_policy() {
 }
 
 #[test]
+fn symlink_and_device_xattrs_are_copied_without_following() {
+    let p = pair();
+    p.src
+        .file("target", b"t")
+        .symlink("l", "target")
+        .fifo("p", 0o644);
+    p.dst
+        .file("target", b"t")
+        .symlink("l", "target")
+        .fifo("p", 0o644);
+    // user.* is not allowed on symlinks; trusted.* is (for root).
+    if let Err(e) = rfs::lsetxattr(
+        p.src.path("l"),
+        "trusted.treesync",
+        b"on-link",
+        XattrFlags::empty(),
+    ) {
+        eprintln!("SKIPPED symlink_and_device_xattrs_are_copied_without_following: trusted.* xattrs unavailable ({e})");
+        return;
+    }
+    p.src.xattr("p", "trusted.treesync", b"on-fifo");
+    let st = check(&p, &opts(), &[b"l", b"p"]);
+    assert_eq!(st.metadata_updated, 2, "{st}");
+    // The target was not given the link's xattr.
+    assert!(xattrs_of(&p.dst.path("target")).is_empty());
+}
+
+#[test]
 fn non_utf8_newline_dot_and_long_names() {
     let p = pair();
     let long = vec![b'L'; 255];
@@ -1098,6 +1126,182 @@ fn errors_name_path_and_operation() {
     assert!(matches!(e, SyncError::Io { .. }));
 }
 
+/// Unmounts on drop, so a failing assertion does not leave a mount behind.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+fn mount_tmpfs(at: &Path) -> Result<Mounted, String> {
+    rustix::mount::mount(
+        "none",
+        at,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .map(|()| Mounted(at.to_path_buf()))
+    .map_err(|e| e.to_string())
+}
+
+#[test]
+fn mount_points_inside_dst_are_never_entered() {
+    let p = pair();
+    p.src.dir("m").file("m/f", b"x");
+    p.dst.dir("m").dir("gone");
+    let _m1 = match mount_tmpfs(&p.dst.path("m")) {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!(
+                "SKIPPED mount_points_inside_dst_are_never_entered: cannot mount tmpfs ({why})"
+            );
+            return;
+        }
+    };
+    let _m2 = mount_tmpfs(&p.dst.path("gone")).unwrap();
+    std::fs::write(p.dst.path("gone/precious"), b"other filesystem").unwrap();
+    std::fs::write(p.dst.path("m/precious"), b"other filesystem").unwrap();
+    let e = sync_tree(&p.src.root, &p.dst.root, &opts()).unwrap_err();
+    assert!(matches!(e, SyncError::MountPoint { .. }), "{e}");
+    assert!(e.to_string().contains("mount point"), "{e}");
+    assert_eq!(
+        std::fs::read(p.dst.path("gone/precious")).unwrap(),
+        b"other filesystem"
+    );
+    assert_eq!(
+        std::fs::read(p.dst.path("m/precious")).unwrap(),
+        b"other filesystem"
+    );
+}
+
+/// The real use: the destination is an overlay on the base image; its upper
+/// directory (the new layer) must hold the changes and nothing else.
+#[test]
+fn overlay_upper_holds_only_the_changes() {
+    let p = pair();
+    let base = Tree::new(p._tmp.path().join("lower"));
+    let upper = p._tmp.path().join("upper");
+    let work = p._tmp.path().join("work");
+    let merged = p._tmp.path().join("merged");
+    for d in [&upper, &work, &merged] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let big: Vec<u8> = vec![7u8; 1 << 20];
+    for t in [&base, &p.src] {
+        t.file("same", b"unchanged")
+            .file("big", &big)
+            .file("modified", b"old")
+            .file("chmod", b"x")
+            .dir("d")
+            .file("d/x", b"x")
+            .dir("keepdir")
+            .file("keepdir/k", b"k")
+            .file("keepdir/k2", b"k2")
+            .hardlink("keepdir/k-link", "keepdir/k")
+            .symlink("link", "same");
+    }
+    base.file("deleted", b"gone")
+        .dir("olddir")
+        .file("olddir/f", b"f");
+    p.src.file_with("modified", b"new!", 0o644, 0, 0, T1);
+    p.src.file_with("chmod", b"x", 0o700, 0, 0, T0);
+    p.src.file("d/y", b"added");
+    base.finish();
+    p.src.finish();
+    let opts_str = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        base.root.display(),
+        upper.display(),
+        work.display()
+    );
+    let data = CString::new(opts_str).unwrap();
+    if let Err(e) = rustix::mount::mount(
+        "overlay",
+        &merged,
+        "overlay",
+        rustix::mount::MountFlags::empty(),
+        Some(data.as_c_str()),
+    ) {
+        eprintln!("SKIPPED overlay_upper_holds_only_the_changes: cannot mount overlayfs ({e})");
+        return;
+    }
+    let _m = Mounted(merged.clone());
+    let st = sync_tree(&p.src.root, &merged, &opts()).unwrap();
+    assert_same_tree(&snapshot(&p.src.root), &snapshot(&merged));
+    let again = sync_tree(&p.src.root, &merged, &opts()).unwrap();
+    assert_eq!(again.changed(), 0, "{again}");
+
+    let layer = snapshot(&upper);
+    let mut names: Vec<String> = layer
+        .keys()
+        .filter(|k| !k.is_empty())
+        .map(|k| show(k))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "\"chmod\"",
+            "\"d\"",
+            "\"d/y\"",
+            "\"deleted\"",
+            "\"modified\"",
+            "\"olddir\""
+        ],
+        "the new layer holds more or less than the changes ({st})"
+    );
+    // Deletions are whiteouts (0/0 character devices).
+    for w in [&b"deleted"[..], b"olddir"] {
+        let (e, _) = &layer[w];
+        assert_eq!((e.mode & 0o170000, e.rdev), (0o020000, 0), "{}", show(w));
+    }
+}
+
+/// Clears the immutable flag on drop so the temp dir can be removed.
+struct Immutable(PathBuf);
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn errors_name_the_failing_destination_path() {
+    let p = pair();
+    p.src.dir("d").file("d/f", b"new content");
+    p.dst.dir("d").file("d/f", b"old");
+    let target = p.dst.path("d/f");
+    let ok = std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(&target)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!(
+            "SKIPPED errors_name_the_failing_destination_path: chattr +i is not available here"
+        );
+        return;
+    }
+    let _guard = Immutable(target.clone());
+    let e = sync_tree(&p.src.root, &p.dst.root, &opts()).unwrap_err();
+    let msg = e.to_string();
+    assert_eq!(
+        msg,
+        format!(
+            "cannot remove {}: Operation not permitted (os error 1)",
+            target.display()
+        )
+    );
+}
+
 #[test]
 fn nested_trees_are_refused() {
     let p = pair();
@@ -1105,6 +1309,14 @@ fn nested_trees_are_refused() {
     let e = sync_tree(&p.src.root, &p.src.path("inner"), &opts()).unwrap_err();
     assert!(matches!(e, SyncError::Overlap { .. }), "{e}");
     let e = sync_tree(&p.src.path("inner"), &p.src.root, &opts()).unwrap_err();
+    assert!(matches!(e, SyncError::Overlap { .. }), "{e}");
+    // Deeper nesting, and nothing deleted before the refusal.
+    p.src.dir("inner/a").dir("inner/a/b");
+    p.src.file("zzz", b"z");
+    let e = sync_tree(&p.src.path("inner/a/b"), &p.src.root, &opts()).unwrap_err();
+    assert!(matches!(e, SyncError::Overlap { .. }), "{e}");
+    assert!(p.src.path("zzz").exists());
+    let e = sync_tree(&p.src.root, &p.src.path("inner/a/b"), &opts()).unwrap_err();
     assert!(matches!(e, SyncError::Overlap { .. }), "{e}");
     // Nothing was lost.
     assert_eq!(std::fs::read(p.src.path("inner/f")).unwrap(), b"x");
