@@ -114,11 +114,24 @@ pub fn plan(built: Built<'_>, env: &Env<'_>) -> Result<Plan, PlanError> {
     let created = env.epoch.map(config::format_rfc3339);
     let count = layers.map_or_else(|| "all".to_string(), |n| n.to_string());
 
+    // In base mode, why the base cannot be kept (shown in the progress line and history).
+    let mut no_base = None;
     let base = match (&env.mode, &lineage.root) {
-        (Mode::Base, Root::Image { output, .. }) => built
-            .base_config
-            .and_then(config::base_layer_count)
-            .map(|n| (output.clone(), n)),
+        (Mode::Base, Root::Image { output, .. }) => {
+            let n = built.base_config.and_then(config::base_layer_count);
+            if n.is_none() {
+                no_base = Some("the Dockerfile frontend did not describe the base image".into());
+            }
+            n.map(|n| (output.clone(), n))
+        }
+        (Mode::Base, Root::Scratch) => {
+            no_base = Some("the target stage starts from scratch".to_string());
+            None
+        }
+        (Mode::Base, Root::Other(what)) => {
+            no_base = Some(format!("the target stage starts from {what}, not an image"));
+            None
+        }
         _ => None,
     };
     if let Some((base_out, base_layers)) = base {
@@ -178,7 +191,10 @@ pub fn plan(built: Built<'_>, env: &Env<'_>) -> Result<Plan, PlanError> {
     if layers.is_some_and(|n| n <= 1) {
         return Ok(unchanged("the image already has a single layer"));
     }
-    let summary = format!("squash: {count} layers -> 1");
+    let summary = match no_base {
+        Some(why) => format!("squash: {count} layers -> 1 (no base kept: {why})"),
+        None => format!("squash: {count} layers -> 1"),
+    };
     let squashed = graph.push(
         llb::copy_root_onto_scratch(&head),
         llb::meta_with_caps(Some(&summary), &["file.base"]),
@@ -516,7 +532,10 @@ mod tests {
             panic!()
         };
         assert!(!keeps_base);
-        assert_eq!(summary, "squash: 2 layers -> 1");
+        assert_eq!(
+            summary,
+            "squash: 2 layers -> 1 (no base kept: the target stage starts from scratch)"
+        );
     }
 
     #[test]
