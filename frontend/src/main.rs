@@ -58,10 +58,24 @@ fn frontend() -> ExitCode {
         }
     };
     // The pipes must be registered with the runtime's reactor, so they are opened inside it.
+    let started = std::time::Instant::now();
     let code = runtime.block_on(async { run::run(gateway::stdio(), start).await });
+    // One line in the daemon's log per run: what the benchmarks read for time and memory.
+    eprintln!(
+        "squash-frontend: exit {code} after {} ms, peak RSS {} KiB",
+        started.elapsed().as_millis(),
+        peak_rss_kib().unwrap_or(0)
+    );
     // Exit at once: BuildKit waits for the process, and tokio's stdin thread would otherwise
     // keep the runtime from shutting down.
     std::process::exit(code)
+}
+
+/// The process's peak resident set size (`VmHWM`).
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn sync(args: &[OsString]) -> ExitCode {
