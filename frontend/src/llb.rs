@@ -303,9 +303,11 @@ pub fn sync_exec(
                 ..Default::default()
             }),
             mounts: vec![
-                // The tool's own root is writable only because runc may need to create mount
-                // points in it; that output is thrown away (-1).
-                mount(0, "/", -1, false),
+                // Read-only with no output: BuildKit then runs on a throw-away writable copy in
+                // which runc can create /proc and /dev (our image is FROM scratch). Writable with
+                // no output mounts the cached image itself, which is read-only on the
+                // containerd store: runc fails to create /proc there.
+                mount(0, "/", -1, true),
                 mount(1, SYNC_FINAL, -1, true),
                 mount(2, SYNC_BASE, 0, false),
             ],

@@ -430,6 +430,10 @@ mod tests {
             panic!()
         };
         assert_eq!(e.network, pb::NetMode::None as i32);
+        assert!(
+            e.mounts[0].readonly,
+            "the tool root must be a throw-away copy"
+        );
         assert!(e.mounts[1].readonly && !e.mounts[2].readonly);
         assert_eq!(e.mounts[2].output, 0);
     }

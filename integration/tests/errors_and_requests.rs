@@ -1,0 +1,271 @@
+//! Bad settings, information requests (`--print`) and failing builds: what
+//! the user sees must be as clear with our `# syntax=` line as without it.
+//! Runs on both stores.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use integration::docker::{BuildOutput, TestContext};
+use integration::scenario::frontend_image_from_env;
+
+fn with_syntax(body: &str) -> String {
+    format!("# syntax={}\n{body}", frontend_image_from_env())
+}
+
+/// Builds a Dockerfile (written as given) without loading the result.
+fn build(t: &str, dockerfile: &str, args: &[&str]) -> BuildOutput {
+    let ctx = TestContext::new(t, dockerfile);
+    ctx.build(args)
+}
+
+/// The `ERROR: ...` lines of a build's output.
+fn error_lines(out: &BuildOutput) -> String {
+    out.stderr
+        .lines()
+        .filter(|l| l.contains("ERROR"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[track_caller]
+fn assert_fails_with(t: &str, out: &BuildOutput, needle: &str) {
+    out.assert_failure();
+    println!(
+        "[{t}] exit {}; errors:\n{}",
+        out.status,
+        indent(&error_lines(out))
+    );
+    assert!(
+        out.stderr.contains(needle),
+        "the output should contain {needle:?}:\n{out}"
+    );
+}
+
+const BODY: &str = "FROM squash-test/busybox:latest\nRUN echo one > /one\nRUN echo two > /two\n";
+
+#[test]
+fn invalid_mode_build_arg() {
+    let t = "invalid_mode_build_arg";
+    start(t);
+    let out = build(t, &with_syntax(BODY), &["--build-arg", "SQUASH_MODE=fast"]);
+    assert_fails_with(
+        t,
+        &out,
+        r#"squash-frontend: invalid build argument SQUASH_MODE "fast" (from a build argument): valid values are full, base, off"#,
+    );
+}
+
+#[test]
+fn empty_mode_build_arg() {
+    let t = "empty_mode_build_arg";
+    start(t);
+    let out = build(t, &with_syntax(BODY), &["--build-arg", "SQUASH_MODE="]);
+    assert_fails_with(
+        t,
+        &out,
+        "squash-frontend: build argument SQUASH_MODE (from a build argument) is empty: valid values are full, base, off",
+    );
+}
+
+#[test]
+fn invalid_method_and_upstream_build_args() {
+    let t = "invalid_method_and_upstream_build_args";
+    start(t);
+    let out = build(
+        t,
+        &with_syntax(BODY),
+        &[
+            "--build-arg",
+            "SQUASH_MODE=base",
+            "--build-arg",
+            "SQUASH_METHOD=copy",
+        ],
+    );
+    assert_fails_with(
+        t,
+        &out,
+        r#"squash-frontend: invalid build argument SQUASH_METHOD "copy" (from a build argument): valid values are auto, diff, sync"#,
+    );
+    let out = build(
+        t,
+        &with_syntax(BODY),
+        &["--build-arg", "SQUASH_UPSTREAM=not a ref"],
+    );
+    assert_fails_with(t, &out, "build argument SQUASH_UPSTREAM");
+}
+
+#[test]
+fn invalid_mode_directive_names_the_line() {
+    let t = "invalid_mode_directive_names_the_line";
+    start(t);
+    let out = build(t, &with_syntax(&format!("# squash=fast\n{BODY}")), &[]);
+    assert_fails_with(
+        t,
+        &out,
+        r#"squash-frontend: invalid directive # squash= "fast" (from Dockerfile line 2): valid values are full, base, off"#,
+    );
+}
+
+#[test]
+fn misplaced_directive_names_the_line() {
+    let t = "misplaced_directive_names_the_line";
+    start(t);
+    // Line 1 syntax, 2 FROM, 3 the directive: below FROM it is a plain
+    // comment to BuildKit, so silently ignoring it would squash in full mode.
+    let df = with_syntax("FROM squash-test/busybox:latest\n# squash=base\nRUN echo one > /one\n");
+    let out = build(t, &df, &[]);
+    assert_fails_with(
+        t,
+        &out,
+        "Dockerfile line 3: the # squash= directive is outside the comment block at the top of the Dockerfile",
+    );
+
+    // Above the syntax line, it would hide `# syntax=` from BuildKit: the
+    // engine's Dockerfile frontend then builds it (no squash) — what BuildKit
+    // does, documented here so a change is noticed.
+    let df = format!(
+        "# squash=base\n# syntax={}\n{BODY}",
+        frontend_image_from_env()
+    );
+    let ctx = TestContext::new(t, &df);
+    let tag = ctx.tag("above");
+    let out = ctx.build(&["--load", "-t", &tag]);
+    let loaded = out.success();
+    let layers = if loaded {
+        integration::docker::save(&tag).layers.len()
+    } else {
+        0
+    };
+    integration::docker::rmi(&[&tag]);
+    println!(
+        "[{t}] # squash= above # syntax=: exit {}, layers {layers}; our frontend ran: {}",
+        out.status,
+        out.stderr.contains("squash-frontend")
+    );
+    out.assert_success();
+    assert_eq!(
+        layers, 3,
+        "BuildKit ignores a # syntax= below another directive: the plain build"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// --print=targets / --print=outline
+// ---------------------------------------------------------------------------
+
+const PRINT_BODY: &str = r#"ARG BASE=squash-test/busybox:latest
+ARG VERSION=1.0
+
+FROM ${BASE} AS builder
+ARG VERSION
+RUN echo $VERSION > /v
+
+FROM squash-test/busybox-layers:latest AS tester
+RUN cat /base/dir/one
+
+# The final image
+FROM squash-test/busybox:latest AS final
+ARG GREETING=hi
+ARG SECRET_LEVEL
+COPY --from=builder /v /v
+"#;
+
+fn print_request(ctx: &TestContext, what: &str, extra: &[&str]) -> BuildOutput {
+    let out = Command::new(integration::docker::DOCKER)
+        .args(["buildx", "build", "--progress=plain"])
+        .arg(format!("--print={what}"))
+        .args(extra)
+        .arg(ctx.path())
+        .env("BUILDX_EXPERIMENTAL", "1")
+        .output()
+        .expect("running docker buildx build --print");
+    BuildOutput {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn print_targets_and_outline_match_the_plain_frontend() {
+    let t = "print_targets_and_outline_match_the_plain_frontend";
+    start(t);
+    let plain = TestContext::new(t, PRINT_BODY);
+    let squashed = TestContext::new(t, &with_syntax(PRINT_BODY));
+    let requests: [(&str, &[&str]); 4] = [
+        ("targets", &[]),
+        ("outline", &[]),
+        ("outline", &["--target", "tester"]),
+        (
+            "outline",
+            &["--build-arg", "VERSION=2.0", "--target", "builder"],
+        ),
+    ];
+    for (what, extra) in requests {
+        let p = print_request(&plain, what, extra);
+        let s = print_request(&squashed, what, extra);
+        p.assert_success();
+        s.assert_success();
+        println!(
+            "[{t}] --print={what} {extra:?} (plain):\n{}",
+            indent(&p.stdout)
+        );
+        assert!(
+            !p.stdout.trim().is_empty(),
+            "--print={what} printed nothing"
+        );
+        assert_eq!(
+            p.stdout, s.stdout,
+            "--print={what} {extra:?}: stdout differs between the plain frontend and ours"
+        );
+        println!("[{t}] --print={what} {extra:?}: identical stdout with our syntax line");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A failing RUN
+// ---------------------------------------------------------------------------
+
+#[test]
+fn failing_run_shows_the_dockerfile_line() {
+    let t = "failing_run_shows_the_dockerfile_line";
+    start(t);
+    let body = "FROM squash-test/busybox:latest\nRUN echo step-one\nRUN echo about-to-fail && exit 7\nRUN echo never\n";
+    let plain = build(t, body, &[]);
+    let squashed = build(t, &with_syntax(body), &[]);
+    for (side, out) in [("plain", &plain), ("squashed", &squashed)] {
+        out.assert_failure();
+        let excerpt: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| l.contains(">>>") || l.starts_with("ERROR") || l.starts_with("Dockerfile"))
+            .collect();
+        println!(
+            "[{t}] {side}: exit {}\n{}",
+            out.status,
+            indent(&excerpt.join("\n"))
+        );
+        assert!(
+            out.stderr
+                .contains("did not complete successfully: exit code: 7"),
+            "{side}: {out}"
+        );
+        assert!(
+            out.stderr
+                .lines()
+                .any(|l| l.contains(">>> RUN echo about-to-fail && exit 7")),
+            "{side}: the >>> excerpt of the failing RUN line is missing:\n{out}"
+        );
+    }
+    // The location points at the same instruction: line 3 of the plain
+    // Dockerfile, line 4 of ours (the syntax line comes first).
+    assert!(plain.stderr.contains("Dockerfile:3\n"), "{plain}");
+    assert!(squashed.stderr.contains("Dockerfile:4\n"), "{squashed}");
+    assert_eq!(
+        plain.status.code(),
+        squashed.status.code(),
+        "same exit status"
+    );
+}
