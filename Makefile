@@ -27,7 +27,7 @@ check:
 
 e2e:
 	$(WITH_ENGINE) scripts/frontend-image.sh $(FRONTEND_IMAGE) >/dev/null && \
-	  SQUASH_FRONTEND_IMAGE=$(FRONTEND_IMAGE) cargo test -p integration --locked --tests -- --test-threads 3
+	  SQUASH_FRONTEND_IMAGE=$(FRONTEND_IMAGE) cargo test -p integration --locked --tests --no-fail-fast -- --test-threads 3
 
 demo:
 	$(WITH_ENGINE) scripts/frontend-image.sh $(FRONTEND_IMAGE) >/dev/null && \
