@@ -3,19 +3,22 @@
 #   make test   every test: format, lints, unit tests, then end-to-end on both engine stores
 #   make check  format, lints and unit tests only (no engine)
 #   make e2e MODE=classic|c8d   end-to-end tests on one store
+#   make fuzz   every fuzz target for FUZZ_SECONDS each (nightly + cargo-fuzz)
 #   make bench  benchmarks (not part of the tests)
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 MODE ?= c8d
+FUZZ_SECONDS ?= 60
 EXAMPLE ?= examples/toolchain
 FRONTEND_IMAGE ?= squash-frontend:dev
 ENGINE := scripts/engine.sh
 # Runs its argument with the environment of a started engine (store $(MODE)).
 WITH_ENGINE = eval "$$($(ENGINE) start $(MODE))" && $(ENGINE) images >&2 &&
 
-.PHONY: test check e2e demo bench frontend-image stop
+.PHONY: test check e2e demo bench fuzz frontend-image stop
 
 test: check
+	fuzz/run.sh 10
 	$(MAKE) e2e MODE=classic
 	$(MAKE) e2e MODE=c8d
 	$(ENGINE) stop
@@ -24,6 +27,10 @@ check:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cargo test --workspace --locked --lib --bins --test gateway_flow
+	cargo fmt --manifest-path fuzz/Cargo.toml --check
+
+fuzz:
+	fuzz/run.sh $(FUZZ_SECONDS)
 
 e2e:
 	$(WITH_ENGINE) scripts/frontend-image.sh $(FRONTEND_IMAGE) >/dev/null && \

@@ -87,8 +87,12 @@ pub fn rewrite(
             kept += 1;
             continue;
         }
-        if let Some(map) = item.as_object_mut() {
-            map.insert("empty_layer".into(), Value::Bool(true));
+        match item.as_object_mut() {
+            Some(map) => {
+                map.insert("empty_layer".into(), Value::Bool(true));
+            }
+            // A non-object entry (e.g. null) reads as an entry with a layer: make it an empty one.
+            None => *item = serde_json::json!({ "empty_layer": true }),
         }
     }
     let mut new = Map::new();
@@ -296,6 +300,18 @@ mod tests {
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["history"].as_array().unwrap().len(), 1);
         assert!(v.get("created").is_none());
+    }
+
+    #[test]
+    fn non_object_entries_cannot_claim_a_layer() {
+        let out = rewrite(
+            br#"{"history":[null,{"created_by":"RUN a"}]}"#,
+            Layout::Full,
+            &entry(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(layer_count(&out).unwrap(), 1);
     }
 
     #[test]

@@ -272,6 +272,41 @@ CMD ["sh", "-c", "cat /opt/both /opt/extra; stat -c '%a' /opt/suid"]
     assert_eq!(printed, "one\ntwo\nextra\n4755\n");
 }
 
+/// The base is found through an ARG-expanded `FROM --platform=...` and two `FROM <stage>`
+/// links: the root of the target stage's chain, not the stage it names.
+#[test]
+fn base_found_through_args_platform_and_stage_links() {
+    let t = "base_found_through_args_platform_and_stage_links";
+    start(t);
+    let base = docker::save(LAYERS);
+    let dockerfile = r#"ARG BASE_IMAGE=squash-test/busybox:latest
+FROM --platform=linux/amd64 ${BASE_IMAGE} AS root
+RUN echo root > /root-stage
+
+FROM root AS middle
+RUN echo middle > /middle-stage && rm /base/hl-a
+
+FROM squash-test/busybox:latest AS unrelated
+RUN echo unrelated > /unrelated
+
+FROM middle
+COPY --from=unrelated /unrelated /copied
+RUN echo top > /top-stage
+CMD ["cat", "/root-stage", "/middle-stage", "/copied", "/top-stage"]
+"#;
+    let out = Scenario::new(t, dockerfile)
+        .build_args(&["--build-arg", &format!("BASE_IMAGE={LAYERS}")])
+        .squash_args(&["--build-arg", "SQUASH_MODE=base"])
+        .run();
+    describe_outcome(t, &out);
+    assert_eq!(out.plain.image.layers.len(), base.layers.len() + 4);
+    assert_keeps_base_layers(t, &base, &out.squashed.image);
+    assert_same_fs_and_config(t, &out);
+    assert!(!out.squashed.fs.contains("/base/hl-a"));
+    let printed = assert_same_run(t, &out, &[]);
+    assert_eq!(printed, "root\nmiddle\nunrelated\ntop\n");
+}
+
 // ---------------------------------------------------------------------------
 // Where the mode comes from
 // ---------------------------------------------------------------------------

@@ -1,0 +1,58 @@
+//! Arbitrary bytes as a Dockerfile -> `directives::read` with our three keys, and what it finds
+//! -> `options::settings`.
+//!
+//! Asserts, besides "no panic":
+//! - on `Ok`, every key is one of ours; every value is non-empty and trimmed; every line number
+//!   names a line of the input (1-based, after the BOM) that holds a `#`, and the key
+//!   (case-insensitively) and the value both appear in that line;
+//! - on `Err`, the line numbers the error names are lines of the input.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use squash_frontend::directives::{self, DirectiveError};
+use squash_frontend::options::{self, Opts};
+
+const OURS: [&str; 3] = ["squash", "squash-method", "squash-upstream"];
+
+fuzz_target!(|data: &[u8]| {
+    let text = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data);
+    let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
+    match directives::read(data, &OURS) {
+        Ok(found) => {
+            for (key, (value, line)) in &found {
+                assert!(OURS.contains(&key.as_str()), "foreign key {key:?}");
+                assert!(
+                    !value.is_empty() && value.trim() == value,
+                    "value {value:?}"
+                );
+                assert!(
+                    (1..=lines.len()).contains(line),
+                    "line {line} of {}",
+                    lines.len()
+                );
+                let raw = String::from_utf8_lossy(lines[line - 1]);
+                assert!(raw.contains('#'), "line {line} {raw:?} has no #");
+                assert!(
+                    raw.to_ascii_lowercase().contains(key.as_str()),
+                    "{key:?} not in {raw:?}"
+                );
+                assert!(raw.contains(value.as_str()), "{value:?} not in {raw:?}");
+            }
+            let _ = options::settings(&Opts::new(), &found);
+        }
+        Err(e) => {
+            let named = match &e {
+                DirectiveError::Duplicate { line, first, .. } => vec![*line, *first],
+                DirectiveError::Misplaced { line, .. } => vec![*line],
+                DirectiveError::BeforeSyntax {
+                    line, syntax_line, ..
+                } => vec![*line, *syntax_line],
+            };
+            for l in named {
+                assert!((1..=lines.len()).contains(&l), "error names line {l}: {e}");
+            }
+            let _ = e.to_string();
+        }
+    }
+});

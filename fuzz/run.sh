@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Builds every fuzz target and runs each for SECONDS (default 20), one after the other.
+#   fuzz/run.sh [SECONDS] [TARGET...]     (no TARGET: all of them)
+# Prints one line per target with the executions run; exits non-zero if any target crashed
+# (a panic, a failed assertion, a sanitizer report, a timeout or running out of memory), after
+# printing the panic with its backtrace and where the crashing input was saved.
+# Needs rustup's nightly toolchain; installs cargo-fuzz from crates.io if it is missing.
+# The fuzzer's growing corpora and logs stay under fuzz/target/ (git-ignored); the seeds in
+# fuzz/corpus/<target>/ are only read; crash inputs go to fuzz/artifacts/<target>/.
+set -euo pipefail
+
+secs=${1:-20}
+shift || true
+case $secs in
+'' | *[!0-9]*)
+    echo "usage: $0 [SECONDS] [TARGET...]" >&2
+    exit 2
+    ;;
+esac
+
+fuzz_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$fuzz_dir/.."
+
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "run.sh: the nightly toolchain is missing (rustup toolchain install nightly)" >&2
+    exit 2
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "run.sh: installing cargo-fuzz" >&2
+    cargo install cargo-fuzz --locked --version '^0.13'
+fi
+
+# A target dir set for the main workspace must not take the fuzz build elsewhere.
+unset CARGO_TARGET_DIR
+# A panic's backtrace goes into the target's log.
+export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
+
+build_start=$(date +%s)
+cargo +nightly fuzz build --fuzz-dir "$fuzz_dir"
+echo "fuzz build: $(($(date +%s) - build_start)) s"
+
+if [ $# -gt 0 ]; then
+    targets=("$@")
+else
+    mapfile -t targets < <(cargo +nightly fuzz list --fuzz-dir "$fuzz_dir")
+fi
+
+failed=()
+for t in "${targets[@]}"; do
+    work="$fuzz_dir/target/corpus/$t"
+    log="$fuzz_dir/target/logs/$t.log"
+    mkdir -p "$work" "$(dirname "$log")"
+    dirs=("$work")
+    if [ -d "$fuzz_dir/corpus/$t" ]; then
+        dirs+=("$fuzz_dir/corpus/$t")
+    fi
+    args=(-max_total_time="$secs" -timeout=20 -rss_limit_mb=2048 -print_final_stats=1)
+    if [ -f "$fuzz_dir/dict/$t.dict" ]; then
+        args+=(-dict="$fuzz_dir/dict/$t.dict")
+    fi
+    status=0
+    cargo +nightly fuzz run --fuzz-dir "$fuzz_dir" "$t" "${dirs[@]}" \
+        -- "${args[@]}" >"$log" 2>&1 || status=$?
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+    corpus=$(wc -l < <(find "$work" -type f))
+    if [ "$status" -eq 0 ]; then
+        printf 'fuzz %-11s ok     %10s executions in %s s (corpus %s)\n' "$t" "${execs:-?}" "$secs" "$corpus"
+    else
+        printf 'fuzz %-11s FAILED %10s executions (exit %s; log %s)\n' "$t" "${execs:-?}" "$status" "$log"
+        # The panic message and its backtrace, then what libFuzzer says and where the input is.
+        sed -n '/panicked at/,/^==[0-9]*==/p' "$log" | grep -v '^==' | head -n 40 | sed 's/^/    | /' || true
+        grep -E '^==[0-9]+== ?ERROR|^SUMMARY:|Test unit written to' "$log" | sed 's/^/    | /' || true
+        failed+=("$t")
+    fi
+done
+
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "fuzz: crashed: ${failed[*]}" >&2
+    exit 1
+fi
+echo "fuzz: ${#targets[@]} targets, no crash"
