@@ -298,6 +298,13 @@ cmd_start() {
   log "starting dockerd ($m) in $d"
   : >"$d/dockerd.log"
   if [ ! -e /sys/class/net/docker0 ]; then touch "$d/created-docker0"; fi
+  # The daemon outlives this script: it must not inherit any open descriptor of the caller
+  # (e.g. a `flock` lock file, which it would then hold for as long as it runs).
+  local fd
+  for fd in /proc/$BASHPID/fd/*; do
+    fd=${fd##*/}
+    if [ "$fd" -gt 2 ] && [ "$fd" != 255 ]; then eval "exec $fd>&-"; fi
+  done 2>/dev/null
   PATH=$ROOT/usr/bin:$ROOT/usr/sbin:$ROOT/usr/libexec/docker:$PATH \
     setsid "$ROOT/usr/sbin/dockerd" \
     --config-file "$d/daemon.json" \
