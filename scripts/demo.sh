@@ -33,5 +33,5 @@ for t in plain squashed base; do
   docker run --rm "$name:$t" 2>/dev/null | head -5
 done
 echo
-echo "History of $name:base:"
-docker history --format '{{.Size}}\t{{.CreatedBy}}' "$name:base" | cut -c1-100
+echo "History of $name:base (the base image's entries, then the squashed layer on top):"
+docker history --format '{{.CreatedBy}}' "$name:base" | cut -c1-100
