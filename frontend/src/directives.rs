@@ -52,8 +52,11 @@ pub fn read(dockerfile: &[u8], ours: &[&str]) -> Result<Directives, DirectiveErr
         let parsed = parse_line(line);
         if in_block {
             match parsed {
+                // An empty value ends BuildKit's block; one of ours is kept, to be refused
+                // as empty by the settings rather than silently ignored.
                 Some((key, value))
-                    if ours.contains(&key.as_str()) || BUILDKIT_KEYS.contains(&key.as_str()) =>
+                    if ours.contains(&key.as_str())
+                        || (BUILDKIT_KEYS.contains(&key.as_str()) && !value.is_empty()) =>
                 {
                     if let Some((_, first)) = found.get(&key) {
                         return Err(DirectiveError::Duplicate {
@@ -99,11 +102,7 @@ fn parse_line(line: &str) -> Option<(String, String)> {
     if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '-') {
         return None;
     }
-    let value = value.trim();
-    if value.is_empty() {
-        return None;
-    }
-    Some((key.to_ascii_lowercase(), value.to_string()))
+    Some((key.to_ascii_lowercase(), value.trim().to_string()))
 }
 
 #[cfg(test)]
@@ -178,6 +177,18 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn an_empty_directive_of_ours_is_kept_to_be_refused() {
+        let d = read(b"# syntax=x\n# squash=\nFROM y\n", OURS).unwrap();
+        assert_eq!(get(&d, "squash"), Some((String::new(), 2)));
+        // An empty BuildKit directive ends the block, as in BuildKit.
+        let d = read(b"# escape=\n# squash=base\nFROM y\n", OURS);
+        assert!(
+            matches!(d, Err(DirectiveError::Misplaced { line: 2, .. })),
+            "{d:?}"
+        );
     }
 
     #[test]

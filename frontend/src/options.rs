@@ -133,6 +133,11 @@ pub const UPSTREAM: Setting = Setting {
 /// Every setting, to tell which option names are ours.
 pub const SETTINGS: [Setting; 3] = [MODE, METHOD, UPSTREAM];
 
+/// The option we set when we hand the build to an upstream frontend image: should that image
+/// be a squash frontend too, it passes the build through instead of following the same
+/// upstream setting (a build argument or directive it also sees) back to itself forever.
+pub const NESTED: &str = "squash-nested";
+
 /// Longest value we accept for any setting.
 const MAX_VALUE: usize = 4096;
 
@@ -282,7 +287,7 @@ fn valid_image_ref(value: &str) -> Option<String> {
 pub fn forwarded(opts: &Opts) -> Opts {
     let mut out: Opts = opts
         .iter()
-        .filter(|(k, _)| !SETTINGS.iter().any(|s| s.option == k.as_str()))
+        .filter(|(k, _)| k.as_str() != NESTED && !SETTINGS.iter().any(|s| s.option == k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     if !out.contains_key("cmdline") {

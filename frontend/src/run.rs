@@ -119,8 +119,9 @@ async fn build(gw: &mut Gateway, start: &Start) -> Result<gateway::Result, Build
     };
     let opts = &start.opts;
 
-    // Information requests (--print / --call) are the Dockerfile frontend's to answer.
-    if opts.contains_key("requestid") {
+    // Information requests (--print / --call) are the Dockerfile frontend's to answer, and a
+    // build handed to us by a squash frontend as its upstream is passed through as is.
+    if opts.contains_key("requestid") || opts.contains_key(options::NESTED) {
         return delegate(gw, opts, None, inputs).await;
     }
 
@@ -156,6 +157,7 @@ async fn delegate(
         Some(image) => {
             frontend_opt.insert("source".into(), image.into());
             frontend_opt.insert("cmdline".into(), image.into());
+            frontend_opt.insert(options::NESTED.into(), "1".into());
             "gateway.v0"
         }
         None => "dockerfile.v0",
@@ -166,9 +168,20 @@ async fn delegate(
         frontend_inputs: inputs,
         ..Default::default()
     };
-    gw.solve(req)
-        .await
-        .map_err(|e| BuildError::Upstream(e.status))
+    gw.solve(req).await.map_err(|e| {
+        let mut status = e.status;
+        if let Some(image) = upstream {
+            // Keep the details (they carry Dockerfile locations); say who failed.
+            status.message = format!(
+                "squash-frontend: the upstream frontend {image} (set with the build argument {}, option {} or directive # {}=) failed: {}",
+                options::UPSTREAM.build_arg,
+                options::UPSTREAM.option,
+                options::UPSTREAM.directive,
+                status.message
+            );
+        }
+        BuildError::Upstream(status)
+    })
 }
 
 async fn squash_all(

@@ -389,6 +389,27 @@ async fn upstream_errors_are_passed_on_unchanged() {
 }
 
 #[tokio::test]
+async fn a_nested_run_passes_the_build_through() {
+    // What an upstream squash frontend sees: the upstream setting again (as a build argument and
+    // a directive), plus our nested marker. It must build with the Dockerfile frontend, once.
+    let df = "# syntax=squash\n# squash-upstream=local/up:1\nFROM busybox\n";
+    let o = opts(&[
+        ("squash-nested", "1"),
+        ("build-arg:SQUASH_UPSTREAM", "local/up:1"),
+    ]);
+    let (code, log) = drive(fake(df), o).await;
+    assert_eq!(code, 0);
+    assert!(log.reads.is_empty());
+    assert_eq!(log.solves.len(), 1);
+    assert_eq!(log.solves[0].frontend, "dockerfile.v0");
+    assert!(!log.solves[0].frontend_opt.contains_key("squash-nested"));
+    let Some(result::Result::Ref(r)) = &returned_result(&log).result else {
+        panic!()
+    };
+    assert_eq!(r.id, "built", "not squashed: the outer frontend does that");
+}
+
+#[tokio::test]
 async fn subrequests_are_forwarded_and_returned_as_is() {
     let (code, log) = drive(
         fake("FROM busybox\n"),

@@ -557,6 +557,17 @@ impl FsModel {
                     }
                 }
                 Change::Opaque(p) => {
+                    // A directory that replaces a lower non-directory is marked opaque too;
+                    // the directory entry applied below replaces that entry, so there is
+                    // nothing under it to hide.
+                    let replaces_non_dir = matches!(
+                        self.resolve_parent(p, false)?
+                            .and_then(|q| self.tree.get(&q)),
+                        Some(Slot::Inode(_))
+                    );
+                    if replaces_non_dir {
+                        continue;
+                    }
                     if let Some(dir) = self.resolve_dir(p, false, 0)? {
                         self.remove_children(&dir);
                     }
@@ -979,6 +990,18 @@ mod tests {
         assert!(m.contains("d2"));
         assert!(m.contains("e/z"));
         assert!(!m.contains("d/.wh..wh..opq"));
+    }
+
+    #[test]
+    fn an_opaque_directory_may_replace_a_lower_file() {
+        // What Docker's classic store writes for `rm f && mkdir f && touch f/x`.
+        let mut a = LayerBuilder::new();
+        a.file("f", b"file", 0o644);
+        let mut b = LayerBuilder::new();
+        b.dir("f", 0o755).opaque("f").file("f/x", b"x", 0o600);
+        let m = model(&[a.finish(), b.finish()]);
+        assert_eq!(m.get("f").unwrap().kind, Kind::Dir);
+        assert_eq!(m.get("f/x").unwrap().mode, 0o600);
     }
 
     #[test]
