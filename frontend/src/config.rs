@@ -49,6 +49,34 @@ pub fn base_layer_count(base_config: &[u8]) -> Option<usize> {
         .map(Vec::len)
 }
 
+/// Whether `base_config` describes the bottom layers of the image whose config is `config`:
+/// its `rootfs.diff_ids` are the first ones of the image's, or, where the image config carries
+/// no diff IDs, its history entries are the first ones of the image's. Guards a base config
+/// resolved after the build (a tag could have moved in between).
+pub fn describes_base(config: &[u8], base_config: &[u8]) -> bool {
+    let (Ok(image), Ok(base)) = (
+        serde_json::from_slice::<Value>(config),
+        serde_json::from_slice::<Value>(base_config),
+    ) else {
+        return false;
+    };
+    let list = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_array).cloned();
+    match (
+        list(&image, "/rootfs/diff_ids"),
+        list(&base, "/rootfs/diff_ids"),
+    ) {
+        (Some(ids), Some(base_ids)) if !ids.is_empty() => ids.starts_with(&base_ids),
+        (_, Some(_)) => match (list(&image, "/history"), list(&base, "/history")) {
+            (Some(h), Some(bh)) => {
+                let by = |e: &Value| e.get("created_by").cloned();
+                h.len() >= bh.len() && h.iter().zip(&bh).all(|(a, b)| by(a) == by(b))
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
 /// The config with its history rewritten for `layout` and `created` set to `created` (RFC 3339),
 /// or, when that is `None`, to the newest time the history already holds (never "now": that
 /// would make every cached rebuild a new image).
@@ -239,6 +267,33 @@ mod tests {
     fn rewritten(layout: Layout, created: Option<&str>) -> Value {
         let bytes = serde_json::to_vec(&sample()).unwrap();
         serde_json::from_slice(&rewrite(&bytes, layout, &entry(), created).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_base_config_describes_the_bottom_layers_or_not() {
+        let image = json!({
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:a", "sha256:b", "sha256:c"]},
+            "history": [{"created_by": "base 1"}, {"created_by": "base 2"}, {"created_by": "RUN x"}]
+        });
+        let base = json!({
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:a", "sha256:b"]},
+            "history": [{"created_by": "base 1"}, {"created_by": "base 2"}]
+        });
+        let other = json!({
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:x"]},
+            "history": [{"created_by": "other"}]
+        });
+        let b = |v: &Value| serde_json::to_vec(v).unwrap();
+        assert!(describes_base(&b(&image), &b(&base)));
+        assert!(!describes_base(&b(&image), &b(&other)));
+        // No diff IDs in the image config: the history decides.
+        let mut no_ids = image.clone();
+        no_ids.as_object_mut().unwrap().remove("rootfs");
+        assert!(describes_base(&b(&no_ids), &b(&base)));
+        assert!(!describes_base(&b(&no_ids), &b(&other)));
+        // Not a config at all.
+        assert!(!describes_base(b"[", &b(&base)));
+        assert!(!describes_base(&b(&image), b"{}"));
     }
 
     #[test]

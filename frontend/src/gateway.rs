@@ -103,6 +103,25 @@ impl Gateway {
             .map(|r| r.data)
     }
 
+    /// The config of an image reference (`name@sha256:...`) at `platform`, resolved by the
+    /// engine (its image store first, as for the Dockerfile frontend's own `FROM`).
+    pub async fn resolve_image_config(
+        &mut self,
+        reference: &str,
+        platform: Option<pb::Platform>,
+    ) -> Result<Vec<u8>, GatewayError> {
+        let req = gateway::ResolveImageConfigRequest {
+            r#ref: reference.into(),
+            platform,
+            resolve_mode: "default".into(),
+            log_name: format!("squash: describe base {reference}"),
+            ..Default::default()
+        };
+        call("ResolveImageConfig", self.client.resolve_image_config(req))
+            .await
+            .map(|r| r.config)
+    }
+
     /// Sends the build's outcome. BuildKit accepts exactly one `Return` per run.
     pub async fn finish(&mut self, req: gateway::ReturnRequest) -> Result<(), GatewayError> {
         call("Return", self.client.r#return(req)).await.map(|_| ())

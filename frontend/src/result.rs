@@ -96,6 +96,10 @@ pub enum Done {
         reference: gateway::Ref,
         config: Option<Vec<u8>>,
         keeps_base: bool,
+        /// The base image's config when squash-frontend resolved it itself (the Dockerfile
+        /// frontend returned none): returned as `containerimage.base.config` so the exporter
+        /// treats the kept layers as the base's (`rewrite-timestamp` leaves them alone).
+        base_config: Option<Vec<u8>>,
     },
 }
 
@@ -111,6 +115,7 @@ pub fn assemble(
             reference,
             config,
             keeps_base,
+            base_config,
         } = d
         else {
             continue;
@@ -125,6 +130,9 @@ pub fn assemble(
         let p = platform.as_deref();
         if let Some(config) = config {
             out.metadata.insert(key(CONFIG, p), config.clone());
+        }
+        if let (true, Some(base)) = (keeps_base, base_config) {
+            out.metadata.insert(key(BASE_CONFIG, p), base.clone());
         }
         if !keeps_base {
             // No layer of the base is left: a stale base config would make the exporter
@@ -206,6 +214,7 @@ mod tests {
                 reference: r("new"),
                 config: Some(b"new cfg".to_vec()),
                 keeps_base: false,
+                base_config: None,
             },
         );
         done.insert(Some("linux/amd64".to_string()), Done::Unchanged);
@@ -227,6 +236,30 @@ mod tests {
             .metadata
             .contains_key(&format!("{BASE_CONFIG}/linux/amd64")));
         assert_eq!(out.metadata["refs.platforms"], b"{}");
+    }
+
+    #[test]
+    fn assemble_returns_a_base_config_we_resolved_only_when_the_base_is_kept() {
+        for keeps_base in [true, false] {
+            let mut res = multi();
+            res.metadata.remove(&format!("{BASE_CONFIG}/linux/arm64"));
+            let mut done = BTreeMap::new();
+            done.insert(
+                Some("linux/arm64".to_string()),
+                Done::Squashed {
+                    reference: r("new"),
+                    config: None,
+                    keeps_base,
+                    base_config: Some(b"resolved".to_vec()),
+                },
+            );
+            let out = assemble(&res, &done);
+            let got = out.metadata.get(&format!("{BASE_CONFIG}/linux/arm64"));
+            assert_eq!(got.is_some(), keeps_base, "keeps_base {keeps_base}");
+            if keeps_base {
+                assert_eq!(got.unwrap(), b"resolved");
+            }
+        }
     }
 
     #[test]

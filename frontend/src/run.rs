@@ -7,6 +7,7 @@ use prost::Message;
 use squash_proto::{gateway, pb, rpc};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::config;
 use crate::directives::{self, DirectiveError};
 use crate::gateway::{Gateway, GatewayError};
 use crate::llb::{meta_with_caps, Graph};
@@ -225,14 +226,16 @@ async fn squash_all(
             tool: tool.as_ref(),
             epoch: result::epoch(&start.opts, &built, platform),
         };
-        let planned = squash::plan(
-            squash::Built {
-                def,
-                config: result::meta(&built, result::CONFIG, platform),
-                base_config: result::meta(&built, result::BASE_CONFIG, platform),
-            },
-            &env,
-        )?;
+        let mut input = squash::Built {
+            def,
+            config: result::meta(&built, result::CONFIG, platform),
+            base_config: result::meta(&built, result::BASE_CONFIG, platform),
+        };
+        let described = describe_base(gw, input, &env, platform).await?;
+        if described.is_some() {
+            input.base_config = described.as_deref();
+        }
+        let planned = squash::plan(input, &env)?;
         let d = match planned {
             Plan::Unchanged { reason } => {
                 eprintln!("squash-frontend: {}: {reason}", platform.unwrap_or("image"));
@@ -268,12 +271,50 @@ async fn squash_all(
                     reference,
                     config,
                     keeps_base,
+                    base_config: described.filter(|_| keeps_base),
                 }
             }
         };
         done.insert(platform.map(str::to_string), d);
     }
     Ok(result::assemble(&built, &done))
+}
+
+/// The base image's config, resolved by the engine, when base mode needs it and the Dockerfile
+/// frontend did not return it. A failure only costs the base: the image is then squashed to
+/// one layer, and the progress line says why.
+async fn describe_base(
+    gw: &mut Gateway,
+    built: squash::Built<'_>,
+    env: &squash::Env<'_>,
+    platform: Option<&str>,
+) -> Result<Option<Vec<u8>>, BuildError> {
+    let Some(wanted) = squash::base_to_describe(built, env)? else {
+        return Ok(None);
+    };
+    let what = platform.unwrap_or("image");
+    match gw
+        .resolve_image_config(&wanted.reference, wanted.platform)
+        .await
+    {
+        Ok(base) => match built.config {
+            Some(config) if config::describes_base(config, &base) => Ok(Some(base)),
+            _ => {
+                eprintln!(
+                    "squash-frontend: {what}: the config resolved for {} does not match the built image's bottom layers",
+                    wanted.reference
+                );
+                Ok(None)
+            }
+        },
+        Err(e) => {
+            eprintln!(
+                "squash-frontend: {what}: could not describe the base image {}: {}",
+                wanted.reference, e.status.message
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// Our own image, if BuildKit told us its definition.

@@ -100,6 +100,51 @@ pub enum PlanError {
 
 const COMMENT: &str = "squash-frontend";
 
+/// A base image the engine must describe before base mode can keep it: the pinned image at the
+/// root of the target stage, when the Dockerfile frontend returned no
+/// `containerimage.base.config` for it (Docker 26.1's does not for a base given by
+/// `--build-context name=docker-image://...`). Resolving that reference gives the config the
+/// frontend itself resolved for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaseToDescribe {
+    /// The reference to resolve, without its `docker-image://` scheme. Docker 26.1's frontend
+    /// leaves a named context's reference as given (a tag); the config resolved for it is
+    /// only used if [`config::describes_base`] finds it under the built image.
+    pub reference: String,
+    /// The platform the source op was pinned for.
+    pub platform: Option<pb::Platform>,
+}
+
+/// Which base image, if any, must be resolved before [`plan`] can keep it (see
+/// [`BaseToDescribe`]). `None` outside base mode, when the build already described its base, or
+/// when the root is not a registry image (scratch, a local context, an OCI layout).
+pub fn base_to_describe(
+    built: Built<'_>,
+    env: &Env<'_>,
+) -> Result<Option<BaseToDescribe>, PlanError> {
+    if env.mode != Mode::Base || built.base_config.is_some() {
+        return Ok(None);
+    }
+    let mut graph = Graph::default();
+    let Some(head) = graph.add_definition(built.def)? else {
+        return Ok(None);
+    };
+    let lineage = base::find_root(&graph, &head);
+    let Root::Image { output, identifier } = lineage.root else {
+        return Ok(None);
+    };
+    let Some(reference) = identifier.strip_prefix("docker-image://") else {
+        return Ok(None);
+    };
+    if lineage.steps == 0 {
+        return Ok(None);
+    }
+    Ok(Some(BaseToDescribe {
+        reference: reference.to_string(),
+        platform: graph.op(&output.digest).and_then(|op| op.platform.clone()),
+    }))
+}
+
 /// Plans the squash of `built`.
 pub fn plan(built: Built<'_>, env: &Env<'_>) -> Result<Plan, PlanError> {
     if env.mode == Mode::Off {
@@ -332,6 +377,80 @@ mod tests {
             tool,
             epoch: None,
         }
+    }
+
+    #[test]
+    fn base_to_describe_is_the_pinned_root_image_when_no_base_config_came_back() {
+        let (def, _) = sample_definition();
+        let (cfg, bcfg) = (config(), base_config());
+        let c = caps(true);
+        let built = |base_config| Built {
+            def: &def,
+            config: Some(&cfg),
+            base_config,
+        };
+        let wanted = base_to_describe(built(None), &env(Mode::Base, Method::Auto, &c, None))
+            .unwrap()
+            .expect("a base to describe");
+        assert_eq!(
+            wanted.reference,
+            "docker.io/library/busybox:latest@sha256:aaaa"
+        );
+        assert_eq!(wanted.platform.unwrap().architecture, "amd64");
+        // Described already, or not base mode: nothing to ask.
+        for (cfg, mode) in [
+            (Some(&bcfg[..]), Mode::Base),
+            (None, Mode::Full),
+            (None, Mode::Off),
+        ] {
+            let got = base_to_describe(built(cfg), &env(mode, Method::Auto, &c, None)).unwrap();
+            assert_eq!(got, None, "{mode:?} with base config {:?}", cfg.is_some());
+        }
+    }
+
+    #[test]
+    fn base_to_describe_skips_non_registry_roots() {
+        for (identifier, want) in [
+            ("docker-image://docker.io/library/busybox:latest", true),
+            ("local://context", false),
+            ("oci-layout://store/busybox@sha256:aaaa", false),
+            ("docker-image://docker.io/library/busybox@sha256:aaaa", true),
+        ] {
+            let def = with_root(identifier);
+            let c = caps(true);
+            let cfg = config();
+            let built = Built {
+                def: &def,
+                config: Some(&cfg),
+                base_config: None,
+            };
+            let got = base_to_describe(built, &env(Mode::Base, Method::Auto, &c, None)).unwrap();
+            assert_eq!(got.is_some(), want, "{identifier}");
+        }
+    }
+
+    /// The sample definition with another root source identifier.
+    fn with_root(identifier: &str) -> pb::Definition {
+        let mut g = Graph::default();
+        let src = g.push(
+            pb::Op {
+                op: Some(pb::op::Op::Source(pb::SourceOp {
+                    identifier: identifier.into(),
+                    attrs: Default::default(),
+                })),
+                ..Default::default()
+            },
+            pb::OpMetadata::default(),
+        );
+        let (sample, _) = sample_definition();
+        let exec = ops(&sample)
+            .into_iter()
+            .find(|op| matches!(op.op, Some(pb::op::Op::Exec(_))))
+            .unwrap();
+        let mut exec = exec;
+        exec.inputs[0].digest = src.digest.clone();
+        let head = g.push(exec, pb::OpMetadata::default());
+        g.finish(&head).unwrap()
     }
 
     #[test]

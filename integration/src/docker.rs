@@ -275,21 +275,56 @@ pub fn save(image: &str) -> Image {
     try_save(image).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// `docker run --rm IMAGE ARGS...` → (status, stdout, stderr).
+/// Runs IMAGE with ARGS to its end → (status, stdout, stderr).
 #[track_caller]
 pub fn run(image: &str, args: &[&str]) -> (ExitStatus, String, String) {
     run_with(&[], image, args)
 }
 
-/// `docker run --rm OPTIONS... IMAGE ARGS...` → (status, stdout, stderr).
+/// Runs IMAGE with `docker run` OPTIONS and ARGS to its end → (status,
+/// stdout, stderr). If the container cannot be created or started, the
+/// status and stderr are `docker run`'s own.
+///
+/// Why not an attached `docker run --rm`: on the containerd store under
+/// load it once returned exit 0 with an empty stdout for a container that
+/// printed two lines and exited at once (the attach raced the exit). A
+/// detached run, `docker wait` and `docker logs` read what the container
+/// wrote from its log, which the daemon has finished writing when `wait`
+/// returns.
 #[track_caller]
 pub fn run_with(options: &[&str], image: &str, args: &[&str]) -> (ExitStatus, String, String) {
-    let mut argv: Vec<&str> = vec!["run", "--rm"];
+    use std::os::unix::process::ExitStatusExt;
+    let mut argv: Vec<&str> = vec!["run", "--detach"];
     argv.extend_from_slice(options);
     argv.push(image);
     argv.extend_from_slice(args);
-    let out = docker(&argv);
-    (out.status, out.stdout, out.stderr)
+    let started = docker(&argv);
+    let id = started.stdout.trim().to_string();
+    if !started.success() {
+        if !id.is_empty() {
+            rm_container(&id);
+        }
+        return (started.status, started.stdout, started.stderr);
+    }
+    let waited = docker(&["wait", &id]);
+    let logs = docker(&["logs", &id]);
+    rm_container(&id);
+    let waited_ok = waited.success();
+    let code: Option<i32> = waited.stdout.trim().parse().ok();
+    match (waited_ok, code, logs.success()) {
+        (true, Some(code), true) => (
+            // A wait status: the exit code in the second byte.
+            ExitStatus::from_raw((code & 0xff) << 8),
+            logs.stdout,
+            logs.stderr,
+        ),
+        _ => panic!("running {image}: `docker wait {id}`: {waited}; `docker logs {id}`: {logs}"),
+    }
+}
+
+/// `docker rm -f ID`, best effort (for cleanup).
+fn rm_container(id: &str) {
+    let _ = run_command(command(OsStr::new(DOCKER), &["rm", "-f", id]));
 }
 
 /// `docker rmi -f IMAGES...`, best effort (for cleanup); whether it worked.
