@@ -220,14 +220,15 @@ pub fn copy_root_onto_scratch(from: &Output) -> pb::Op {
     }
 }
 
-/// A no-op `mkdir /` on `on`: a new snapshot with no changes, outside the chain of anything
-/// built on `on`, so that a diff against it is computed as one layer.
-pub fn mkdir_root(on: &Output) -> pb::Op {
+/// A no-op `mkdir /` on `on` (on scratch for `None`): a new snapshot with no changes, outside
+/// the chain of anything built on `on`, so that a diff against it is computed as one layer.
+/// (A diff against scratch itself is not: it exports as the upper's own layers.)
+pub fn mkdir_root(on: Option<&Output>) -> pb::Op {
     pb::Op {
-        inputs: vec![on.input()],
+        inputs: on.map(Output::input).into_iter().collect(),
         op: Some(pb::op::Op::File(pb::FileOp {
             actions: vec![pb::FileAction {
-                input: 0,
+                input: if on.is_some() { 0 } else { -1 },
                 secondary_input: -1,
                 output: 0,
                 action: Some(pb::file_action::Action::Mkdir(pb::FileActionMkDir {

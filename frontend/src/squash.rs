@@ -201,7 +201,7 @@ pub fn plan(built: Built<'_>, env: &Env<'_>) -> Result<Plan, PlanError> {
             }
             _ => {
                 let marker = graph.push(
-                    llb::mkdir_root(&base_out),
+                    llb::mkdir_root(Some(&base_out)),
                     llb::meta_with_caps(Some("squash: mark the base"), &["file.base"]),
                 );
                 let layer = graph.push(
@@ -240,10 +240,21 @@ pub fn plan(built: Built<'_>, env: &Env<'_>) -> Result<Plan, PlanError> {
         Some(why) => format!("squash: {count} layers -> 1 (no base kept: {why})"),
         None => format!("squash: {count} layers -> 1"),
     };
-    let squashed = graph.push(
-        llb::copy_root_onto_scratch(&head),
-        llb::meta_with_caps(Some(&summary), &["file.base"]),
-    );
+    let squashed = if full_by_diff(env)? {
+        let empty = graph.push(
+            llb::mkdir_root(None),
+            llb::meta_with_caps(Some("squash: an empty root"), &["file.base"]),
+        );
+        graph.push(
+            llb::diff(&empty, &head),
+            llb::meta_with_caps(Some(&summary), &["diffop"]),
+        )
+    } else {
+        graph.push(
+            llb::copy_root_onto_scratch(&head),
+            llb::meta_with_caps(Some(&summary), &["file.base"]),
+        )
+    };
     let config = built
         .config
         .map(|c| config::rewrite(c, Layout::Full, &entry(&summary), created.as_deref()))
@@ -254,6 +265,22 @@ pub fn plan(built: Built<'_>, env: &Env<'_>) -> Result<Plan, PlanError> {
         keeps_base: false,
         summary,
     })
+}
+
+/// Whether full mode computes its one layer with DiffOp (`Diff(scratch + no-op mkdir, result)`)
+/// rather than a FileOp copy of `/`. Where the engine has DiffOp (method `auto`, or `diff`,
+/// which fails without it): no file is copied, and the layer is written the way the
+/// Dockerfile's own layers are (a socket is left out, as they leave it out; the copy turns
+/// it into an empty file). Method `sync` keeps the copy, which works on every engine.
+fn full_by_diff(env: &Env<'_>) -> Result<bool, PlanError> {
+    match env.method {
+        Method::Sync => Ok(false),
+        Method::Auto => Ok(env.caps.has("diffop")),
+        Method::Diff if env.caps.has("diffop") => Ok(true),
+        Method::Diff => Err(PlanError::NoDiff {
+            reason: env.caps.why_not("diffop"),
+        }),
+    }
 }
 
 fn method(env: &Env<'_>) -> Result<Method, PlanError> {
@@ -457,7 +484,7 @@ mod tests {
     fn full_squash_appends_one_copy() {
         let (def, _) = sample_definition();
         let cfg = config();
-        let c = caps(true);
+        let c = caps(false);
         let built = Built {
             def: &def,
             config: Some(&cfg),
@@ -477,6 +504,44 @@ mod tests {
         assert!(!keeps_base);
         let v: Value = serde_json::from_slice(&config.unwrap()).unwrap();
         assert_eq!(v["history"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn full_squash_by_diff_where_the_engine_has_diffop() {
+        let (def, _) = sample_definition();
+        let cfg = config();
+        let built = Built {
+            def: &def,
+            config: Some(&cfg),
+            base_config: None,
+        };
+        let appended_with = |has_diff: bool, method: Method| {
+            let c = caps(has_diff);
+            match plan(built, &env(Mode::Full, method, &c, None)) {
+                Ok(Plan::Squash { def, .. }) => Ok(appended(&def, 2)),
+                Ok(other) => panic!("not squashed: {other:?}"),
+                Err(e) => Err(e),
+            }
+        };
+        let by_diff = appended_with(true, Method::Auto).unwrap();
+        assert_eq!(by_diff, ["mkdir /", "diff", "terminal"]);
+        // The empty root is made on scratch (no input), not on the result.
+        let c = caps(true);
+        let Plan::Squash { def: out, .. } =
+            plan(built, &env(Mode::Full, Method::Diff, &c, None)).unwrap()
+        else {
+            panic!("not squashed")
+        };
+        let mkdir = &ops(&out)[2];
+        assert!(mkdir.inputs.is_empty(), "{mkdir:?}");
+        assert_eq!(
+            appended_with(true, Method::Sync).unwrap(),
+            ["copy / -> /", "terminal"]
+        );
+        assert!(matches!(
+            appended_with(false, Method::Diff),
+            Err(PlanError::NoDiff { .. })
+        ));
     }
 
     #[test]

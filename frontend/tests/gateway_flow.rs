@@ -292,7 +292,11 @@ async fn full_squash_end_to_end() {
         &built.def[..2],
         "received op bytes kept verbatim"
     );
-    assert_eq!(squash.def.len(), 4, "received ops + copy + terminal");
+    assert_eq!(
+        squash.def.len(),
+        5,
+        "received ops + empty root + diff (the engine has DiffOp) + terminal"
+    );
     let result = returned_result(&log);
     let Some(result::Result::Ref(r)) = &result.result else {
         panic!("no ref")

@@ -895,7 +895,7 @@ fn cache_rebuild_is_fully_cached() {
         squashed.stderr
     );
     assert!(
-        ours.iter().all(|s| s.cached),
+        ours.iter().all(Step::reused),
         "the squash step of a rebuild with no change must be CACHED:\n{}",
         show_steps(&ours)
     );
@@ -988,7 +988,7 @@ fn cache_export_and_import_local() {
     let ours = squash_steps(&squashed.stderr);
     let their = run_copy_steps(&squashed.stderr);
     assert!(
-        !ours.is_empty() && ours.iter().all(|s| s.cached),
+        !ours.is_empty() && ours.iter().all(Step::reused),
         "the squash step must come from the imported cache:\n{}\n{}",
         show_steps(&ours),
         squashed.stderr

@@ -471,25 +471,42 @@ impl Drop for Pair {
 
 /// One step of a build's `--progress=plain` output: `#N <name>`, then
 /// `#N CACHED`, `#N DONE 0.1s` or `#N ERROR: ...`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     pub id: String,
     pub name: String,
     pub cached: bool,
     pub done: bool,
     pub error: bool,
+    /// The time a `DONE 1.2s` line gave.
+    pub seconds: Option<f64>,
+}
+
+/// The progress name of full mode's empty root (an input-less FileOp on scratch, the lower
+/// side of the diff). BuildKit shows an op without inputs as run (`DONE 0.0s`) on every
+/// build, as it shows sources; making an empty snapshot is no work.
+pub const EMPTY_ROOT_STEP: &str = "squash: an empty root";
+
+impl Step {
+    /// Cached, or the empty root done at once: nothing of the squash was computed again.
+    pub fn reused(&self) -> bool {
+        self.cached
+            || (self.name == EMPTY_ROOT_STEP && self.done && self.seconds.is_some_and(|s| s < 0.5))
+    }
 }
 
 impl std::fmt::Display for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = if self.cached {
-            "CACHED"
+            "CACHED".to_string()
         } else if self.error {
-            "ERROR"
+            "ERROR".to_string()
+        } else if let (true, Some(s)) = (self.done, self.seconds) {
+            format!("DONE {s:.1}s")
         } else if self.done {
-            "DONE"
+            "DONE".to_string()
         } else {
-            "(no end)"
+            "(no end)".to_string()
         };
         write!(f, "#{} {} => {state}", self.id, self.name)
     }
@@ -520,6 +537,7 @@ pub fn steps(build_output: &str) -> Vec<Step> {
                         cached: false,
                         done: false,
                         error: false,
+                        seconds: None,
                     },
                 );
             }
@@ -528,6 +546,10 @@ pub fn steps(build_output: &str) -> Vec<Step> {
                     step.cached = true;
                 } else if text == "DONE" || text.starts_with("DONE ") {
                     step.done = true;
+                    step.seconds = text
+                        .strip_prefix("DONE ")
+                        .and_then(|t| t.trim().strip_suffix('s'))
+                        .and_then(|t| t.parse().ok());
                 } else if text.starts_with("ERROR") {
                     step.error = true;
                 }
