@@ -40,6 +40,10 @@ demo:
 	$(WITH_ENGINE) scripts/frontend-image.sh $(FRONTEND_IMAGE) >/dev/null && \
 	  scripts/demo.sh $(FRONTEND_IMAGE) $(EXAMPLE)
 
+bench:
+	$(WITH_ENGINE) scripts/frontend-image.sh $(FRONTEND_IMAGE) >/dev/null && \
+	  FRONTEND_IMAGE=$(FRONTEND_IMAGE) scripts/bench.sh
+
 frontend-image:
 	$(WITH_ENGINE) scripts/frontend-image.sh $(FRONTEND_IMAGE)
 

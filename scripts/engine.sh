@@ -301,7 +301,7 @@ cmd_start() {
   # The daemon outlives this script: it must not inherit any open descriptor of the caller
   # (e.g. a `flock` lock file, which it would then hold for as long as it runs).
   local fd
-  for fd in /proc/$BASHPID/fd/*; do
+  for fd in /proc/"$BASHPID"/fd/*; do
     fd=${fd##*/}
     if [ "$fd" -gt 2 ] && [ "$fd" != 255 ]; then eval "exec $fd>&-"; fi
   done 2>/dev/null

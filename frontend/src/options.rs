@@ -62,14 +62,16 @@ impl fmt::Display for Mode {
     }
 }
 
-/// How the base-preserving layer is computed.
+/// How the squashed layer is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
-    /// Diff/merge where the engine has them, the in-build sync otherwise.
+    /// The engine's ops where it has them; otherwise the in-build sync (base mode) or the
+    /// FileOp copy (full mode).
     Auto,
-    /// The engine's DiffOp and MergeOp.
+    /// The engine's DiffOp (and MergeOp in base mode).
     Diff,
-    /// Our own binary run inside the build, mirroring the result onto the base.
+    /// Base mode: our own binary run inside the build, mirroring the result onto the base.
+    /// Full mode: a FileOp copy of `/`.
     Sync,
 }
 

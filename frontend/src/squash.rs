@@ -92,7 +92,7 @@ pub enum PlanError {
     Graph(#[from] LlbError),
     #[error(transparent)]
     Config(#[from] config::ConfigError),
-    #[error("squash method diff needs the engine's DiffOp and MergeOp, which this engine does not offer ({reason}); set the squash method to sync or auto (valid values: auto, diff, sync)")]
+    #[error("squash method diff needs the engine's DiffOp (and MergeOp in base mode), which this engine does not offer ({reason}); set the squash method to sync or auto (valid values: auto, diff, sync)")]
     NoDiff { reason: String },
     #[error("squash method sync needs the frontend's own image definition, which BuildKit did not provide at /run/config/buildkit/metadata/frontend.bin; set the squash method to diff or auto, or use full mode")]
     NoTool,

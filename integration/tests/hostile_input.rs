@@ -191,13 +191,14 @@ fn hostile_unknown_method() {
 }
 
 /// Settings that do not fit together but are each valid: `off` wins and the
-/// method (which only matters in base mode) is not used, so the plain image
-/// comes back, on the classic store too, where `diff` itself is unavailable.
-/// Likewise full mode ignores the method.
+/// method is not used, so the plain image comes back, on the classic store
+/// too, where `diff` itself is unavailable. Full mode honours the method: `diff`
+/// gives one layer where the engine has DiffOp, and stops the build with the
+/// reason where it has not (the classic store).
 #[test]
 fn conflicting_off_with_a_method_builds_unsquashed() {
     let t = "conflicting_off_with_a_method_builds_unsquashed";
-    start(t);
+    let store = start(t);
     let log = DaemonLog::mark();
     let out = Scenario::new(t, BODY)
         .squash_args(&[
@@ -217,21 +218,30 @@ fn conflicting_off_with_a_method_builds_unsquashed() {
     assert_same_fs_and_config(t, &out);
     drop(out);
 
-    let out = Scenario::new(t, BODY)
-        .squash_args(&[
-            "--build-arg",
-            "SQUASH_MODE=full",
-            "--build-arg",
-            "SQUASH_METHOD=diff",
-        ])
-        .run();
-    describe_outcome(t, &out);
-    assert_eq!(
-        out.squashed.image.layers.len(),
-        1,
-        "SQUASH_MODE=full with SQUASH_METHOD=diff: one layer"
-    );
-    assert_same_fs_and_config(t, &out);
+    let args = [
+        "--build-arg",
+        "SQUASH_MODE=full",
+        "--build-arg",
+        "SQUASH_METHOD=diff",
+    ];
+    if store == docker::Store::Classic {
+        assert_refused(
+            t,
+            "SQUASH_MODE=full with SQUASH_METHOD=diff on the classic store",
+            &with_syntax(BODY),
+            &args,
+            "squash-frontend: squash method diff needs the engine's DiffOp (and MergeOp in base mode), which this engine does not offer (diffop: only enabled with containerd image store backend); set the squash method to sync or auto (valid values: auto, diff, sync)",
+        );
+    } else {
+        let out = Scenario::new(t, BODY).squash_args(&args).run();
+        describe_outcome(t, &out);
+        assert_eq!(
+            out.squashed.image.layers.len(),
+            1,
+            "SQUASH_MODE=full with SQUASH_METHOD=diff: one layer"
+        );
+        assert_same_fs_and_config(t, &out);
+    }
     log.assert_no_panic(t);
 }
 
