@@ -26,9 +26,11 @@ use integration::fs::{FsModel, Kind};
 use integration::image::Image;
 use integration::scenario::Built;
 
-/// Longest one squashed build of a fidelity scenario may take: the 1 GiB
-/// sparse file and the 50,000 files must not make it take minutes.
-const SLOW_BUILD: Duration = Duration::from_secs(120);
+/// Longest one squashed build of a fidelity scenario may take: a guard against a
+/// pathological cost (the 1 GiB sparse file written out in full, a per-file cost
+/// that explodes with 50,000 files), not a speed target; those are the
+/// benchmark's. Such builds take 5 to 40 s here.
+const SLOW_BUILD: Duration = Duration::from_secs(300);
 
 /// One way of squashing.
 struct Variant {
