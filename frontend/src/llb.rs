@@ -274,12 +274,13 @@ pub const SYNC_FINAL: &str = "/squash/final";
 pub const SYNC_BASE: &str = "/squash/base";
 
 /// A run of our own binary's `sync` subcommand, in our own image, that makes a writable mount of
-/// `base` equal to `finished`; output 0 is that mount: the base plus one layer of changes.
+/// `base` (an empty one for `None`) equal to `finished`; output 0 is that mount: the base plus
+/// one layer of changes.
 pub fn sync_exec(
     tool: &Output,
     exe: &str,
     finished: &Output,
-    base: &Output,
+    base: Option<&Output>,
     platform: pb::Platform,
 ) -> pb::Op {
     let mount = |input: i64, dest: &str, output: i64, readonly: bool| pb::Mount {
@@ -290,7 +291,11 @@ pub fn sync_exec(
         ..Default::default()
     };
     pb::Op {
-        inputs: vec![tool.input(), finished.input(), base.input()],
+        inputs: [Some(tool), Some(finished), base]
+            .into_iter()
+            .flatten()
+            .map(Output::input)
+            .collect(),
         op: Some(pb::op::Op::Exec(pb::ExecOp {
             meta: Some(pb::Meta {
                 args: vec![
@@ -310,7 +315,7 @@ pub fn sync_exec(
                 // containerd store: runc fails to create /proc there.
                 mount(0, "/", -1, true),
                 mount(1, SYNC_FINAL, -1, true),
-                mount(2, SYNC_BASE, 0, false),
+                mount(if base.is_some() { 2 } else { -1 }, SYNC_BASE, 0, false),
             ],
             network: pb::NetMode::None as i32,
             security: pb::SecurityMode::Sandbox as i32,

@@ -65,13 +65,12 @@ impl fmt::Display for Mode {
 /// How the squashed layer is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
-    /// The engine's ops where it has them; otherwise the in-build sync (base mode) or the
-    /// FileOp copy (full mode).
+    /// The engine's ops where it has them, the in-build sync otherwise.
     Auto,
     /// The engine's DiffOp (and MergeOp in base mode).
     Diff,
-    /// Base mode: our own binary run inside the build, mirroring the result onto the base.
-    /// Full mode: a FileOp copy of `/`.
+    /// Our own binary run inside the build, mirroring the result onto the base (full mode:
+    /// onto an empty mount).
     Sync,
 }
 

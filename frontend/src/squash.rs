@@ -1,7 +1,11 @@
 //! Planning the squash of one built image: which graph to append, and the config to go with it.
 //!
 //! Graphs, as measured on real engines (see the README's compatibility table):
-//! - full: `scratch + copy(result:/ -> /)`: one layer on every engine;
+//! - full, `diff` method: `diff(scratch + no-op mkdir, result)`: one layer, nothing copied (a
+//!   diff against scratch itself would export as the result's own layers);
+//! - full, `sync` method: our binary mirroring the result onto an empty writable mount;
+//! - full without our own image's definition: `scratch + copy(result:/ -> /)`: one layer on
+//!   every engine, but a socket becomes an empty file;
 //! - base, `diff` method: `merge(base, diff(base + no-op mkdir, result))`: base layers + one.
 //!   The no-op mkdir matters: a diff whose lower side is an ancestor of the upper side is
 //!   exported as the upper's own layers, not as one;
@@ -193,7 +197,7 @@ pub fn plan(built: Built<'_>, env: &Env<'_>) -> Result<Plan, PlanError> {
                         &tool_head,
                         &tool.exe,
                         &head,
-                        &base_out,
+                        Some(&base_out),
                         tool.platform.clone(),
                     ),
                     llb::meta_with_caps(Some(&summary), llb::SYNC_EXEC_CAPS),
@@ -240,20 +244,28 @@ pub fn plan(built: Built<'_>, env: &Env<'_>) -> Result<Plan, PlanError> {
         Some(why) => format!("squash: {count} layers -> 1 (no base kept: {why})"),
         None => format!("squash: {count} layers -> 1"),
     };
-    let squashed = if full_by_diff(env)? {
-        let empty = graph.push(
-            llb::mkdir_root(None),
-            llb::meta_with_caps(Some("squash: an empty root"), &["file.base"]),
-        );
-        graph.push(
-            llb::diff(&empty, &head),
-            llb::meta_with_caps(Some(&summary), &["diffop"]),
-        )
-    } else {
-        graph.push(
+    let squashed = match full_way(env)? {
+        FullWay::Diff => {
+            let empty = graph.push(
+                llb::mkdir_root(None),
+                llb::meta_with_caps(Some("squash: an empty root"), &["file.base"]),
+            );
+            graph.push(
+                llb::diff(&empty, &head),
+                llb::meta_with_caps(Some(&summary), &["diffop"]),
+            )
+        }
+        FullWay::Sync(tool) => match graph.add_definition(&tool.def)? {
+            Some(tool_head) => graph.push(
+                llb::sync_exec(&tool_head, &tool.exe, &head, None, tool.platform.clone()),
+                llb::meta_with_caps(Some(&summary), llb::SYNC_EXEC_CAPS),
+            ),
+            None => return Err(PlanError::NoTool),
+        },
+        FullWay::Copy => graph.push(
             llb::copy_root_onto_scratch(&head),
             llb::meta_with_caps(Some(&summary), &["file.base"]),
-        )
+        ),
     };
     let config = built
         .config
@@ -267,19 +279,31 @@ pub fn plan(built: Built<'_>, env: &Env<'_>) -> Result<Plan, PlanError> {
     })
 }
 
-/// Whether full mode computes its one layer with DiffOp (`Diff(scratch + no-op mkdir, result)`)
-/// rather than a FileOp copy of `/`. Where the engine has DiffOp (method `auto`, or `diff`,
-/// which fails without it): no file is copied, and the layer is written the way the
-/// Dockerfile's own layers are (a socket is left out, as they leave it out; the copy turns
-/// it into an empty file). Method `sync` keeps the copy, which works on every engine.
-fn full_by_diff(env: &Env<'_>) -> Result<bool, PlanError> {
-    match env.method {
-        Method::Sync => Ok(false),
-        Method::Auto => Ok(env.caps.has("diffop")),
-        Method::Diff if env.caps.has("diffop") => Ok(true),
-        Method::Diff => Err(PlanError::NoDiff {
+/// How full mode makes its one layer.
+enum FullWay<'a> {
+    /// `Diff(scratch + no-op mkdir, result)`: nothing is copied; the layer is written the way
+    /// the Dockerfile's own layers are.
+    Diff,
+    /// Our binary mirrors the result onto an empty mount inside the build (sockets are left
+    /// out, as the Dockerfile's own layers leave them out).
+    Sync(&'a Tool),
+    /// A FileOp copy of `/` onto scratch, as `COPY --from=<stage> / /` does: works on every
+    /// engine, but turns a socket into an empty file.
+    Copy,
+}
+
+/// Full mode's way: the engine's DiffOp where it has one (methods `auto` and `diff`; `diff`
+/// without it is refused), else the in-build sync (methods `auto` and `sync`), else, without
+/// our own image's definition, the copy.
+fn full_way<'a>(env: &Env<'a>) -> Result<FullWay<'a>, PlanError> {
+    let has_diff = env.caps.has("diffop");
+    match (env.method, env.tool) {
+        (Method::Diff | Method::Auto, _) if has_diff => Ok(FullWay::Diff),
+        (Method::Diff, _) => Err(PlanError::NoDiff {
             reason: env.caps.why_not("diffop"),
         }),
+        (Method::Auto | Method::Sync, Some(tool)) => Ok(FullWay::Sync(tool)),
+        (Method::Auto | Method::Sync, None) => Ok(FullWay::Copy),
     }
 }
 
@@ -542,6 +566,61 @@ mod tests {
             appended_with(false, Method::Diff),
             Err(PlanError::NoDiff { .. })
         ));
+    }
+
+    #[test]
+    fn full_squash_by_sync_onto_an_empty_mount_without_diffop() {
+        let (def, _) = sample_definition();
+        let cfg = config();
+        let t = tool();
+        let built = Built {
+            def: &def,
+            config: Some(&cfg),
+            base_config: None,
+        };
+        for (has_diff, method) in [
+            (false, Method::Auto),
+            (false, Method::Sync),
+            (true, Method::Sync),
+        ] {
+            let c = caps(has_diff);
+            let Plan::Squash {
+                def: out,
+                keeps_base,
+                ..
+            } = plan(built, &env(Mode::Full, method, &c, Some(&t))).unwrap()
+            else {
+                panic!("not squashed")
+            };
+            assert!(!keeps_base);
+            let all = ops(&out);
+            let is_sync = |e: &pb::ExecOp| {
+                e.meta
+                    .as_ref()
+                    .and_then(|m| m.args.get(1))
+                    .map(String::as_str)
+                    == Some("sync")
+            };
+            let (op, e) = all
+                .iter()
+                .find_map(|op| match &op.op {
+                    Some(pb::op::Op::Exec(e)) if is_sync(e) => Some((op, e)),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("no sync step with diffop {has_diff}, {method:?}"));
+            // The tool and the result; the base mount starts empty (scratch).
+            assert_eq!(op.inputs.len(), 2);
+            let base = e.mounts.iter().find(|m| m.dest == llb::SYNC_BASE).unwrap();
+            assert_eq!((base.input, base.output, base.readonly), (-1, 0, false));
+        }
+        // With DiffOp and method auto, the diff wins over the sync.
+        let c = caps(true);
+        let Plan::Squash { def: out, .. } =
+            plan(built, &env(Mode::Full, Method::Auto, &c, Some(&t))).unwrap()
+        else {
+            panic!("not squashed")
+        };
+        assert_eq!(appended(&out, 2), ["mkdir /", "diff", "terminal"]);
     }
 
     #[test]
