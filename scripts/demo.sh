@@ -27,6 +27,8 @@ for t in plain squashed base; do
   docker image inspect "$name:$t" --format '{{len .RootFS.Layers}} {{.Size}}' |
     awk -v n="$name:$t" '{ printf "%-32s %7s %9.1f MB\n", n, $1, $2 / 1e6 }'
 done
+echo "(SIZE is docker image inspect's .Size: the compressed layers on the containerd image store,"
+echo " the unpacked layers on the classic store.)"
 echo
 for t in plain squashed base; do
   printf '%s runs: ' "$name:$t"
