@@ -205,26 +205,36 @@ phases_of() {
 
 record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RES"; }
 
-# build KEY DOCKERFILE CONTEXT [BUILDX ARGS...]: one timed build; the caller's arguments say
-# where the image goes (-t TAG --load, or --output). Sets B_WALL, B_CPU, B_RSS, B_FEMS,
-# B_PHASES ("STEP LAYERS UNPACK").
-build() {
-  local key=$1 file=$2 ctx=$3 off c0 c1 fe
-  shift 3
-  off=$(dlog_size)
+# timed KEY COMMAND...: runs COMMAND with its output in $LOGS/KEY.log, its wall time measured
+# by GNU time into a file of its own, and the engine's CPU time around it; on failure shows the
+# end of the log and stops. Sets T_WALL, T_CPU.
+timed() {
+  local key=$1 c0 c1
+  shift
   # Flush what earlier builds wrote, so this one does not pay for their writeback.
   sync
   c0=$(engine_ticks)
-  if ! /usr/bin/time -f '%e' -o "$LOGS/$key.time" \
-    docker buildx build --progress=plain --network host --provenance=false --sbom=false \
-    -f "$file" "$@" "$ctx" >"$LOGS/$key.log" 2>&1; then
-    log "build $key failed; the end of $LOGS/$key.log:"
+  if ! /usr/bin/time -f '%e' -o "$LOGS/$key.time" "$@" >"$LOGS/$key.log" 2>&1; then
+    log "$key failed; the end of $LOGS/$key.log:"
     tail -n 25 "$LOGS/$key.log" >&2
     exit 1
   fi
   c1=$(engine_ticks)
-  B_WALL=$(tail -n 1 "$LOGS/$key.time")
-  B_CPU=$(cpu_seconds "$c0" "$c1")
+  T_WALL=$(tail -n 1 "$LOGS/$key.time")
+  T_CPU=$(cpu_seconds "$c0" "$c1")
+}
+
+# build KEY DOCKERFILE CONTEXT [BUILDX ARGS...]: one timed build; the caller's arguments say
+# where the image goes (-t TAG --load, or --output). Sets B_WALL, B_CPU, B_RSS, B_FEMS,
+# B_PHASES ("STEP LAYERS UNPACK").
+build() {
+  local key=$1 file=$2 ctx=$3 off fe
+  shift 3
+  off=$(dlog_size)
+  timed "$key" docker buildx build --progress=plain --network host --provenance=false --sbom=false \
+    -f "$file" "$@" "$ctx"
+  B_WALL=$T_WALL
+  B_CPU=$T_CPU
   fe=$(frontend_run "$off" "$LOGS/$key.log")
   B_RSS=${fe% *}
   B_FEMS=${fe#* }
@@ -234,23 +244,16 @@ build() {
 # export_import SRC DST KEY: the `docker export | docker import` way on the image SRC, timed
 # from `docker create` to the imported image. Sets E_WALL, E_CPU.
 export_import() {
-  local src=$1 dst=$2 key=$3 c0 c1
+  local src=$1 dst=$2 key=$3
   docker image rm -f "$dst" >/dev/null 2>&1 || true
-  sync
-  c0=$(engine_ticks)
   # shellcheck disable=SC2016 # the inner script gets its values as $1, $2
-  if ! /usr/bin/time -f '%e' -o "$LOGS/$key.time" bash -c '
+  timed "$key" bash -c '
       set -euo pipefail
       c=$(docker create "$1" true)
       docker export "$c" | docker import - "$2"
-      docker rm "$c" >/dev/null' _ "$src" "$dst" >"$LOGS/$key.log" 2>&1; then
-    log "export/import $key failed:"
-    tail -n 10 "$LOGS/$key.log" >&2
-    exit 1
-  fi
-  c1=$(engine_ticks)
-  E_WALL=$(tail -n 1 "$LOGS/$key.time")
-  E_CPU=$(cpu_seconds "$c0" "$c1")
+      docker rm "$c" >/dev/null' _ "$src" "$dst"
+  E_WALL=$T_WALL
+  E_CPU=$T_CPU
 }
 
 add() { # add A B: sum of two figures, "-" if either is missing

@@ -232,9 +232,7 @@ async fn squash_all(
             base_config: result::meta(&built, result::BASE_CONFIG, platform),
         };
         let described = describe_base(gw, input, &env, platform).await?;
-        if described.is_some() {
-            input.base_config = described.as_deref();
-        }
+        input.base_config = described.as_deref().or(input.base_config);
         let planned = squash::plan(input, &env)?;
         let d = match planned {
             Plan::Unchanged { reason } => {

@@ -208,31 +208,14 @@ impl Scenario {
                 self.name
             );
         }
-        let image = match docker::try_save(&tag) {
-            Ok(i) => i,
-            Err(e) => {
-                if !self.keep_images {
-                    docker::rmi(&[&tag]);
-                }
-                panic!("saving the {side} image {tag}: {e:#}");
-            }
-        };
-        let checked = image.verify().and_then(|_| FsModel::from_image(&image));
-        let fs = match checked {
-            Ok(fs) => fs,
-            Err(e) => {
+        match Built::load(tag, context, build) {
+            Ok(built) => built,
+            Err((tag, e)) => {
                 if !self.keep_images {
                     docker::rmi(&[&tag]);
                 }
                 panic!("the {side} image {tag} of scenario {}: {e:#}", self.name);
             }
-        };
-        Built {
-            tag,
-            context,
-            build,
-            image,
-            fs,
         }
     }
 }
@@ -250,6 +233,32 @@ pub struct Built {
     pub image: Image,
     /// Its filesystem model.
     pub fs: FsModel,
+}
+
+impl Built {
+    /// The image a build loaded as `tag`, saved, verified and modelled. On failure, the tag
+    /// comes back with the error, for the caller to remove the image or keep it.
+    pub fn load(
+        tag: String,
+        context: TestContext,
+        build: BuildOutput,
+    ) -> std::result::Result<Built, (String, anyhow::Error)> {
+        let checked = docker::try_save(&tag).and_then(|image| {
+            image.verify()?;
+            let fs = FsModel::from_image(&image)?;
+            Ok((image, fs))
+        });
+        match checked {
+            Ok((image, fs)) => Ok(Built {
+                tag,
+                context,
+                build,
+                image,
+                fs,
+            }),
+            Err(e) => Err((tag, e)),
+        }
+    }
 }
 
 /// Both sides of a scenario, built.

@@ -90,39 +90,9 @@ fn build_side(f: &Fidelity<'_>, side: &str, dockerfile: &str, extra: &[&str]) ->
     for (rel, data, mode) in &f.files {
         context.write_mode(rel, data, *mode);
     }
-    let tag = context.tag(side);
-    let mut argv = vec!["--load", "-t", tag.as_str()];
-    argv.extend(f.args.iter().copied());
-    argv.extend_from_slice(extra);
-    let run = buildx(context.path(), &argv, None, &[], BUILD_TIMEOUT);
-    if !run.out.success() {
-        docker::rmi(&[&tag]);
-        panic!(
-            "[{}] the {side} build failed after {:.1?}.\nDockerfile:\n{dockerfile}\n{}",
-            f.t, run.elapsed, run.out
-        );
-    }
-    let checked = docker::try_save(&tag).and_then(|image| {
-        image.verify()?;
-        let fs = FsModel::from_image(&image)?;
-        Ok((image, fs))
-    });
-    match checked {
-        Ok((image, fs)) => (
-            Built {
-                tag,
-                context,
-                build: run.out,
-                image,
-                fs,
-            },
-            run.elapsed,
-        ),
-        Err(e) => {
-            docker::rmi(&[&tag]);
-            panic!("[{}] the {side} image {tag}: {e:#}", f.t);
-        }
-    }
+    let mut args = f.args.clone();
+    args.extend_from_slice(extra);
+    load_built_timed(side, context, &args, None)
 }
 
 /// The base image's layers are the squashed image's bottom layers, by diffID
@@ -195,12 +165,7 @@ const LINKS_AT_BUILD: &str = "/t/links-at-build";
 /// path's group is the plain image's. Contents and metadata are compared for every path.
 #[track_caller]
 fn assert_links_kept(t: &str, label: &str, plain: &Built, squashed: &Built) {
-    let (status, out, err) =
-        docker::run_with(&["--network", "none"], &plain.tag, &["cat", LINKS_AT_BUILD]);
-    assert!(
-        status.success(),
-        "reading {LINKS_AT_BUILD}: {status}\n{err}"
-    );
+    let out = run_in_container(&plain.tag, &["cat", LINKS_AT_BUILD]);
     let mut recorded = std::collections::BTreeMap::new();
     for line in out.lines() {
         let group: Vec<String> = line.split(' ').map(str::to_string).collect();
@@ -316,14 +281,15 @@ fn fidelity(
     );
 }
 
-/// Removes its tags when dropped.
-struct TagGuard(Vec<String>);
-
-impl Drop for TagGuard {
-    fn drop(&mut self) {
-        let tags: Vec<&str> = self.0.iter().map(String::as_str).collect();
-        docker::rmi(&tags);
-    }
+/// ARGS run in a container of `tag` with no network; must exit 0; returns stdout.
+#[track_caller]
+fn run_in_container(tag: &str, args: &[&str]) -> String {
+    let (status, out, err) = docker::run_with(&["--network", "none"], tag, args);
+    assert!(
+        status.success(),
+        "{args:?} in {tag} failed: {status}\n{err}"
+    );
+    out
 }
 
 #[track_caller]
@@ -343,8 +309,7 @@ fn entry(fs: &FsModel, path: impl AsRef<[u8]>) -> integration::fs::Entry {
 fn assert_links_as_a_container_sees_them(t: &str, tag: &str, fs: &FsModel, paths: &[&str]) {
     let mut args = vec!["stat", "-c", "%i %n"];
     args.extend_from_slice(paths);
-    let (status, out, err) = docker::run_with(&["--network", "none"], tag, &args);
-    assert!(status.success(), "stat in {tag} failed: {status}\n{err}");
+    let out = run_in_container(tag, &args);
     let inode: std::collections::BTreeMap<String, String> = out
         .lines()
         .filter_map(|l| l.split_once(' '))
@@ -661,13 +626,7 @@ const LIST_IN_CONTAINER: &str = "find / -xdev \\( -path /etc/hosts -o -path /etc
 /// `LIST_IN_CONTAINER` in a container of `tag`.
 #[track_caller]
 fn list_in_container(tag: &str) -> String {
-    let (status, out, err) = docker::run_with(
-        &["--network", "none"],
-        tag,
-        &["sh", "-c", LIST_IN_CONTAINER],
-    );
-    assert!(status.success(), "listing {tag} failed: {status}\n{err}");
-    out
+    run_in_container(tag, &["sh", "-c", LIST_IN_CONTAINER])
 }
 
 /// `docker image inspect`'s layer diffIDs and size.

@@ -91,7 +91,7 @@ fn load_eight_builds_at_once() {
     }
     let wall = started.elapsed();
     let tags: Vec<String> = results.iter().map(|r| r.3.tag.clone()).collect();
-    let _cleanup = Tags(tags);
+    let _cleanup = TagGuard(tags);
     assert!(
         failures.is_empty(),
         "[{t}] concurrent builds failed: {failures:?} (their output is printed above)"
@@ -132,16 +132,6 @@ fn load_eight_builds_at_once() {
     }
     println!("[{t}] 8 concurrent builds in {wall:.1?}");
     log.assert_no_panic(t);
-}
-
-/// Removes its tags when dropped.
-struct Tags(Vec<String>);
-
-impl Drop for Tags {
-    fn drop(&mut self) {
-        let tags: Vec<&str> = self.0.iter().map(String::as_str).collect();
-        docker::rmi(&tags);
-    }
 }
 
 #[test]
@@ -206,7 +196,7 @@ fn load_cancelled_build_leaves_the_engine_usable() {
     let ctx = TestContext::new(t, &squash_dockerfile(&body(1)));
     let t0 = Instant::now();
     let built = load_built("after", ctx, &[], None);
-    let _cleanup = Tags(vec![built.tag.clone()]);
+    let _cleanup = TagGuard(vec![built.tag.clone()]);
     describe(
         t,
         &format!("next build ({:.1?})", t0.elapsed()),
@@ -286,7 +276,7 @@ fn build_all(t: &str, body: &str, args: &[&str], check: impl Fn(&str, &Built)) {
     let store = start(t);
     let log = DaemonLog::mark();
     let plain = load_built("plain", TestContext::new(t, body), args, None);
-    let _p = Tags(vec![plain.tag.clone()]);
+    let _p = TagGuard(vec![plain.tag.clone()]);
     describe(t, "plain    ", &plain.image);
     check("plain", &plain);
     for (label, extra) in squash_variants(store) {
@@ -298,7 +288,7 @@ fn build_all(t: &str, body: &str, args: &[&str], check: impl Fn(&str, &Built)) {
             &argv,
             None,
         );
-        let _s = Tags(vec![squashed.tag.clone()]);
+        let _s = TagGuard(vec![squashed.tag.clone()]);
         describe(t, &format!("{label:<9}"), &squashed.image);
         assert_same_built(t, &plain, &squashed);
         check(label, &squashed);

@@ -422,6 +422,18 @@ pub fn buildx(
 /// fails.
 #[track_caller]
 pub fn load_built(side: &str, context: TestContext, args: &[&str], stdin: Option<&[u8]>) -> Built {
+    load_built_timed(side, context, args, stdin).0
+}
+
+/// [`load_built`], with the build's wall time (the build alone, not the
+/// saving and modelling).
+#[track_caller]
+pub fn load_built_timed(
+    side: &str,
+    context: TestContext,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> (Built, Duration) {
     let tag = context.tag(side);
     let mut argv = vec!["--load", "-t", tag.as_str()];
     argv.extend_from_slice(args);
@@ -429,31 +441,31 @@ pub fn load_built(side: &str, context: TestContext, args: &[&str], stdin: Option
     if !run.out.success() {
         docker::rmi(&[&tag]);
         panic!(
-            "the {side} build of {} failed.\nDockerfile:\n{}\n{}",
+            "the {side} build of {} failed after {:.1?}.\nDockerfile:\n{}\n{}",
             context.name(),
+            run.elapsed,
             String::from_utf8_lossy(&stdin.map(<[u8]>::to_vec).unwrap_or_else(|| {
                 std::fs::read(context.path().join("Dockerfile")).unwrap_or_default()
             })),
             run.out
         );
     }
-    let image = docker::try_save(&tag).and_then(|image| {
-        image.verify()?;
-        Ok(image)
-    });
-    let checked = image.and_then(|image| FsModel::from_image(&image).map(|fs| (image, fs)));
-    match checked {
-        Ok((image, fs)) => Built {
-            tag,
-            context,
-            build: run.out,
-            image,
-            fs,
-        },
-        Err(e) => {
+    match Built::load(tag, context, run.out) {
+        Ok(built) => (built, run.elapsed),
+        Err((tag, e)) => {
             docker::rmi(&[&tag]);
             panic!("the {side} image {tag}: {e:#}");
         }
+    }
+}
+
+/// Removes its image tags when dropped.
+pub struct TagGuard(pub Vec<String>);
+
+impl Drop for TagGuard {
+    fn drop(&mut self) {
+        let tags: Vec<&str> = self.0.iter().map(String::as_str).collect();
+        docker::rmi(&tags);
     }
 }
 
