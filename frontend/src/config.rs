@@ -246,22 +246,7 @@ mod tests {
     }
 
     fn sample() -> Value {
-        json!({
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {"Env": ["PATH=/usr/bin:/bin"], "Cmd": ["sh"], "User": "app",
-                       "Labels": {"a": "b"}, "ExposedPorts": {"80/tcp": {}}},
-            "rootfs": {"type": "layers", "diff_ids": ["sha256:1", "sha256:2"]},
-            "history": [
-                {"created": "2024-01-01T00:00:00.123456789Z", "created_by": "base 1"},
-                {"created": "2024-01-02T00:00:00Z", "created_by": "base env", "empty_layer": true},
-                {"created": "2024-01-03T00:00:00Z", "created_by": "base 2"},
-                {"created": "2025-05-05T10:00:00Z", "created_by": "RUN a", "comment": "buildkit.dockerfile.v0"},
-                {"created": "2025-05-05T11:00:00Z", "created_by": "ENV x", "empty_layer": true},
-                {"created": "2025-05-05T12:00:00Z", "created_by": "RUN b"}
-            ],
-            "x-unknown": {"kept": true}
-        })
+        serde_json::from_slice(crate::testkit::RICH_CONFIG).unwrap()
     }
 
     fn rewritten(layout: Layout, created: Option<&str>) -> Value {

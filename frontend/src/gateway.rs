@@ -22,7 +22,9 @@ const MAX_MESSAGE: usize = 16 << 20;
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{call}: {}", status.message)]
 pub struct GatewayError {
+    /// The RPC that failed.
     pub call: &'static str,
+    /// What BuildKit answered.
     pub status: rpc::Status,
 }
 
@@ -67,10 +69,12 @@ impl Gateway {
         Ok(Gateway { client })
     }
 
+    /// The engine's capabilities and workers.
     pub async fn ping(&mut self) -> Result<gateway::PongResponse, GatewayError> {
         call("Ping", self.client.ping(gateway::PingRequest {})).await
     }
 
+    /// The frontend inputs of the build (e.g. a Dockerfile given on stdin), by name.
     pub async fn inputs(&mut self) -> Result<BTreeMap<String, pb::Definition>, GatewayError> {
         call("Inputs", self.client.inputs(gateway::InputsRequest {}))
             .await
@@ -88,6 +92,7 @@ impl Gateway {
         Ok(res.result.unwrap_or_default())
     }
 
+    /// The contents of one file of a solved ref.
     pub async fn read_file(
         &mut self,
         reference: &str,
@@ -138,6 +143,16 @@ async fn call<T>(
             call: name,
             status: to_rpc(&status),
         })
+}
+
+/// The status of an error of our own, as BuildKit's own frontends send theirs (code `Unknown`):
+/// the message is shown to the user as it is.
+pub fn error_status(message: String) -> rpc::Status {
+    rpc::Status {
+        code: tonic::Code::Unknown as i32,
+        message,
+        details: vec![],
+    }
 }
 
 /// The `google.rpc.Status` behind a tonic status: BuildKit sends the full status (with details

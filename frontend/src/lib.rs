@@ -2,25 +2,29 @@
 //! Dockerfile frontend and returns the result squashed, with the same image config.
 //!
 //! # Layout
-//! - [`options`]: frontend options and the squash settings (option, build arg, directive).
+//! - [`request`]: the frontend options, read once; the squash settings (option, build
+//!   argument, directive).
 //! - [`directives`]: reading `# squash=` directives from the Dockerfile's top comment block.
-//! - [`llb`]: taking in received LLB graphs verbatim and appending our ops.
+//! - [`llb`]: taking in received LLB graphs verbatim and building our own ops.
 //! - [`base`]: finding the base image of the result in its graph.
-//! - [`squash`]: planning the squash of one image (graph + config).
+//! - [`plan`]: planning the squash of one image (graph + config).
 //! - [`config`]: rewriting the image config's history for the new layers.
 //! - [`result`]: mapping the Dockerfile frontend's result (refs, metadata) to ours.
 //! - [`gateway`]: the only module that knows gRPC: BuildKit's gateway API over stdio.
-//! - [`run`]: the build flow: read settings, delegate, squash, return.
+//! - [`flow`]: the build flow over the gateway: read, delegate, squash, return.
+//! - `testkit` (feature `testkit`): sample graphs, configs and engine capabilities shared by
+//!   the unit tests, the fake-BuildKit tests and the fuzz targets.
 //!
-//! Everything but `gateway` and `run` is pure: no I/O, unit-tested without an engine.
+//! Everything but `gateway` and `flow` is pure: no I/O, unit-tested without an engine.
 
 pub mod base;
 pub mod config;
 pub mod directives;
+pub mod flow;
 pub mod gateway;
 pub mod llb;
-pub mod options;
+pub mod plan;
+pub mod request;
 pub mod result;
-pub mod run;
-pub mod squash;
-pub mod sync;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;

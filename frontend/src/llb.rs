@@ -11,6 +11,8 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use squash_proto::pb;
 
+use crate::request::DockerfileSource;
+
 /// Why a definition cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LlbError {
@@ -50,6 +52,8 @@ pub struct Graph {
     ops: HashMap<String, (Vec<u8>, pb::Op)>,
     metadata: BTreeMap<String, Vec<u8>>,
     source: Vec<u8>,
+    /// Ops added from now on are never taken from the cache (`--no-cache`).
+    ignore_cache: bool,
 }
 
 impl Graph {
@@ -91,6 +95,17 @@ impl Graph {
                     .or_insert_with(|| meta.clone());
             }
         }
+        if self.ignore_cache {
+            for digest in &added {
+                let meta = self
+                    .metadata
+                    .get(digest)
+                    .and_then(|m| pb::OpMetadata::decode(m.as_slice()).ok())
+                    .unwrap_or_default();
+                self.metadata
+                    .insert(digest.clone(), never_cached(meta).encode_to_vec());
+            }
+        }
         if self.source.is_empty() {
             self.source = def.source.clone();
         }
@@ -126,6 +141,12 @@ impl Graph {
         Ok(())
     }
 
+    /// From now on, every op added (pushed, or taken in with a definition) is marked never to be
+    /// taken from the cache, as `--no-cache` asks for every step of the build.
+    pub fn set_ignore_cache(&mut self, on: bool) {
+        self.ignore_cache = on;
+    }
+
     /// The decoded op with this digest.
     pub fn op(&self, digest: &str) -> Option<&pb::Op> {
         self.ops.get(digest).map(|(_, op)| op)
@@ -142,6 +163,11 @@ impl Graph {
             self.order.push(digest.clone());
             self.ops.insert(digest.clone(), (bytes, op));
         }
+        let meta = if self.ignore_cache {
+            never_cached(meta)
+        } else {
+            meta
+        };
         self.metadata.insert(digest.clone(), meta.encode_to_vec());
         Output { digest, index: 0 }
     }
@@ -165,16 +191,26 @@ impl Graph {
         let terminal_digest = digest_of(&terminal);
         def.push(terminal);
         let mut metadata = self.metadata.clone();
-        metadata.insert(
-            terminal_digest,
-            meta_with_caps(None, &["constraints", "platform"]).encode_to_vec(),
-        );
+        let terminal_meta = meta_with_caps(None, &["constraints", "platform"]);
+        let terminal_meta = if self.ignore_cache {
+            never_cached(terminal_meta)
+        } else {
+            terminal_meta
+        };
+        metadata.insert(terminal_digest, terminal_meta.encode_to_vec());
         Ok(pb::Definition {
             def,
             metadata,
             source: self.source.clone(),
         })
     }
+}
+
+/// `meta`, marked never to be taken from the cache.
+fn never_cached(mut meta: pb::OpMetadata) -> pb::OpMetadata {
+    meta.ignore_cache = true;
+    meta.caps.insert("meta.ignorecache".into(), true);
+    meta
 }
 
 /// Op metadata with a progress name (if any) and the caps the op needs.
@@ -268,6 +304,45 @@ pub fn merge(inputs: &[&Output]) -> pb::Op {
     }
 }
 
+/// A definition of the local source holding the Dockerfile, limited to the Dockerfile and its
+/// ignore file, read the way the Dockerfile frontend reads it.
+pub fn dockerfile_source(source: &DockerfileSource) -> pb::Definition {
+    let mut attrs = BTreeMap::new();
+    attrs.insert("local.session".to_string(), source.session.clone());
+    attrs.insert(
+        "local.followpaths".to_string(),
+        serde_json::to_string(&source.follow_paths()).expect("strings serialise"),
+    );
+    attrs.insert("local.sharedkeyhint".to_string(), source.local_name.clone());
+    attrs.insert("local.differ".to_string(), "none".to_string());
+    let op = pb::Op {
+        op: Some(pb::op::Op::Source(pb::SourceOp {
+            identifier: format!("local://{}", source.local_name),
+            attrs,
+        })),
+        ..Default::default()
+    };
+    let mut graph = Graph::default();
+    let out = graph.push(
+        op,
+        meta_with_caps(
+            Some(&format!(
+                "[internal] squash: read directives from {}",
+                source.filename
+            )),
+            &[
+                "source.local",
+                "source.local.sessionid",
+                "source.local.followpaths",
+                "source.local.sharedkeyhint",
+                "source.local.differ",
+                "constraints",
+            ],
+        ),
+    );
+    graph.finish(&out).expect("the op was just added")
+}
+
 /// Where the sync step mounts the finished image (read-only).
 pub const SYNC_FINAL: &str = "/squash/final";
 /// Where the sync step mounts the base image (writable; its changes become the new layer).
@@ -335,67 +410,9 @@ pub const SYNC_EXEC_CAPS: &[&str] = &[
 ];
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// A definition like the Dockerfile frontend returns: image source -> exec -> terminal.
-    pub(crate) fn sample_definition() -> (pb::Definition, Vec<String>) {
-        let source = pb::Op {
-            op: Some(pb::op::Op::Source(pb::SourceOp {
-                identifier: "docker-image://docker.io/library/busybox:latest@sha256:aaaa".into(),
-                attrs: Default::default(),
-            })),
-            platform: Some(pb::Platform {
-                architecture: "amd64".into(),
-                os: "linux".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let mut source_bytes = source.encode_to_vec();
-        // An unknown field (number 99, varint 1) stands for whatever newer BuildKit versions
-        // add: it must survive untouched.
-        source_bytes.extend_from_slice(&[0x98, 0x06, 0x01]);
-        let source_digest = digest_of(&source_bytes);
-        let exec = pb::Op {
-            inputs: vec![pb::Input {
-                digest: source_digest.clone(),
-                index: 0,
-            }],
-            op: Some(pb::op::Op::Exec(pb::ExecOp {
-                meta: Some(pb::Meta {
-                    args: vec!["/bin/sh".into(), "-c".into(), "echo hi > /f".into()],
-                    ..Default::default()
-                }),
-                mounts: vec![pb::Mount {
-                    input: 0,
-                    dest: "/".into(),
-                    output: 0,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })),
-            ..Default::default()
-        };
-        let exec_bytes = exec.encode_to_vec();
-        let exec_digest = digest_of(&exec_bytes);
-        let terminal = pb::Op {
-            inputs: vec![pb::Input {
-                digest: exec_digest.clone(),
-                index: 0,
-            }],
-            ..Default::default()
-        }
-        .encode_to_vec();
-        let mut metadata = BTreeMap::new();
-        metadata.insert(exec_digest.clone(), vec![0x08, 0x01]);
-        let def = pb::Definition {
-            def: vec![source_bytes, exec_bytes, terminal],
-            metadata,
-            source: vec![0x0a, 0x00],
-        };
-        (def, vec![source_digest, exec_digest])
-    }
+    use crate::testkit::sample_definition;
 
     #[test]
     fn received_ops_keep_their_bytes_and_digests() {

@@ -3,12 +3,12 @@
 //! Started by BuildKit as a frontend (the `# syntax=` image), it speaks the gateway API on
 //! stdin/stdout: stdout is the gRPC wire, so nothing here may print to it; logs go to stderr
 //! (which BuildKit sends to the daemon's log). The same binary also runs inside the build it
-//! emits, as `squash-frontend sync FINAL BASE`, to compute a base-preserving layer.
+//! emits, as `squash-frontend sync FINAL BASE`, to compute the squashed layer.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use squash_frontend::{gateway, options, run};
+use squash_frontend::{flow, gateway, request};
 
 const USAGE: &str =
     "usage: squash-frontend            (run by BuildKit as a frontend, gRPC on stdio)
@@ -39,8 +39,8 @@ fn frontend() -> ExitCode {
             )
         })
     };
-    let start = run::Start {
-        opts: options::opts_from_env(env()),
+    let start = request::Start {
+        opts: request::opts_from_env(env()),
         session_id: std::env::var("BUILDKIT_SESSION_ID").unwrap_or_default(),
         tool_def: std::fs::read("/run/config/buildkit/metadata/frontend.bin").ok(),
         exe: std::env::current_exe()
@@ -59,7 +59,7 @@ fn frontend() -> ExitCode {
     };
     // The pipes must be registered with the runtime's reactor, so they are opened inside it.
     let started = std::time::Instant::now();
-    let code = runtime.block_on(async { run::run(gateway::stdio(), start).await });
+    let code = runtime.block_on(async { flow::run(gateway::stdio(), start).await });
     // One line in the daemon's log per run: what the benchmarks read for time and memory.
     eprintln!(
         "squash-frontend: exit {code} after {} ms, peak RSS {} KiB",
@@ -78,14 +78,17 @@ fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The in-build step: makes the tree at BASE equal to the one at FINAL, touching only what
+/// differs (see the `treesync` crate), and says what it changed.
 fn sync(args: &[OsString]) -> ExitCode {
     let [final_dir, base_dir] = args else {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    match squash_frontend::sync::run(final_dir.as_ref(), base_dir.as_ref()) {
-        Ok(summary) => {
-            eprintln!("squash-frontend sync: {summary}");
+    let options = treesync::SyncOptions::default();
+    match treesync::sync_tree(final_dir.as_ref(), base_dir.as_ref(), &options) {
+        Ok(stats) => {
+            eprintln!("squash-frontend sync: {stats}");
             ExitCode::SUCCESS
         }
         Err(e) => {

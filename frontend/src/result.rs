@@ -2,11 +2,9 @@
 //! platform keyed by platform id), each with its own `containerimage.config[/<id>]` metadata.
 //! Every other metadata key and every attestation is passed through as received.
 
-use std::collections::BTreeMap;
-
 use squash_proto::gateway;
 
-use crate::options::Opts;
+use crate::plan::Squash;
 
 /// Metadata key of the image config.
 pub const CONFIG: &str = "containerimage.config";
@@ -79,62 +77,42 @@ pub fn meta<'a>(
         .map(Vec::as_slice)
 }
 
-/// The build's `SOURCE_DATE_EPOCH`: the build argument, else what the Dockerfile frontend
-/// reported.
-pub fn epoch(opts: &Opts, result: &gateway::Result, platform: Option<&str>) -> Option<i64> {
-    opts.get("build-arg:SOURCE_DATE_EPOCH")
-        .map(String::as_bytes)
-        .or_else(|| meta(result, EPOCH, platform))
-        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok())
+/// The `SOURCE_DATE_EPOCH` the Dockerfile frontend reported for one image (newer ones do).
+pub fn epoch(result: &gateway::Result, platform: Option<&str>) -> Option<i64> {
+    meta(result, EPOCH, platform).and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok())
 }
 
-/// What was done to one image.
+/// One squashed image, to take the place of the built one.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Done {
-    Unchanged,
-    Squashed {
-        reference: gateway::Ref,
-        config: Option<Vec<u8>>,
-        keeps_base: bool,
-        /// The base image's config when squash-frontend resolved it itself (the Dockerfile
-        /// frontend returned none): returned as `containerimage.base.config` so the exporter
-        /// treats the kept layers as the base's (`rewrite-timestamp` leaves them alone).
-        base_config: Option<Vec<u8>>,
-    },
+pub struct Squashed {
+    /// Its platform id (`None` for a single-ref result).
+    pub platform: Option<String>,
+    /// The result of solving the squash.
+    pub reference: gateway::Ref,
+    /// What was planned for it.
+    pub squash: Squash,
 }
 
 /// The result to return: the original with each squashed image's ref and config replaced.
-pub fn assemble(
-    original: &gateway::Result,
-    done: &BTreeMap<Option<String>, Done>,
-) -> gateway::Result {
+pub fn assemble(original: &gateway::Result, squashed: &[Squashed]) -> gateway::Result {
     use gateway::result::Result as R;
     let mut out = original.clone();
-    for (platform, d) in done {
-        let Done::Squashed {
-            reference,
-            config,
-            keeps_base,
-            base_config,
-        } = d
-        else {
-            continue;
-        };
-        match (&mut out.result, platform) {
-            (Some(R::Ref(r)), None) => *r = reference.clone(),
+    for s in squashed {
+        match (&mut out.result, &s.platform) {
+            (Some(R::Ref(r)), None) => *r = s.reference.clone(),
             (Some(R::Refs(map)), Some(p)) => {
-                map.refs.insert(p.clone(), reference.clone());
+                map.refs.insert(p.clone(), s.reference.clone());
             }
             _ => continue,
         }
-        let p = platform.as_deref();
-        if let Some(config) = config {
+        let p = s.platform.as_deref();
+        if let Some(config) = &s.squash.config {
             out.metadata.insert(key(CONFIG, p), config.clone());
         }
-        if let (true, Some(base)) = (keeps_base, base_config) {
+        if let (true, Some(base)) = (s.squash.keeps_base, &s.squash.described_base) {
             out.metadata.insert(key(BASE_CONFIG, p), base.clone());
         }
-        if !keeps_base {
+        if !s.squash.keeps_base {
             // No layer of the base is left: a stale base config would make the exporter
             // treat our squashed layer as a base layer (timestamps, rewrite-timestamp).
             out.metadata.remove(&key(BASE_CONFIG, p));
@@ -150,6 +128,7 @@ pub fn assemble(
 mod tests {
     use super::*;
     use squash_proto::pb;
+    use std::collections::BTreeMap;
 
     fn r(id: &str) -> gateway::Ref {
         gateway::Ref {
@@ -207,17 +186,7 @@ mod tests {
     #[test]
     fn assemble_replaces_refs_and_configs_and_keeps_the_rest() {
         let res = multi();
-        let mut done = BTreeMap::new();
-        done.insert(
-            Some("linux/arm64".to_string()),
-            Done::Squashed {
-                reference: r("new"),
-                config: Some(b"new cfg".to_vec()),
-                keeps_base: false,
-                base_config: None,
-            },
-        );
-        done.insert(Some("linux/amd64".to_string()), Done::Unchanged);
+        let done = [squashed("linux/arm64", Some(b"new cfg"), false, None)];
         let out = assemble(&res, &done);
         let Some(gateway::result::Result::Refs(map)) = &out.result else {
             panic!()
@@ -243,16 +212,7 @@ mod tests {
         for keeps_base in [true, false] {
             let mut res = multi();
             res.metadata.remove(&format!("{BASE_CONFIG}/linux/arm64"));
-            let mut done = BTreeMap::new();
-            done.insert(
-                Some("linux/arm64".to_string()),
-                Done::Squashed {
-                    reference: r("new"),
-                    config: None,
-                    keeps_base,
-                    base_config: Some(b"resolved".to_vec()),
-                },
-            );
+            let done = [squashed("linux/arm64", None, keeps_base, Some(b"resolved"))];
             let out = assemble(&res, &done);
             let got = out.metadata.get(&format!("{BASE_CONFIG}/linux/arm64"));
             assert_eq!(got.is_some(), keeps_base, "keeps_base {keeps_base}");
@@ -263,15 +223,31 @@ mod tests {
     }
 
     #[test]
-    fn epoch_from_build_arg_or_metadata() {
+    fn epoch_from_metadata() {
         let mut res = multi();
-        let mut opts = Opts::new();
-        assert_eq!(epoch(&opts, &res, None), None);
+        assert_eq!(epoch(&res, None), None);
         res.metadata.insert(EPOCH.into(), b"100".to_vec());
-        assert_eq!(epoch(&opts, &res, Some("linux/amd64")), Some(100));
-        opts.insert("build-arg:SOURCE_DATE_EPOCH".into(), "1700000000".into());
-        assert_eq!(epoch(&opts, &res, None), Some(1_700_000_000));
-        opts.insert("build-arg:SOURCE_DATE_EPOCH".into(), "soon".into());
-        assert_eq!(epoch(&opts, &res, None), None);
+        assert_eq!(epoch(&res, Some("linux/amd64")), Some(100));
+        res.metadata.insert(EPOCH.into(), b"soon".to_vec());
+        assert_eq!(epoch(&res, None), None);
+    }
+
+    fn squashed(
+        platform: &str,
+        config: Option<&[u8]>,
+        keeps_base: bool,
+        described_base: Option<&[u8]>,
+    ) -> Squashed {
+        Squashed {
+            platform: Some(platform.into()),
+            reference: r("new"),
+            squash: Squash {
+                def: pb::Definition::default(),
+                config: config.map(<[u8]>::to_vec),
+                keeps_base,
+                described_base: described_base.map(<[u8]>::to_vec),
+                summary: "squash".into(),
+            },
+        }
     }
 }

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use prost::Message;
-use squash_frontend::options::Opts;
-use squash_frontend::run::{run, Start};
+use squash_frontend::flow::run;
+use squash_frontend::request::{Opts, Start};
+use squash_frontend::testkit;
 use squash_proto::apicaps::ApiCap;
 use squash_proto::gateway::llb_bridge_server::{LlbBridge, LlbBridgeServer};
 use squash_proto::gateway::{
@@ -32,6 +33,8 @@ struct Fake {
     dockerfile: Vec<u8>,
     /// When set, the Dockerfile build fails with this status.
     upstream_error: Option<rpc::Status>,
+    /// When set, the solve of our own squash definition fails with this status.
+    squash_error: Option<rpc::Status>,
     llb_caps: Vec<(&'static str, bool)>,
 }
 
@@ -50,49 +53,8 @@ fn cap(id: &str, enabled: bool) -> ApiCap {
 
 /// The definition the fake Dockerfile frontend "built": image source -> RUN -> terminal.
 fn built_definition() -> pb::Definition {
-    let source = pb::Op {
-        op: Some(pb::op::Op::Source(pb::SourceOp {
-            identifier: "docker-image://docker.io/library/busybox:latest@sha256:abc".into(),
-            attrs: Default::default(),
-        })),
-        ..Default::default()
-    }
-    .encode_to_vec();
-    let source_digest = squash_frontend::llb::digest_of(&source);
-    let exec = pb::Op {
-        inputs: vec![pb::Input {
-            digest: source_digest,
-            index: 0,
-        }],
-        op: Some(pb::op::Op::Exec(pb::ExecOp {
-            mounts: vec![pb::Mount {
-                input: 0,
-                dest: "/".into(),
-                output: 0,
-                ..Default::default()
-            }],
-            ..Default::default()
-        })),
-        ..Default::default()
-    }
-    .encode_to_vec();
-    let exec_digest = squash_frontend::llb::digest_of(&exec);
-    let terminal = pb::Op {
-        inputs: vec![pb::Input {
-            digest: exec_digest,
-            index: 0,
-        }],
-        ..Default::default()
-    }
-    .encode_to_vec();
-    pb::Definition {
-        def: vec![source, exec, terminal],
-        ..Default::default()
-    }
+    testkit::sample_definition().0
 }
-
-const CONFIG: &str = r#"{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["sh"]},"history":[{"created":"2024-01-01T00:00:00Z","created_by":"base"},{"created":"2025-01-01T00:00:00Z","created_by":"RUN x"}]}"#;
-const BASE_CONFIG: &str = r#"{"rootfs":{"type":"layers","diff_ids":["sha256:1"]}}"#;
 
 #[tonic::async_trait]
 impl LlbBridge for Fake {
@@ -125,11 +87,11 @@ impl LlbBridge for Fake {
             } else {
                 metadata.insert(
                     "containerimage.config".to_string(),
-                    CONFIG.as_bytes().to_vec(),
+                    testkit::CONFIG.to_vec(),
                 );
                 metadata.insert(
                     "containerimage.base.config".to_string(),
-                    BASE_CONFIG.as_bytes().to_vec(),
+                    testkit::BASE_CONFIG.to_vec(),
                 );
                 metadata.insert("other.key".to_string(), b"kept".to_vec());
                 Ref {
@@ -142,6 +104,13 @@ impl LlbBridge for Fake {
             let is_local = def.def.iter().any(|b| {
                 matches!(pb::Op::decode(b.as_slice()).map(|o| o.op), Ok(Some(pb::op::Op::Source(s))) if s.identifier.starts_with("local://"))
             });
+            if let (false, Some(err)) = (is_local, &self.squash_error) {
+                return Err(Status::with_details(
+                    tonic::Code::from_i32(err.code),
+                    err.message.clone(),
+                    err.encode_to_vec().into(),
+                ));
+            }
             Ref {
                 id: if is_local {
                     "dockerfile-ref".into()
@@ -227,6 +196,7 @@ fn fake(dockerfile: &str) -> Fake {
         log: Arc::default(),
         dockerfile: dockerfile.as_bytes().to_vec(),
         upstream_error: None,
+        squash_error: None,
         llb_caps: vec![("file.base", true), ("mergeop", true), ("diffop", true)],
     }
 }
@@ -393,6 +363,33 @@ async fn upstream_errors_are_passed_on_unchanged() {
 }
 
 #[tokio::test]
+async fn a_failing_squash_step_is_said_to_be_ours() {
+    let mut f = fake("FROM busybox\n");
+    let status = rpc::Status {
+        code: 2,
+        message: "process \"/bin/squash-frontend sync /squash/final /squash/base\" did not complete successfully: exit code: 1".into(),
+        details: vec![prost_types::Any {
+            type_url: "github.com/moby/buildkit/errdefs.ExitError".into(),
+            value: b"{}".to_vec(),
+        }],
+    };
+    f.squash_error = Some(status.clone());
+    let (code, log) = drive(f, opts(&[])).await;
+    assert_eq!(code, 0, "the error travels in Return");
+    // The Dockerfile build was evaluated in its own solve: a failing RUN fails there.
+    assert!(log.solves[1].evaluate, "the delegated build is evaluated");
+    let err = log.returns[0].error.as_ref().expect("an error");
+    assert_eq!(
+        err.message,
+        format!(
+            "squash-frontend: the squash step failed: {}",
+            status.message
+        )
+    );
+    assert_eq!((err.code, &err.details), (status.code, &status.details));
+}
+
+#[tokio::test]
 async fn a_nested_run_passes_the_build_through() {
     // What an upstream squash frontend sees: the upstream setting again (as a build argument and
     // a directive), plus our nested marker. It must build with the Dockerfile frontend, once.
@@ -423,6 +420,10 @@ async fn subrequests_are_forwarded_and_returned_as_is() {
     assert_eq!(code, 0);
     assert_eq!(log.solves.len(), 1);
     assert!(log.reads.is_empty());
+    assert!(
+        !log.solves[0].evaluate,
+        "an information request builds nothing"
+    );
     let result = returned_result(&log);
     assert_eq!(result.metadata["result.txt"], b"targets");
 }

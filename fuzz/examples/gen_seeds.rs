@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 use serde_json::json;
 use squash_frontend::llb::{self, Graph, Output};
-use squash_fuzz::{config_with_layers, image_source, run_on, sample_definition, NO_CONFIG};
+use squash_frontend::testkit::{
+    config_with_layers, image_source, run_on, sample_definition, RICH_CONFIG,
+};
+use squash_fuzz::NO_CONFIG;
 use squash_proto::pb;
 
 fn main() -> std::io::Result<()> {
@@ -91,7 +94,7 @@ fn main() -> std::io::Result<()> {
         v.extend(def.encode_to_vec());
         v
     };
-    let sample = sample_definition();
+    let sample = sample_definition().0;
     write("definition", "sample-base", &def_seed(2, 1, &sample))?;
     write(
         "definition",
@@ -106,22 +109,12 @@ fn main() -> std::io::Result<()> {
     write("definition", "diff-root", &def_seed(3, 1, &diff_root()))?;
 
     // config: image configs, good and bad.
-    let sample_config = json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Env": ["PATH=/usr/bin:/bin"], "Cmd": ["sh"], "User": "app",
-                   "Labels": {"a": "b"}, "ExposedPorts": {"80/tcp": {}}},
-        "rootfs": {"type": "layers", "diff_ids": ["sha256:1", "sha256:2"]},
-        "history": [
-            {"created": "2024-01-01T00:00:00.123456789Z", "created_by": "base 1"},
-            {"created": "2024-01-02T00:00:00Z", "created_by": "base env", "empty_layer": true},
-            {"created": "2024-01-03T00:00:00Z", "created_by": "base 2"},
-            {"created": "2025-05-05T10:00:00Z", "created_by": "RUN a", "comment": "buildkit.dockerfile.v0"},
-            {"created": "2025-05-05T11:00:00+01:00", "created_by": "ENV x", "empty_layer": true},
-            {"created": "2025-05-05T12:00:00-02:30", "created_by": "RUN b"}
-        ],
-        "x-unknown": {"kept": true, "n": 1.5e300}
-    });
+    // The library's rich sample, with times in other zones and a number JSON allows but
+    // no image needs.
+    let mut sample_config: serde_json::Value = serde_json::from_slice(RICH_CONFIG).unwrap();
+    sample_config["history"][4]["created"] = json!("2025-05-05T11:00:00+01:00");
+    sample_config["history"][5]["created"] = json!("2025-05-05T12:00:00-02:30");
+    sample_config["x-unknown"]["n"] = json!(1.5e300);
     write(
         "config",
         "sample",

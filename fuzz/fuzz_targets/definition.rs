@@ -23,8 +23,9 @@ use prost::Message;
 use squash_frontend::base::{self, Root};
 use squash_frontend::config;
 use squash_frontend::llb::Graph;
-use squash_frontend::options::{Method, Mode};
-use squash_frontend::squash::{self, Built, Env, Plan, PlanError};
+use squash_frontend::plan::{self, Inputs, Plan, PlanError, Received, Squash};
+use squash_frontend::request::{Method, Mode};
+use squash_frontend::testkit;
 use squash_proto::pb;
 
 fuzz_target!(|data: &[u8]| {
@@ -65,33 +66,30 @@ fn check(def: &pb::Definition, cfg: Option<&[u8]>, base_cfg: Option<&[u8]>) {
         );
     }
 
-    let tool = squash_fuzz::tool();
+    let tool = testkit::tool();
     let base_layers = base_cfg.and_then(config::base_layer_count);
     for mode in [Mode::Full, Mode::Base, Mode::Off] {
         for method in [Method::Auto, Method::Diff, Method::Sync] {
             for diff_caps in [false, true] {
-                let caps = squash_fuzz::caps(diff_caps);
+                let caps = testkit::caps(diff_caps);
                 for tool in [None, Some(&tool)] {
-                    let env = Env {
+                    let inputs = Inputs {
                         mode,
                         method,
                         caps: &caps,
                         tool,
                         epoch: None,
+                        no_cache: false,
                     };
-                    let built = Built {
-                        def,
-                        config: cfg,
-                        base_config: base_cfg,
-                    };
-                    match squash::plan(built, &env) {
+                    let received = Received::decode(def, cfg, base_cfg).expect("the graph took");
+                    match plan::plan(received, &inputs) {
                         Ok(Plan::Unchanged { .. }) => {}
-                        Ok(Plan::Squash {
+                        Ok(Plan::Squash(Squash {
                             def: out,
                             config: out_cfg,
                             keeps_base,
                             ..
-                        }) => {
+                        })) => {
                             assert_ne!(mode, Mode::Off, "squashed with mode off");
                             let (g2, head2) = squash_fuzz::check_planned_definition(&out);
                             let lin = base::find_root(&g2, &head2);

@@ -12,7 +12,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use squash_frontend::directives::{self, DirectiveError};
-use squash_frontend::options::{self, Opts};
+use squash_frontend::request::{Opts, Request};
 
 const OURS: [&str; 3] = ["squash", "squash-method", "squash-upstream"];
 
@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
                 );
                 assert!(raw.contains(value.as_str()), "{value:?} not in {raw:?}");
             }
-            let _ = options::settings(&Opts::new(), &found);
+            let _ = Request::new(&Opts::new(), "session").settings(&found);
         }
         Err(e) => {
             let named = match &e {

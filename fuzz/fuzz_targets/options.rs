@@ -14,13 +14,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use squash_frontend::options::{self, Mode, Origin, NESTED, SETTINGS};
+use squash_frontend::request::{self, Mode, Origin, Request, NESTED, SETTINGS};
 
 fuzz_target!(|data: &[u8]| {
     let input = squash_fuzz::parse_options_input(data);
     let (opts, dirs) = (&input.opts, &input.directives);
 
-    let fwd = options::forwarded(opts);
+    let request = Request::new(opts, "session");
+    let fwd = request.forwarded();
     let expected_cmdline = opts
         .get("cmdline")
         .or_else(|| opts.get("source"))
@@ -49,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // The raw value of a setting by precedence, and whether it is valid for that setting.
-    let raw = |s: &options::Setting| -> Option<(String, Origin)> {
+    let raw = |s: &request::Setting| -> Option<(String, Origin)> {
         if let Some(v) = opts.get(s.option) {
             return Some((v.clone(), Origin::Option));
         }
@@ -60,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
             .map(|(v, line)| (v.clone(), Origin::Directive { line: *line }))
     };
     let norm = |v: &str| v.trim().to_ascii_lowercase();
-    let valid = |s: &options::Setting, v: &str| -> bool {
+    let valid = |s: &request::Setting, v: &str| -> bool {
         if v.len() > 4096 || v.trim().is_empty() {
             return false;
         }
@@ -78,22 +79,19 @@ fuzz_target!(|data: &[u8]| {
     let all_valid = SETTINGS
         .iter()
         .all(|s| raw(s).is_none_or(|(v, _)| valid(s, &v)));
-    match options::settings(opts, dirs) {
+    match request.settings(dirs) {
         Ok(s) => {
             assert!(
                 all_valid,
                 "accepted an invalid setting: {opts:?} {dirs:?} -> {s:?}"
             );
-            match raw(&options::MODE) {
-                Some((v, origin)) => {
-                    assert_eq!(s.mode_origin, origin);
-                    assert_eq!(s.mode.to_string(), norm(&v));
-                }
-                None => assert_eq!((s.mode, s.mode_origin), (Mode::Full, Origin::Default)),
+            match raw(&request::MODE) {
+                Some((v, _)) => assert_eq!(s.mode.to_string(), norm(&v)),
+                None => assert_eq!(s.mode, Mode::Full),
             }
             assert_eq!(
                 s.upstream,
-                raw(&options::UPSTREAM).map(|(v, _)| v.trim().to_string())
+                raw(&request::UPSTREAM).map(|(v, _)| v.trim().to_string())
             );
         }
         Err(e) => {
@@ -108,9 +106,9 @@ fuzz_target!(|data: &[u8]| {
     let needs = SETTINGS.iter().any(|s| {
         !opts.contains_key(s.option) && !opts.contains_key(&format!("build-arg:{}", s.build_arg))
     });
-    assert_eq!(options::needs_directives(opts), needs);
+    assert_eq!(request.needs_directives(), needs);
 
-    let from_env = options::opts_from_env(input.env.iter().cloned());
+    let from_env = request::opts_from_env(input.env.iter().cloned());
     for (k, v) in &from_env {
         let joined = format!("{k}={v}");
         assert!(

@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, HashSet};
 
 use prost::Message;
-use serde_json::{json, Value};
+use serde_json::Value;
 use squash_frontend::llb::{digest_of, Graph, Output};
-use squash_frontend::squash::{Caps, Tool};
+use squash_frontend::testkit::{base_config_with_layers, config_with_layers};
 use squash_proto::pb;
 
 // ---------------------------------------------------------------------------------------------
@@ -56,35 +56,6 @@ pub fn parse_options_input(data: &[u8]) -> OptionsInput {
 /// The header byte for "no config".
 pub const NO_CONFIG: u8 = 0xff;
 
-/// A built image's config with `layers` layer-making history entries (plus one empty one).
-pub fn config_with_layers(layers: usize) -> Vec<u8> {
-    let mut history = vec![
-        json!({"created": "2024-01-01T00:00:00Z", "created_by": "ENV A=b", "empty_layer": true}),
-    ];
-    for i in 0..layers {
-        history.push(json!({
-            "created": format!("2024-01-{:02}T00:00:00Z", i + 2),
-            "created_by": format!("RUN step {i}"),
-        }));
-    }
-    serde_json::to_vec(&json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"]},
-        "rootfs": {"type": "layers", "diff_ids": (0..layers).map(|i| format!("sha256:{i}")).collect::<Vec<_>>()},
-        "history": history,
-    }))
-    .expect("serialises")
-}
-
-/// A base image's config with `layers` layers.
-pub fn base_config_with_layers(layers: usize) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "rootfs": {"type": "layers", "diff_ids": (0..layers).map(|i| format!("sha256:b{i}")).collect::<Vec<_>>()}
-    }))
-    .expect("serialises")
-}
-
 /// The config a header byte picks.
 pub fn pick_config(b: u8, base: bool) -> Option<Vec<u8>> {
     let layers = usize::from(b % 8);
@@ -93,112 +64,6 @@ pub fn pick_config(b: u8, base: bool) -> Option<Vec<u8>> {
         (_, false) => Some(config_with_layers(layers)),
         (_, true) => Some(base_config_with_layers(layers)),
     }
-}
-
-/// An image source op.
-pub fn image_source(id: &str) -> pb::Op {
-    pb::Op {
-        op: Some(pb::op::Op::Source(pb::SourceOp {
-            identifier: id.into(),
-            attrs: Default::default(),
-        })),
-        platform: Some(pb::Platform {
-            architecture: "amd64".into(),
-            os: "linux".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// A `RUN` on `on`: an exec op whose `/` mount (input 0) is output 0.
-pub fn run_on(on: &Output, cmd: &str) -> pb::Op {
-    pb::Op {
-        inputs: vec![pb::Input {
-            digest: on.digest.clone(),
-            index: on.index,
-        }],
-        op: Some(pb::op::Op::Exec(pb::ExecOp {
-            meta: Some(pb::Meta {
-                args: vec!["/bin/sh".into(), "-c".into(), cmd.into()],
-                ..Default::default()
-            }),
-            mounts: vec![pb::Mount {
-                input: 0,
-                dest: "/".into(),
-                output: 0,
-                ..Default::default()
-            }],
-            ..Default::default()
-        })),
-        ..Default::default()
-    }
-}
-
-/// The definition the library's own tests use: image source -> exec with a `/` mount ->
-/// terminal (the source op carrying an unknown field).
-pub fn sample_definition() -> pb::Definition {
-    let mut source =
-        image_source("docker-image://docker.io/library/busybox:latest@sha256:aaaa").encode_to_vec();
-    source.extend_from_slice(&[0x98, 0x06, 0x01]);
-    let source_digest = digest_of(&source);
-    let exec = run_on(
-        &Output {
-            digest: source_digest,
-            index: 0,
-        },
-        "echo hi > /f",
-    )
-    .encode_to_vec();
-    let exec_digest = digest_of(&exec);
-    let terminal = pb::Op {
-        inputs: vec![pb::Input {
-            digest: exec_digest.clone(),
-            index: 0,
-        }],
-        ..Default::default()
-    }
-    .encode_to_vec();
-    let mut metadata = BTreeMap::new();
-    metadata.insert(exec_digest, vec![0x08, 0x01]);
-    pb::Definition {
-        def: vec![source, exec, terminal],
-        metadata,
-        source: vec![0x0a, 0x00],
-    }
-}
-
-/// Our own image, for the `sync` method.
-pub fn tool() -> Tool {
-    Tool {
-        def: sample_definition(),
-        exe: "/bin/squash-frontend".into(),
-        platform: pb::Platform {
-            architecture: "amd64".into(),
-            os: "linux".into(),
-            ..Default::default()
-        },
-    }
-}
-
-/// Engine caps with DiffOp and MergeOp on or off.
-pub fn caps(merge_diff: bool) -> Caps {
-    let state = |on: bool| {
-        if on {
-            Ok(())
-        } else {
-            Err("only enabled with containerd image store backend".to_string())
-        }
-    };
-    Caps(
-        [
-            ("file.base".to_string(), Ok(())),
-            ("mergeop".to_string(), state(merge_diff)),
-            ("diffop".to_string(), state(merge_diff)),
-        ]
-        .into_iter()
-        .collect(),
-    )
 }
 
 /// Re-links a definition whose ops decode, so that mutated graphs get past the digest checks:

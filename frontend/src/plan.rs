@@ -15,18 +15,35 @@
 
 use std::collections::BTreeMap;
 
-use squash_proto::pb;
+use prost::Message;
+use squash_proto::{apicaps::ApiCap, pb, types::WorkerRecord};
 
-use crate::base::{self, Root};
+use crate::base::{self, Lineage, Root};
 use crate::config::{self, Layout, SquashEntry};
-use crate::llb::{self, Graph, LlbError};
-use crate::options::{Method, Mode};
+use crate::llb::{self, Graph, LlbError, Output};
+use crate::request::{Method, Mode};
 
 /// The engine's LLB capabilities, from `Ping`: id -> `Ok(())` or the reason it is disabled.
 #[derive(Debug, Clone, Default)]
 pub struct Caps(pub BTreeMap<String, Result<(), String>>);
 
 impl Caps {
+    /// The capabilities as the engine lists them in its `Ping` answer.
+    pub fn from_api_caps(caps: &[ApiCap]) -> Caps {
+        Caps(
+            caps.iter()
+                .map(|c| {
+                    let state = if c.enabled {
+                        Ok(())
+                    } else {
+                        Err(c.disabled_reason_msg.clone())
+                    };
+                    (c.id.clone(), state)
+                })
+                .collect(),
+        )
+    }
+
     /// Whether the engine supports `id`.
     pub fn has(&self, id: &str) -> bool {
         matches!(self.0.get(id), Some(Ok(())))
@@ -53,62 +70,132 @@ pub struct Tool {
     pub platform: pb::Platform,
 }
 
-/// Everything about the build that the plan depends on.
+impl Tool {
+    /// Our own image, if BuildKit told us its definition (`def`, the bytes of
+    /// `/run/config/buildkit/metadata/frontend.bin`) and it decodes; the step runs at the first
+    /// worker's first platform, or at this binary's own.
+    pub fn new(def: Option<&[u8]>, exe: &str, workers: &[WorkerRecord]) -> Option<Tool> {
+        let def = pb::Definition::decode(def?).ok()?;
+        if def.def.is_empty() {
+            return None;
+        }
+        let platform = workers
+            .first()
+            .and_then(|w| w.platforms.first())
+            .cloned()
+            .unwrap_or_else(|| pb::Platform {
+                architecture: host_arch().into(),
+                os: "linux".into(),
+                ..Default::default()
+            });
+        Some(Tool {
+            def,
+            exe: exe.to_string(),
+            platform,
+        })
+    }
+}
+
+/// This binary's architecture, in OCI's words.
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// Everything about the build, beyond the image itself, that the plan depends on.
 #[derive(Debug, Clone)]
-pub struct Env<'a> {
+pub struct Inputs<'a> {
+    /// The squash mode.
     pub mode: Mode,
+    /// The squash method.
     pub method: Method,
+    /// The engine's LLB capabilities.
     pub caps: &'a Caps,
+    /// Our own image, where BuildKit described it.
     pub tool: Option<&'a Tool>,
     /// `SOURCE_DATE_EPOCH`, if the build has one.
     pub epoch: Option<i64>,
+    /// `--no-cache`: the ops we add are never taken from the cache.
+    pub no_cache: bool,
 }
 
-/// One built image as the Dockerfile frontend returned it.
-#[derive(Debug, Clone, Copy)]
-pub struct Built<'a> {
-    pub def: &'a pb::Definition,
-    pub config: Option<&'a [u8]>,
-    pub base_config: Option<&'a [u8]>,
+/// One built image as the Dockerfile frontend returned it, its definition decoded once.
+#[derive(Debug, Clone)]
+pub struct Received {
+    graph: Graph,
+    /// The result's output, and where its filesystem grew from; `None` for an empty image.
+    head: Option<(Output, Lineage)>,
+    config: Option<Vec<u8>>,
+    base_config: Option<Vec<u8>>,
+    /// Whether `base_config` was resolved by us rather than returned by the build.
+    described: bool,
 }
 
-/// What to do with one image.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Plan {
-    /// Return the image as built.
-    Unchanged { reason: String },
-    /// Solve `def` and return it with `config`.
-    Squash {
-        def: pb::Definition,
-        /// The rewritten config (`None` if the build returned none).
-        config: Option<Vec<u8>>,
-        /// Whether `containerimage.base.config` still describes the bottom layers.
-        keeps_base: bool,
-        /// A one-line description for the progress output and history.
-        summary: String,
-    },
+impl Received {
+    /// Takes in one image: its definition, its config and its base image's config as the
+    /// Dockerfile frontend returned them.
+    pub fn decode(
+        def: &pb::Definition,
+        config: Option<&[u8]>,
+        base_config: Option<&[u8]>,
+    ) -> Result<Received, PlanError> {
+        let mut graph = Graph::default();
+        let head = graph.add_definition(def)?.map(|head| {
+            let lineage = base::find_root(&graph, &head);
+            (head, lineage)
+        });
+        Ok(Received {
+            graph,
+            head,
+            config: config.map(<[u8]>::to_vec),
+            base_config: base_config.map(<[u8]>::to_vec),
+            described: false,
+        })
+    }
+
+    /// The image's config, if the build returned one.
+    pub fn config(&self) -> Option<&[u8]> {
+        self.config.as_deref()
+    }
+
+    /// Sets the base image's config resolved by the engine (see [`Received::base_to_describe`]).
+    pub fn set_described_base(&mut self, base_config: Vec<u8>) {
+        self.base_config = Some(base_config);
+        self.described = true;
+    }
+
+    /// A base image the engine must describe before base mode can keep it: the pinned image at
+    /// the root of the target stage, when the Dockerfile frontend returned no
+    /// `containerimage.base.config` for it (Docker 26.1's does not for a base given by
+    /// `--build-context name=docker-image://...`). `None` outside base mode, when the build
+    /// already described its base, or when the root is not a registry image (scratch, a local
+    /// context, an OCI layout).
+    pub fn base_to_describe(&self, inputs: &Inputs<'_>) -> Option<BaseToDescribe> {
+        if inputs.mode != Mode::Base || self.base_config.is_some() {
+            return None;
+        }
+        let (_, lineage) = self.head.as_ref()?;
+        let Root::Image { output, identifier } = &lineage.root else {
+            return None;
+        };
+        let reference = identifier.strip_prefix("docker-image://")?;
+        if lineage.steps == 0 {
+            return None;
+        }
+        Some(BaseToDescribe {
+            reference: reference.to_string(),
+            platform: self
+                .graph
+                .op(&output.digest)
+                .and_then(|op| op.platform.clone()),
+        })
+    }
 }
 
-/// Why a squash cannot be planned.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PlanError {
-    #[error("the Dockerfile frontend returned a graph squash-frontend cannot use: {0}")]
-    Graph(#[from] LlbError),
-    #[error(transparent)]
-    Config(#[from] config::ConfigError),
-    #[error("squash method diff needs the engine's DiffOp (and MergeOp in base mode), which this engine does not offer ({reason}); set the squash method to sync or auto (valid values: auto, diff, sync)")]
-    NoDiff { reason: String },
-    #[error("squash method sync needs the frontend's own image definition, which BuildKit did not provide at /run/config/buildkit/metadata/frontend.bin; set the squash method to diff or auto, or use full mode")]
-    NoTool,
-}
-
-const COMMENT: &str = "squash-frontend";
-
-/// A base image the engine must describe before base mode can keep it: the pinned image at the
-/// root of the target stage, when the Dockerfile frontend returned no
-/// `containerimage.base.config` for it (Docker 26.1's does not for a base given by
-/// `--build-context name=docker-image://...`). Resolving that reference gives the config the
-/// frontend itself resolved for it.
+/// See [`Received::base_to_describe`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct BaseToDescribe {
     /// The reference to resolve, without its `docker-image://` scheme. Docker 26.1's frontend
@@ -119,163 +206,209 @@ pub struct BaseToDescribe {
     pub platform: Option<pb::Platform>,
 }
 
-/// Which base image, if any, must be resolved before [`plan`] can keep it (see
-/// [`BaseToDescribe`]). `None` outside base mode, when the build already described its base, or
-/// when the root is not a registry image (scratch, a local context, an OCI layout).
-pub fn base_to_describe(
-    built: Built<'_>,
-    env: &Env<'_>,
-) -> Result<Option<BaseToDescribe>, PlanError> {
-    if env.mode != Mode::Base || built.base_config.is_some() {
-        return Ok(None);
-    }
-    let mut graph = Graph::default();
-    let Some(head) = graph.add_definition(built.def)? else {
-        return Ok(None);
-    };
-    let lineage = base::find_root(&graph, &head);
-    let Root::Image { output, identifier } = lineage.root else {
-        return Ok(None);
-    };
-    let Some(reference) = identifier.strip_prefix("docker-image://") else {
-        return Ok(None);
-    };
-    if lineage.steps == 0 {
-        return Ok(None);
-    }
-    Ok(Some(BaseToDescribe {
-        reference: reference.to_string(),
-        platform: graph.op(&output.digest).and_then(|op| op.platform.clone()),
-    }))
+/// What to do with one image.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// Return the image as built.
+    Unchanged {
+        /// Why, for the daemon's log.
+        reason: String,
+    },
+    /// Solve the squash and return it.
+    Squash(Squash),
 }
 
-/// Plans the squash of `built`.
-pub fn plan(built: Built<'_>, env: &Env<'_>) -> Result<Plan, PlanError> {
-    if env.mode == Mode::Off {
+/// A planned squash of one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Squash {
+    /// The received graph with our ops appended.
+    pub def: pb::Definition,
+    /// The rewritten config (`None` if the build returned none).
+    pub config: Option<Vec<u8>>,
+    /// Whether `containerimage.base.config` still describes the bottom layers.
+    pub keeps_base: bool,
+    /// The base image's config to return as `containerimage.base.config`, where we resolved it
+    /// ourselves and keep the base: the exporter then treats the kept layers as the base's
+    /// (`rewrite-timestamp` leaves them alone).
+    pub described_base: Option<Vec<u8>>,
+    /// A one-line description for the progress output and history.
+    pub summary: String,
+}
+
+/// Why a squash cannot be planned.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    /// The received graph does not take.
+    #[error("the Dockerfile frontend returned a graph squash-frontend cannot use: {0}")]
+    Graph(#[from] LlbError),
+    /// The received config cannot be rewritten.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// Method `diff` on an engine without DiffOp/MergeOp.
+    #[error("squash method diff needs the engine's DiffOp (and MergeOp in base mode), which this engine does not offer ({reason}); set the squash method to sync or auto (valid values: auto, diff, sync)")]
+    NoDiff {
+        /// The engine's reason.
+        reason: String,
+    },
+    /// Method `sync` without our own image's definition.
+    #[error("squash method sync needs the frontend's own image definition, which BuildKit did not provide at /run/config/buildkit/metadata/frontend.bin; set the squash method to diff or auto, or use full mode")]
+    NoTool,
+}
+
+const COMMENT: &str = "squash-frontend";
+
+/// Plans the squash of `received`.
+pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> {
+    if inputs.mode == Mode::Off {
         return Ok(unchanged("squash mode is off"));
     }
-    let mut graph = Graph::default();
-    let Some(head) = graph.add_definition(built.def)? else {
+    let Some((head, lineage)) = received.head.clone() else {
         return Ok(unchanged("the image is empty"));
     };
-    let layers = built.config.map(config::layer_count).transpose()?;
-    let lineage = base::find_root(&graph, &head);
-    let created = env.epoch.map(config::format_rfc3339);
+    let layers = received
+        .config
+        .as_deref()
+        .map(config::layer_count)
+        .transpose()?;
+    let mut graph = received.graph;
+    graph.set_ignore_cache(inputs.no_cache);
+    let created = inputs.epoch.map(config::format_rfc3339);
     let count = layers.map_or_else(|| "all".to_string(), |n| n.to_string());
+    let config = received.config.as_deref();
 
-    // In base mode, why the base cannot be kept (shown in the progress line and history).
-    let mut no_base = None;
-    let base = match (&env.mode, &lineage.root) {
-        (Mode::Base, Root::Image { output, .. }) => {
-            let n = built.base_config.and_then(config::base_layer_count);
-            if n.is_none() {
-                no_base = Some("the Dockerfile frontend did not describe the base image".into());
-            }
-            n.map(|n| (output.clone(), n))
-        }
-        (Mode::Base, Root::Scratch) => {
-            no_base = Some("the target stage starts from scratch".to_string());
-            None
-        }
+    // In base mode, the base to keep, or why it cannot be kept (shown in the progress line and
+    // history).
+    let base = match (&inputs.mode, &lineage.root) {
+        (Mode::Base, Root::Image { output, .. }) => received
+            .base_config
+            .as_deref()
+            .and_then(config::base_layer_count)
+            .map(|n| (output.clone(), n))
+            .ok_or("the Dockerfile frontend did not describe the base image".to_string()),
+        (Mode::Base, Root::Scratch) => Err("the target stage starts from scratch".to_string()),
         (Mode::Base, Root::Other(what)) => {
-            no_base = Some(format!("the target stage starts from {what}, not an image"));
-            None
+            Err(format!("the target stage starts from {what}, not an image"))
         }
-        _ => None,
+        _ => Err(String::new()),
     };
-    if let Some((base_out, base_layers)) = base {
-        if lineage.steps == 0 || layers.is_some_and(|n| n <= base_layers) {
-            return Ok(unchanged("the Dockerfile adds no layer to its base image"));
+    let no_base = match base {
+        Ok((base_out, base_layers)) => {
+            if lineage.steps == 0 || layers.is_some_and(|n| n <= base_layers) {
+                return Ok(unchanged("the Dockerfile adds no layer to its base image"));
+            }
+            let summary = format!("squash: {count} layers -> {base_layers} base + 1");
+            let squashed = base_layer(&mut graph, &head, &base_out, inputs, &summary)?;
+            let config = config
+                .map(|c| {
+                    config::rewrite(
+                        c,
+                        Layout::KeepBase { base_layers },
+                        &entry(&summary),
+                        created.as_deref(),
+                    )
+                })
+                .transpose()?;
+            return Ok(Plan::Squash(Squash {
+                def: graph.finish(&squashed)?,
+                config,
+                keeps_base: true,
+                described_base: received.described.then_some(received.base_config).flatten(),
+                summary,
+            }));
         }
-        let summary = format!("squash: {count} layers -> {base_layers} base + 1");
-        let squashed = match method(env)? {
-            Method::Sync => {
-                let tool = env.tool.ok_or(PlanError::NoTool)?;
-                let tool_head = graph.add_definition(&tool.def)?.ok_or(PlanError::NoTool)?;
-                graph.push(
-                    llb::sync_exec(
-                        &tool_head,
-                        &tool.exe,
-                        &head,
-                        Some(&base_out),
-                        tool.platform.clone(),
-                    ),
-                    llb::meta_with_caps(Some(&summary), llb::SYNC_EXEC_CAPS),
-                )
-            }
-            _ => {
-                let marker = graph.push(
-                    llb::mkdir_root(Some(&base_out)),
-                    llb::meta_with_caps(Some("squash: mark the base"), &["file.base"]),
-                );
-                let layer = graph.push(
-                    llb::diff(&marker, &head),
-                    llb::meta_with_caps(Some("squash: diff against the base"), &["diffop"]),
-                );
-                graph.push(
-                    llb::merge(&[&base_out, &layer]),
-                    llb::meta_with_caps(Some(&summary), &["mergeop"]),
-                )
-            }
-        };
-        let config = built
-            .config
-            .map(|c| {
-                config::rewrite(
-                    c,
-                    Layout::KeepBase { base_layers },
-                    &entry(&summary),
-                    created.as_deref(),
-                )
-            })
-            .transpose()?;
-        return Ok(Plan::Squash {
-            def: graph.finish(&squashed)?,
-            config,
-            keeps_base: true,
-            summary,
-        });
-    }
+        Err(why) => why,
+    };
 
     if layers.is_some_and(|n| n <= 1) {
         return Ok(unchanged("the image already has a single layer"));
     }
-    let summary = match no_base {
-        Some(why) => format!("squash: {count} layers -> 1 (no base kept: {why})"),
-        None => format!("squash: {count} layers -> 1"),
+    let summary = if no_base.is_empty() {
+        format!("squash: {count} layers -> 1")
+    } else {
+        format!("squash: {count} layers -> 1 (no base kept: {no_base})")
     };
-    let squashed = match full_way(env)? {
-        FullWay::Diff => {
-            let empty = graph.push(
-                llb::mkdir_root(None),
-                llb::meta_with_caps(Some("squash: an empty root"), &["file.base"]),
-            );
-            graph.push(
-                llb::diff(&empty, &head),
-                llb::meta_with_caps(Some(&summary), &["diffop"]),
-            )
-        }
-        FullWay::Sync(tool) => match graph.add_definition(&tool.def)? {
-            Some(tool_head) => graph.push(
-                llb::sync_exec(&tool_head, &tool.exe, &head, None, tool.platform.clone()),
-                llb::meta_with_caps(Some(&summary), llb::SYNC_EXEC_CAPS),
-            ),
-            None => return Err(PlanError::NoTool),
-        },
-        FullWay::Copy => graph.push(
-            llb::copy_root_onto_scratch(&head),
-            llb::meta_with_caps(Some(&summary), &["file.base"]),
-        ),
-    };
-    let config = built
-        .config
+    let squashed = full_layer(&mut graph, &head, inputs, &summary)?;
+    let config = config
         .map(|c| config::rewrite(c, Layout::Full, &entry(&summary), created.as_deref()))
         .transpose()?;
-    Ok(Plan::Squash {
+    Ok(Plan::Squash(Squash {
         def: graph.finish(&squashed)?,
         config,
         keeps_base: false,
+        described_base: None,
         summary,
+    }))
+}
+
+/// Base mode: the base's layers and one layer of everything the Dockerfile did on it.
+fn base_layer(
+    g: &mut Graph,
+    head: &Output,
+    base: &Output,
+    inputs: &Inputs<'_>,
+    summary: &str,
+) -> Result<Output, PlanError> {
+    Ok(match base_method(inputs)? {
+        Method::Sync => {
+            let tool = inputs.tool.ok_or(PlanError::NoTool)?;
+            let tool_head = g.add_definition(&tool.def)?.ok_or(PlanError::NoTool)?;
+            g.push(
+                llb::sync_exec(
+                    &tool_head,
+                    &tool.exe,
+                    head,
+                    Some(base),
+                    tool.platform.clone(),
+                ),
+                llb::meta_with_caps(Some(summary), llb::SYNC_EXEC_CAPS),
+            )
+        }
+        _ => {
+            let marker = g.push(
+                llb::mkdir_root(Some(base)),
+                llb::meta_with_caps(Some("squash: mark the base"), &["file.base"]),
+            );
+            let layer = g.push(
+                llb::diff(&marker, head),
+                llb::meta_with_caps(Some("squash: diff against the base"), &["diffop"]),
+            );
+            g.push(
+                llb::merge(&[base, &layer]),
+                llb::meta_with_caps(Some(summary), &["mergeop"]),
+            )
+        }
+    })
+}
+
+/// Full mode: one layer.
+fn full_layer(
+    g: &mut Graph,
+    head: &Output,
+    inputs: &Inputs<'_>,
+    summary: &str,
+) -> Result<Output, PlanError> {
+    Ok(match full_way(inputs)? {
+        FullWay::Diff => {
+            let empty = g.push(
+                llb::mkdir_root(None),
+                llb::meta_with_caps(Some("squash: an empty root"), &["file.base"]),
+            );
+            g.push(
+                llb::diff(&empty, head),
+                llb::meta_with_caps(Some(summary), &["diffop"]),
+            )
+        }
+        FullWay::Sync(tool) => {
+            let tool_head = g.add_definition(&tool.def)?.ok_or(PlanError::NoTool)?;
+            g.push(
+                llb::sync_exec(&tool_head, &tool.exe, head, None, tool.platform.clone()),
+                llb::meta_with_caps(Some(summary), llb::SYNC_EXEC_CAPS),
+            )
+        }
+        FullWay::Copy => g.push(
+            llb::copy_root_onto_scratch(head),
+            llb::meta_with_caps(Some(summary), &["file.base"]),
+        ),
     })
 }
 
@@ -295,26 +428,28 @@ enum FullWay<'a> {
 /// Full mode's way: the engine's DiffOp where it has one (methods `auto` and `diff`; `diff`
 /// without it is refused), else the in-build sync (methods `auto` and `sync`), else, without
 /// our own image's definition, the copy.
-fn full_way<'a>(env: &Env<'a>) -> Result<FullWay<'a>, PlanError> {
-    let has_diff = env.caps.has("diffop");
-    match (env.method, env.tool) {
+fn full_way<'a>(inputs: &Inputs<'a>) -> Result<FullWay<'a>, PlanError> {
+    let has_diff = inputs.caps.has("diffop");
+    match (inputs.method, inputs.tool) {
         (Method::Diff | Method::Auto, _) if has_diff => Ok(FullWay::Diff),
         (Method::Diff, _) => Err(PlanError::NoDiff {
-            reason: env.caps.why_not("diffop"),
+            reason: inputs.caps.why_not("diffop"),
         }),
         (Method::Auto | Method::Sync, Some(tool)) => Ok(FullWay::Sync(tool)),
         (Method::Auto | Method::Sync, None) => Ok(FullWay::Copy),
     }
 }
 
-fn method(env: &Env<'_>) -> Result<Method, PlanError> {
-    let diff_ok = env.caps.has("diffop") && env.caps.has("mergeop");
-    match env.method {
+/// Base mode's method: `diff` needs DiffOp and MergeOp; `auto` takes them where the engine
+/// has them, else `sync`.
+fn base_method(inputs: &Inputs<'_>) -> Result<Method, PlanError> {
+    let diff_ok = inputs.caps.has("diffop") && inputs.caps.has("mergeop");
+    match inputs.method {
         Method::Diff if !diff_ok => Err(PlanError::NoDiff {
             reason: format!(
                 "{}; {}",
-                env.caps.why_not("diffop"),
-                env.caps.why_not("mergeop")
+                inputs.caps.why_not("diffop"),
+                inputs.caps.why_not("mergeop")
             ),
         }),
         Method::Auto if diff_ok => Ok(Method::Diff),
@@ -339,57 +474,15 @@ fn entry(summary: &str) -> SquashEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llb::tests::sample_definition;
-    use prost::Message;
+    use crate::testkit::{caps, sample_definition, tool, BASE_CONFIG, CONFIG};
     use serde_json::{json, Value};
 
-    fn caps(merge_diff: bool) -> Caps {
-        let state = |on: bool| {
-            if on {
-                Ok(())
-            } else {
-                Err("only enabled with containerd image store backend".to_string())
-            }
-        };
-        Caps(
-            [
-                ("file.base".to_string(), Ok(())),
-                ("mergeop".to_string(), state(merge_diff)),
-                ("diffop".to_string(), state(merge_diff)),
-            ]
-            .into_iter()
-            .collect(),
-        )
-    }
-
     fn config() -> Vec<u8> {
-        serde_json::to_vec(&json!({
-            "os": "linux", "architecture": "amd64",
-            "config": {"Env": ["PATH=/bin"]},
-            "history": [
-                {"created": "2024-01-01T00:00:00Z", "created_by": "base"},
-                {"created": "2025-01-01T00:00:00Z", "created_by": "RUN echo hi"}
-            ]
-        }))
-        .unwrap()
+        CONFIG.to_vec()
     }
 
     fn base_config() -> Vec<u8> {
-        serde_json::to_vec(&json!({"rootfs": {"type": "layers", "diff_ids": ["sha256:1"]}}))
-            .unwrap()
-    }
-
-    fn tool() -> Tool {
-        let (def, _) = sample_definition();
-        Tool {
-            def,
-            exe: "/bin/squash-frontend".into(),
-            platform: pb::Platform {
-                architecture: "amd64".into(),
-                os: "linux".into(),
-                ..Default::default()
-            },
-        }
+        BASE_CONFIG.to_vec()
     }
 
     fn ops(def: &pb::Definition) -> Vec<pb::Op> {
@@ -420,14 +513,20 @@ mod tests {
             .collect()
     }
 
-    fn env<'a>(mode: Mode, method: Method, caps: &'a Caps, tool: Option<&'a Tool>) -> Env<'a> {
-        Env {
+    fn env<'a>(mode: Mode, method: Method, caps: &'a Caps, tool: Option<&'a Tool>) -> Inputs<'a> {
+        Inputs {
             mode,
             method,
             caps,
             tool,
             epoch: None,
+            no_cache: false,
         }
+    }
+
+    /// One received image.
+    fn received(def: &pb::Definition, config: Option<&[u8]>, base: Option<&[u8]>) -> Received {
+        Received::decode(def, config, base).unwrap()
     }
 
     #[test]
@@ -435,13 +534,9 @@ mod tests {
         let (def, _) = sample_definition();
         let (cfg, bcfg) = (config(), base_config());
         let c = caps(true);
-        let built = |base_config| Built {
-            def: &def,
-            config: Some(&cfg),
-            base_config,
-        };
-        let wanted = base_to_describe(built(None), &env(Mode::Base, Method::Auto, &c, None))
-            .unwrap()
+        let built = |base_config| received(&def, Some(&cfg[..]), base_config);
+        let wanted = built(None)
+            .base_to_describe(&env(Mode::Base, Method::Auto, &c, None))
             .expect("a base to describe");
         assert_eq!(
             wanted.reference,
@@ -454,7 +549,7 @@ mod tests {
             (None, Mode::Full),
             (None, Mode::Off),
         ] {
-            let got = base_to_describe(built(cfg), &env(mode, Method::Auto, &c, None)).unwrap();
+            let got = built(cfg).base_to_describe(&env(mode, Method::Auto, &c, None));
             assert_eq!(got, None, "{mode:?} with base config {:?}", cfg.is_some());
         }
     }
@@ -470,12 +565,8 @@ mod tests {
             let def = with_root(identifier);
             let c = caps(true);
             let cfg = config();
-            let built = Built {
-                def: &def,
-                config: Some(&cfg),
-                base_config: None,
-            };
-            let got = base_to_describe(built, &env(Mode::Base, Method::Auto, &c, None)).unwrap();
+            let built = received(&def, Some(&cfg[..]), None);
+            let got = built.base_to_describe(&env(Mode::Base, Method::Auto, &c, None));
             assert_eq!(got.is_some(), want, "{identifier}");
         }
     }
@@ -509,17 +600,14 @@ mod tests {
         let (def, _) = sample_definition();
         let cfg = config();
         let c = caps(false);
-        let built = Built {
-            def: &def,
-            config: Some(&cfg),
-            base_config: None,
-        };
-        let Plan::Squash {
+        let built = received(&def, Some(&cfg[..]), None);
+        let Plan::Squash(Squash {
             def: out,
             config,
             keeps_base,
             summary,
-        } = plan(built, &env(Mode::Full, Method::Auto, &c, None)).unwrap()
+            ..
+        }) = plan(built.clone(), &env(Mode::Full, Method::Auto, &c, None)).unwrap()
         else {
             panic!("not squashed")
         };
@@ -534,15 +622,11 @@ mod tests {
     fn full_squash_by_diff_where_the_engine_has_diffop() {
         let (def, _) = sample_definition();
         let cfg = config();
-        let built = Built {
-            def: &def,
-            config: Some(&cfg),
-            base_config: None,
-        };
+        let built = received(&def, Some(&cfg[..]), None);
         let appended_with = |has_diff: bool, method: Method| {
             let c = caps(has_diff);
-            match plan(built, &env(Mode::Full, method, &c, None)) {
-                Ok(Plan::Squash { def, .. }) => Ok(appended(&def, 2)),
+            match plan(built.clone(), &env(Mode::Full, method, &c, None)) {
+                Ok(Plan::Squash(Squash { def, .. })) => Ok(appended(&def, 2)),
                 Ok(other) => panic!("not squashed: {other:?}"),
                 Err(e) => Err(e),
             }
@@ -551,8 +635,8 @@ mod tests {
         assert_eq!(by_diff, ["mkdir /", "diff", "terminal"]);
         // The empty root is made on scratch (no input), not on the result.
         let c = caps(true);
-        let Plan::Squash { def: out, .. } =
-            plan(built, &env(Mode::Full, Method::Diff, &c, None)).unwrap()
+        let Plan::Squash(Squash { def: out, .. }) =
+            plan(built.clone(), &env(Mode::Full, Method::Diff, &c, None)).unwrap()
         else {
             panic!("not squashed")
         };
@@ -573,22 +657,18 @@ mod tests {
         let (def, _) = sample_definition();
         let cfg = config();
         let t = tool();
-        let built = Built {
-            def: &def,
-            config: Some(&cfg),
-            base_config: None,
-        };
+        let built = received(&def, Some(&cfg[..]), None);
         for (has_diff, method) in [
             (false, Method::Auto),
             (false, Method::Sync),
             (true, Method::Sync),
         ] {
             let c = caps(has_diff);
-            let Plan::Squash {
+            let Plan::Squash(Squash {
                 def: out,
                 keeps_base,
                 ..
-            } = plan(built, &env(Mode::Full, method, &c, Some(&t))).unwrap()
+            }) = plan(built.clone(), &env(Mode::Full, method, &c, Some(&t))).unwrap()
             else {
                 panic!("not squashed")
             };
@@ -615,8 +695,8 @@ mod tests {
         }
         // With DiffOp and method auto, the diff wins over the sync.
         let c = caps(true);
-        let Plan::Squash { def: out, .. } =
-            plan(built, &env(Mode::Full, Method::Auto, &c, Some(&t))).unwrap()
+        let Plan::Squash(Squash { def: out, .. }) =
+            plan(built.clone(), &env(Mode::Full, Method::Auto, &c, Some(&t))).unwrap()
         else {
             panic!("not squashed")
         };
@@ -628,17 +708,13 @@ mod tests {
         let (def, digests) = sample_definition();
         let (cfg, bcfg) = (config(), base_config());
         let c = caps(true);
-        let built = Built {
-            def: &def,
-            config: Some(&cfg),
-            base_config: Some(&bcfg),
-        };
-        let Plan::Squash {
+        let built = received(&def, Some(&cfg[..]), Some(&bcfg));
+        let Plan::Squash(Squash {
             def: out,
             keeps_base,
             summary,
             ..
-        } = plan(built, &env(Mode::Base, Method::Auto, &c, None)).unwrap()
+        }) = plan(built.clone(), &env(Mode::Base, Method::Auto, &c, None)).unwrap()
         else {
             panic!("not squashed")
         };
@@ -668,13 +744,9 @@ mod tests {
         let (cfg, bcfg) = (config(), base_config());
         let c = caps(false);
         let t = tool();
-        let built = Built {
-            def: &def,
-            config: Some(&cfg),
-            base_config: Some(&bcfg),
-        };
-        let Plan::Squash { def: out, .. } =
-            plan(built, &env(Mode::Base, Method::Auto, &c, Some(&t))).unwrap()
+        let built = received(&def, Some(&cfg[..]), Some(&bcfg));
+        let Plan::Squash(Squash { def: out, .. }) =
+            plan(built.clone(), &env(Mode::Base, Method::Auto, &c, Some(&t))).unwrap()
         else {
             panic!("not squashed")
         };
@@ -706,18 +778,14 @@ mod tests {
         let (def, _) = sample_definition();
         let (cfg, bcfg) = (config(), base_config());
         let c = caps(false);
-        let built = Built {
-            def: &def,
-            config: Some(&cfg),
-            base_config: Some(&bcfg),
-        };
-        let e = plan(built, &env(Mode::Base, Method::Diff, &c, None)).unwrap_err();
+        let built = received(&def, Some(&cfg[..]), Some(&bcfg));
+        let e = plan(built.clone(), &env(Mode::Base, Method::Diff, &c, None)).unwrap_err();
         assert!(
             e.to_string()
                 .contains("only enabled with containerd image store"),
             "{e}"
         );
-        let e = plan(built, &env(Mode::Base, Method::Sync, &c, None)).unwrap_err();
+        let e = plan(built.clone(), &env(Mode::Base, Method::Sync, &c, None)).unwrap_err();
         assert_eq!(e, PlanError::NoTool);
     }
 
@@ -725,33 +793,21 @@ mod tests {
     fn nothing_to_squash_is_left_alone() {
         let c = caps(true);
         let empty = pb::Definition::default();
-        let built = Built {
-            def: &empty,
-            config: None,
-            base_config: None,
-        };
+        let built = received(&empty, None, None);
         assert!(matches!(
-            plan(built, &env(Mode::Full, Method::Auto, &c, None)),
+            plan(built.clone(), &env(Mode::Full, Method::Auto, &c, None)),
             Ok(Plan::Unchanged { .. })
         ));
         let (def, _) = sample_definition();
         let one = serde_json::to_vec(&json!({"history": [{"created_by": "x"}]})).unwrap();
-        let built = Built {
-            def: &def,
-            config: Some(&one),
-            base_config: None,
-        };
+        let built = received(&def, Some(&one), None);
         assert!(matches!(
-            plan(built, &env(Mode::Full, Method::Auto, &c, None)),
+            plan(built.clone(), &env(Mode::Full, Method::Auto, &c, None)),
             Ok(Plan::Unchanged { .. })
         ));
-        let built = Built {
-            def: &def,
-            config: None,
-            base_config: None,
-        };
+        let built = received(&def, None, None);
         assert!(matches!(
-            plan(built, &env(Mode::Off, Method::Auto, &c, None)),
+            plan(built.clone(), &env(Mode::Off, Method::Auto, &c, None)),
             Ok(Plan::Unchanged { .. })
         ));
     }
@@ -785,16 +841,12 @@ mod tests {
         let scratch_def = g2.finish(&again).unwrap();
         let cfg = config();
         let c = caps(true);
-        let built = Built {
-            def: &scratch_def,
-            config: Some(&cfg),
-            base_config: None,
-        };
-        let Plan::Squash {
+        let built = received(&scratch_def, Some(&cfg[..]), None);
+        let Plan::Squash(Squash {
             keeps_base,
             summary,
             ..
-        } = plan(built, &env(Mode::Base, Method::Auto, &c, None)).unwrap()
+        }) = plan(built.clone(), &env(Mode::Base, Method::Auto, &c, None)).unwrap()
         else {
             panic!()
         };
@@ -812,12 +864,8 @@ mod tests {
         let c = caps(true);
         let mut e = env(Mode::Full, Method::Auto, &c, None);
         e.epoch = Some(1_700_000_000);
-        let built = Built {
-            def: &def,
-            config: Some(&cfg),
-            base_config: None,
-        };
-        let Plan::Squash { config, .. } = plan(built, &e).unwrap() else {
+        let built = received(&def, Some(&cfg[..]), None);
+        let Plan::Squash(Squash { config, .. }) = plan(built.clone(), &e).unwrap() else {
             panic!()
         };
         let v: Value = serde_json::from_slice(&config.unwrap()).unwrap();

@@ -1,0 +1,352 @@
+//! The build flow over the gateway: read the request, delegate the Dockerfile build, squash
+//! each image, and `Return` exactly once, with the result or with the error.
+
+use std::collections::BTreeMap;
+
+use squash_proto::{gateway, pb, rpc};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::config;
+use crate::directives::{self, DirectiveError, Directives};
+use crate::gateway::{error_status, Gateway, GatewayError};
+use crate::llb;
+use crate::plan::{self, Caps, Inputs, Plan, PlanError, Received, Tool};
+use crate::request::{
+    Mode, OptionError, Request, Start, DOCKERFILE_SOURCE, NESTED, SETTINGS, UPSTREAM,
+};
+use crate::result::{self, ResultError, Squashed};
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// An error of the build itself (a failing RUN, a Dockerfile that does not parse): passed
+    /// on unchanged, so the user sees exactly what they would see without squash-frontend.
+    #[error("{}", .0.message)]
+    Upstream(rpc::Status),
+    /// Our own squash step failed (e.g. the in-build sync): said to be ours, details kept.
+    #[error("the squash step failed: {}", .0.message)]
+    Squash(rpc::Status),
+    /// Our own squash solve gave something other than one ref.
+    #[error("the engine answered the squash step with no single result ref")]
+    UnexpectedResult,
+    /// A gateway call of our own failed.
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    /// A setting is invalid.
+    #[error(transparent)]
+    Option(#[from] OptionError),
+    /// A directive is invalid or misplaced.
+    #[error(transparent)]
+    Directive(#[from] DirectiveError),
+    /// The squash cannot be planned.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The Dockerfile frontend's result cannot be squashed.
+    #[error(transparent)]
+    Result(#[from] ResultError),
+    /// The engine lacks a gateway capability we need.
+    #[error("this engine lacks the gateway capability {0}, which squash-frontend needs (BuildKit 0.13 / Docker 26 or newer)")]
+    Cap(String),
+    /// The Dockerfile could not be read for directives.
+    #[error("could not read the Dockerfile {path} for # squash= directives: {}", .status.message)]
+    Dockerfile {
+        /// The Dockerfile's path in its source.
+        path: String,
+        /// What BuildKit answered (details carry source locations).
+        status: rpc::Status,
+    },
+}
+
+impl BuildError {
+    /// The status to send in `Return`: an upstream error as it came; ours prefixed with our
+    /// name, with the details BuildKit gave (they carry source locations).
+    pub fn to_status(&self) -> rpc::Status {
+        let ours = |status: &rpc::Status| rpc::Status {
+            message: format!("squash-frontend: {self}"),
+            ..status.clone()
+        };
+        match self {
+            BuildError::Upstream(status) => status.clone(),
+            BuildError::Squash(status) | BuildError::Dockerfile { status, .. } => ours(status),
+            other => error_status(format!("squash-frontend: {other}")),
+        }
+    }
+}
+
+/// Runs one build over `io` and returns the process exit code.
+pub async fn run<IO>(io: IO, start: Start) -> i32
+where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let mut gw = match Gateway::connect(io).await {
+        Ok(gw) => gw,
+        Err(e) => {
+            eprintln!("squash-frontend: {e}");
+            return 1;
+        }
+    };
+    let request = match build(&mut gw, &start).await {
+        Ok(result) => gateway::ReturnRequest {
+            result: Some(result),
+            error: None,
+        },
+        Err(e) => {
+            eprintln!("squash-frontend: {e}");
+            gateway::ReturnRequest {
+                result: None,
+                error: Some(e.to_status()),
+            }
+        }
+    };
+    match gw.finish(request).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("squash-frontend: {e}");
+            1
+        }
+    }
+}
+
+/// The gateway capabilities the flow uses.
+const NEEDED: [&str; 4] = ["solve.base", "return", "proto.refarray", "reference.output"];
+
+/// The whole build: ping, read the request, delegate, squash every image, assemble.
+async fn build(gw: &mut Gateway, start: &Start) -> Result<gateway::Result, BuildError> {
+    let pong = gw.ping().await?;
+    let has = |id: &str| {
+        pong.frontend_api_caps
+            .iter()
+            .any(|c| c.id == id && c.enabled)
+    };
+    if let Some(missing) = NEEDED.into_iter().find(|cap| !has(cap)) {
+        return Err(BuildError::Cap(missing.into()));
+    }
+    let frontend_inputs = if has("frontend.inputs") {
+        gw.inputs().await?
+    } else {
+        BTreeMap::new()
+    };
+    let request = Request::new(&start.opts, &start.session_id);
+
+    // Information requests (--print / --call) are the Dockerfile frontend's to answer, and a
+    // build handed to us by a squash frontend as its upstream is passed through as is.
+    if request.passthrough {
+        return delegate(gw, &request, None, frontend_inputs).await;
+    }
+    let directives = if request.needs_directives() {
+        read_directives(gw, &request, &frontend_inputs).await?
+    } else {
+        Directives::new()
+    };
+    let settings = request.settings(&directives)?;
+    let built = delegate(gw, &request, settings.upstream.as_deref(), frontend_inputs).await?;
+    if settings.mode == Mode::Off {
+        return Ok(built);
+    }
+
+    let caps = Caps::from_api_caps(&pong.llb_caps);
+    let tool = Tool::new(start.tool_def.as_deref(), &start.exe, &pong.workers);
+    let mut squashed = Vec::new();
+    for image in result::images(&built)? {
+        let platform = image.platform;
+        let what = platform.unwrap_or("image");
+        let Some(def) = image
+            .reference
+            .def
+            .as_ref()
+            .filter(|_| !image.reference.id.is_empty())
+        else {
+            continue;
+        };
+        let inputs = Inputs {
+            mode: settings.mode,
+            method: settings.method,
+            caps: &caps,
+            tool: tool.as_ref(),
+            epoch: request.epoch.or_else(|| result::epoch(&built, platform)),
+            no_cache: request.no_cache,
+        };
+        let mut received = Received::decode(
+            def,
+            result::meta(&built, result::CONFIG, platform),
+            result::meta(&built, result::BASE_CONFIG, platform),
+        )?;
+        describe_base(gw, &mut received, &inputs, what).await;
+        let squash = match plan::plan(received, &inputs)? {
+            Plan::Unchanged { reason } => {
+                eprintln!("squash-frontend: {what}: {reason}");
+                continue;
+            }
+            Plan::Squash(squash) => squash,
+        };
+        eprintln!("squash-frontend: {what}: {}", squash.summary);
+        let solved = gw
+            .solve(gateway::SolveRequest {
+                definition: Some(squash.def.clone()),
+                cache_imports: request.cache_imports.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| BuildError::Squash(e.status))?;
+        let Some(gateway::result::Result::Ref(reference)) = solved.result else {
+            return Err(BuildError::UnexpectedResult);
+        };
+        squashed.push(Squashed {
+            platform: platform.map(str::to_string),
+            reference,
+            squash,
+        });
+    }
+    Ok(result::assemble(&built, &squashed))
+}
+
+/// Builds the Dockerfile with the engine's Dockerfile frontend (or `upstream`, a frontend
+/// image), with every option and input we were given. The result is evaluated here, so that a
+/// failing step of the Dockerfile fails this solve (passed on as it is) rather than ours.
+async fn delegate(
+    gw: &mut Gateway,
+    request: &Request,
+    upstream: Option<&str>,
+    frontend_inputs: BTreeMap<String, pb::Definition>,
+) -> Result<gateway::Result, BuildError> {
+    let mut frontend_opt = request.forwarded();
+    let frontend = match upstream {
+        Some(image) => {
+            frontend_opt.insert(crate::request::KEY_SOURCE.into(), image.into());
+            frontend_opt.insert(crate::request::KEY_CMDLINE.into(), image.into());
+            frontend_opt.insert(NESTED.into(), "1".into());
+            "gateway.v0"
+        }
+        None => "dockerfile.v0",
+    };
+    let req = gateway::SolveRequest {
+        frontend: frontend.into(),
+        frontend_opt: frontend_opt.into_iter().collect(),
+        frontend_inputs,
+        evaluate: !request.passthrough,
+        ..Default::default()
+    };
+    gw.solve(req).await.map_err(|e| {
+        let mut status = e.status;
+        if let Some(image) = upstream {
+            // Keep the details (they carry Dockerfile locations); say who failed.
+            status.message = format!(
+                "squash-frontend: the upstream frontend {image} (set with the build argument {}, option {} or directive # {}=) failed: {}",
+                UPSTREAM.build_arg, UPSTREAM.option, UPSTREAM.directive, status.message
+            );
+        }
+        BuildError::Upstream(status)
+    })
+}
+
+/// Resolves the base image's config where base mode needs it and the Dockerfile frontend did not
+/// return it. A failure only costs the base: the image is then squashed to one layer, and the
+/// progress line says why.
+async fn describe_base(gw: &mut Gateway, received: &mut Received, inputs: &Inputs<'_>, what: &str) {
+    let Some(wanted) = received.base_to_describe(inputs) else {
+        return;
+    };
+    match gw
+        .resolve_image_config(&wanted.reference, wanted.platform)
+        .await
+    {
+        Ok(base) => match received.config() {
+            Some(config) if config::describes_base(config, &base) => {
+                received.set_described_base(base)
+            }
+            _ => eprintln!(
+                "squash-frontend: {what}: the config resolved for {} does not match the built image's bottom layers",
+                wanted.reference
+            ),
+        },
+        Err(e) => eprintln!(
+            "squash-frontend: {what}: could not describe the base image {}: {}",
+            wanted.reference, e.status.message
+        ),
+    }
+}
+
+/// Our directives from the Dockerfile, read the way the Dockerfile frontend reads it; none
+/// where it lives in a remote (git/HTTP) context that only the Dockerfile frontend fetches.
+async fn read_directives(
+    gw: &mut Gateway,
+    request: &Request,
+    frontend_inputs: &BTreeMap<String, pb::Definition>,
+) -> Result<Directives, BuildError> {
+    let source = &request.dockerfile;
+    let def = match frontend_inputs.get(DOCKERFILE_SOURCE) {
+        Some(def) if source.from_input => def.clone(),
+        _ if source.remote => return Ok(Directives::new()),
+        _ => llb::dockerfile_source(source),
+    };
+    let fail = |status: rpc::Status| BuildError::Dockerfile {
+        path: source.filename.clone(),
+        status,
+    };
+    let solved = gw
+        .solve(gateway::SolveRequest {
+            definition: Some(def),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| fail(e.status))?;
+    let Some(gateway::result::Result::Ref(reference)) = solved.result else {
+        return Err(fail(error_status("no file came back".into())));
+    };
+    let text = match gw.read_file(&reference.id, &source.filename).await {
+        Ok(data) => data,
+        Err(first) => {
+            // The Dockerfile frontend also accepts `dockerfile` for `Dockerfile`.
+            let lower = source
+                .lowercase_fallback()
+                .ok_or_else(|| fail(first.status.clone()))?;
+            gw.read_file(&reference.id, &lower)
+                .await
+                .map_err(|_| fail(first.status))?
+        }
+    };
+    let ours: Vec<&str> = SETTINGS.iter().map(|s| s.directive).collect();
+    Ok(directives::read(&text, &ours)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_of_our_own_name_us_and_upstream_errors_pass_unchanged() {
+        let upstream = rpc::Status {
+            code: 2,
+            message: "process \"/bin/sh -c false\" did not complete".into(),
+            details: vec![prost_types::Any {
+                type_url: "x".into(),
+                value: vec![1],
+            }],
+        };
+        assert_eq!(BuildError::Upstream(upstream.clone()).to_status(), upstream);
+        let ours = BuildError::Cap("return".into()).to_status();
+        assert!(ours
+            .message
+            .starts_with("squash-frontend: this engine lacks"));
+        assert_eq!(ours.code, error_status(String::new()).code);
+        // Our own step failing keeps the engine's details but says it was ours.
+        let step = BuildError::Squash(upstream.clone()).to_status();
+        assert_eq!(
+            step.message,
+            "squash-frontend: the squash step failed: process \"/bin/sh -c false\" did not complete"
+        );
+        assert_eq!(
+            (step.code, &step.details),
+            (upstream.code, &upstream.details)
+        );
+        let read = BuildError::Dockerfile {
+            path: "Dockerfile".into(),
+            status: upstream.clone(),
+        }
+        .to_status();
+        assert!(read
+            .message
+            .starts_with("squash-frontend: could not read the Dockerfile Dockerfile"));
+        assert_eq!(read.details, upstream.details);
+    }
+}

@@ -1,0 +1,661 @@
+//! The build request: BuildKit's frontend options, read once into one [`Request`], and the
+//! squash settings a user picks with a frontend option, a build argument or a Dockerfile
+//! directive.
+//!
+//! Every option key we read is named once, below, with BuildKit's spelling (its Dockerfile
+//! frontend reads the same keys: `frontend/dockerui/config.go`). Nothing else in the crate looks
+//! an option up by name.
+//!
+//! Precedence of a setting, highest first: frontend option (`--opt squash-mode=base` with
+//! buildctl), build argument (`--build-arg SQUASH_MODE=base`), Dockerfile directive
+//! (`# squash=base` in the top comment block), default (`full`). A build argument is what
+//! `docker buildx build` users can set per build; the directive is the Dockerfile author's
+//! default; the option is the raw frontend interface that both of the others stand in for.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use squash_proto::gateway::CacheOptionsEntry;
+
+use crate::directives::Directives;
+
+/// BuildKit's frontend options (`BUILDKIT_FRONTEND_OPT_<n>=key=value`).
+pub type Opts = BTreeMap<String, String>;
+
+/// The environment-variable prefix BuildKit passes frontend options under.
+const OPT_PREFIX: &str = "BUILDKIT_FRONTEND_OPT_";
+
+// The BuildKit option keys we read. When adding one, also add it to the README if users set it.
+/// The Dockerfile's path in its local source (`-f`).
+pub const KEY_FILENAME: &str = "filename";
+/// Names the local source that holds the Dockerfile, instead of `dockerfile`.
+pub const KEY_DOCKERFILE_KEY: &str = "dockerfilekey";
+/// The build context, when it is remote (a git or HTTP URL).
+pub const KEY_CONTEXT: &str = "context";
+/// Set on information requests (`--call`, `--print`).
+pub const KEY_REQUEST_ID: &str = "requestid";
+/// `--no-cache` (empty) or `--no-cache-filter` (stage names).
+pub const KEY_NO_CACHE: &str = "no-cache";
+/// `--cache-from`, as a JSON list of `{Type, Attrs}`.
+pub const KEY_CACHE_IMPORTS: &str = "cache-imports";
+/// The frontend image, as BuildKit resolved it from `# syntax=`.
+pub const KEY_SOURCE: &str = "source";
+/// What the Dockerfile frontend was started as; its presence stops it from following our own
+/// `# syntax=` line back to us.
+pub const KEY_CMDLINE: &str = "cmdline";
+/// The session of a named local source (`local-sessionid:<name>`).
+const KEY_LOCAL_SESSION_PREFIX: &str = "local-sessionid:";
+/// Build arguments (`build-arg:<NAME>`).
+const KEY_BUILD_ARG_PREFIX: &str = "build-arg:";
+/// The build argument that sets the source date epoch.
+const ARG_SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+/// The name of the local source (and frontend input) that holds the Dockerfile.
+pub const DOCKERFILE_SOURCE: &str = "dockerfile";
+/// The Dockerfile's default name.
+const DEFAULT_FILENAME: &str = "Dockerfile";
+
+/// What the process was started with.
+#[derive(Debug, Clone, Default)]
+pub struct Start {
+    /// BuildKit's frontend options.
+    pub opts: Opts,
+    /// The client's session (`BUILDKIT_SESSION_ID`), for local sources.
+    pub session_id: String,
+    /// The frontend image's own definition (`/run/config/buildkit/metadata/frontend.bin`).
+    pub tool_def: Option<Vec<u8>>,
+    /// Our binary's path inside our image.
+    pub exe: String,
+}
+
+/// Reads frontend options from environment variables; each value is split on its first `=`
+/// (values may hold `=`, keys may hold `:`).
+pub fn opts_from_env(vars: impl IntoIterator<Item = (String, String)>) -> Opts {
+    vars.into_iter()
+        .filter(|(k, _)| k.starts_with(OPT_PREFIX))
+        .filter_map(|(_, v)| {
+            v.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// Where the Dockerfile is, as the Dockerfile frontend will look for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerfileSource {
+    /// Its path inside the source (`-f`; `Dockerfile` by default).
+    pub filename: String,
+    /// The local source that holds it: `dockerfile`, or the `dockerfilekey` option.
+    pub local_name: String,
+    /// Whether a frontend input named `dockerfile` (e.g. a Dockerfile given on stdin) is used
+    /// when there is one; not when `dockerfilekey` names another source.
+    pub from_input: bool,
+    /// The context is remote (git, HTTP): only the Dockerfile frontend fetches it.
+    pub remote: bool,
+    /// The session the local source is read through.
+    pub session: String,
+}
+
+impl DockerfileSource {
+    /// `dockerfile` for `Dockerfile` (in the same directory), which the Dockerfile frontend
+    /// also accepts.
+    pub fn lowercase_fallback(&self) -> Option<String> {
+        let (dir, base) = self
+            .filename
+            .rsplit_once('/')
+            .unwrap_or(("", &self.filename));
+        (base == DEFAULT_FILENAME).then(|| {
+            if dir.is_empty() {
+                "dockerfile".to_string()
+            } else {
+                format!("{dir}/dockerfile")
+            }
+        })
+    }
+
+    /// The paths the local source is limited to: the Dockerfile, its own ignore file and the
+    /// lowercase fallback name.
+    pub fn follow_paths(&self) -> Vec<String> {
+        let mut follow = vec![
+            self.filename.clone(),
+            format!("{}.dockerignore", self.filename),
+        ];
+        follow.extend(self.lowercase_fallback());
+        follow
+    }
+}
+
+/// One build request, parsed once from the frontend options.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The options as given.
+    opts: Opts,
+    /// An information request (`--call`, `--print`), or a build handed to us by a squash
+    /// frontend as its upstream: passed through as is.
+    pub passthrough: bool,
+    /// Where the Dockerfile is.
+    pub dockerfile: DockerfileSource,
+    /// `--no-cache` without stage names: every step, ours included, runs again.
+    pub no_cache: bool,
+    /// The build's cache sources (`--cache-from`), for our own solves too.
+    pub cache_imports: Vec<CacheOptionsEntry>,
+    /// `SOURCE_DATE_EPOCH` given as a build argument (a number of seconds).
+    pub epoch: Option<i64>,
+}
+
+impl Request {
+    /// Reads the options of one build. `session_id` is the client's session, for the local
+    /// source of the Dockerfile when no option names another.
+    pub fn new(opts: &Opts, session_id: &str) -> Request {
+        let filename = opts
+            .get(KEY_FILENAME)
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_FILENAME.into());
+        let forced = opts.get(KEY_DOCKERFILE_KEY);
+        let local_name = forced.cloned().unwrap_or_else(|| DOCKERFILE_SOURCE.into());
+        let context = opts.get(KEY_CONTEXT).map(String::as_str).unwrap_or("");
+        let session = opts
+            .get(&format!("{KEY_LOCAL_SESSION_PREFIX}{local_name}"))
+            .cloned()
+            .unwrap_or_else(|| session_id.to_string());
+        Request {
+            passthrough: opts.contains_key(KEY_REQUEST_ID) || opts.contains_key(NESTED),
+            dockerfile: DockerfileSource {
+                filename,
+                local_name,
+                from_input: forced.is_none(),
+                remote: context.contains("://") || context.starts_with("git@"),
+                session,
+            },
+            no_cache: opts.get(KEY_NO_CACHE).is_some_and(|v| v.is_empty()),
+            cache_imports: cache_imports(opts),
+            epoch: opts
+                .get(&build_arg(ARG_SOURCE_DATE_EPOCH))
+                .and_then(|v| v.trim().parse().ok()),
+            opts: opts.clone(),
+        }
+    }
+
+    /// Whether some setting is given by neither an option nor a build argument, so that the
+    /// Dockerfile's directives may set it.
+    pub fn needs_directives(&self) -> bool {
+        SETTINGS
+            .iter()
+            .any(|s| raw(&self.opts, &Directives::new(), s).is_none())
+    }
+
+    /// Resolves every setting from the options and the Dockerfile's directives.
+    pub fn settings(&self, directives: &Directives) -> Result<Settings, OptionError> {
+        settings(&self.opts, directives)
+    }
+
+    /// The options to hand to the Dockerfile frontend: ours removed, `cmdline` guaranteed (its
+    /// presence is the only thing that stops the Dockerfile frontend from following our own
+    /// `# syntax=` line back to us).
+    pub fn forwarded(&self) -> Opts {
+        forwarded(&self.opts)
+    }
+}
+
+fn build_arg(name: &str) -> String {
+    format!("{KEY_BUILD_ARG_PREFIX}{name}")
+}
+
+/// The cache sources of the build (`--cache-from`); unreadable ones are left out (the
+/// Dockerfile frontend reports them).
+fn cache_imports(opts: &Opts) -> Vec<CacheOptionsEntry> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        #[serde(rename = "Type")]
+        kind: String,
+        #[serde(rename = "Attrs", default)]
+        attrs: BTreeMap<String, String>,
+    }
+    opts.get(KEY_CACHE_IMPORTS)
+        .and_then(|v| serde_json::from_str::<Vec<Entry>>(v).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| CacheOptionsEntry {
+            r#type: e.kind,
+            attrs: e.attrs,
+        })
+        .collect()
+}
+
+/// How the result is squashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Everything in one layer.
+    Full,
+    /// The base image's layers untouched, plus one layer for everything the Dockerfile did.
+    Base,
+    /// No squash: the image the Dockerfile frontend built.
+    Off,
+}
+
+impl Mode {
+    const CHOICES: &'static str = "full, base, off";
+
+    fn parse(value: &str) -> Option<Mode> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "full" => Some(Mode::Full),
+            "base" => Some(Mode::Base),
+            "off" => Some(Mode::Off),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Full => "full",
+            Mode::Base => "base",
+            Mode::Off => "off",
+        })
+    }
+}
+
+/// How the squashed layer is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// The engine's ops where it has them, the in-build sync otherwise.
+    Auto,
+    /// The engine's DiffOp (and MergeOp in base mode).
+    Diff,
+    /// Our own binary run inside the build, mirroring the result onto the base (full mode:
+    /// onto an empty mount).
+    Sync,
+}
+
+impl Method {
+    const CHOICES: &'static str = "auto, diff, sync";
+
+    fn parse(value: &str) -> Option<Method> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(Method::Auto),
+            "diff" => Some(Method::Diff),
+            "sync" => Some(Method::Sync),
+            _ => None,
+        }
+    }
+}
+
+/// Where a setting came from, for error messages and for the precedence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Directive { line: usize },
+    BuildArg,
+    Option,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Directive { line } => write!(f, "Dockerfile line {line}"),
+            Origin::BuildArg => f.write_str("a build argument"),
+            Origin::Option => f.write_str("a frontend option"),
+        }
+    }
+}
+
+/// One user-settable setting: its names in each place a user can set it.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub option: &'static str,
+    pub build_arg: &'static str,
+    pub directive: &'static str,
+}
+
+pub const MODE: Setting = Setting {
+    option: "squash-mode",
+    build_arg: "SQUASH_MODE",
+    directive: "squash",
+};
+pub const METHOD: Setting = Setting {
+    option: "squash-method",
+    build_arg: "SQUASH_METHOD",
+    directive: "squash-method",
+};
+pub const UPSTREAM: Setting = Setting {
+    option: "squash-upstream",
+    build_arg: "SQUASH_UPSTREAM",
+    directive: "squash-upstream",
+};
+
+/// Every setting, to tell which option names are ours.
+pub const SETTINGS: [Setting; 3] = [MODE, METHOD, UPSTREAM];
+
+/// The option we set when we hand the build to an upstream frontend image: should that image
+/// be a squash frontend too, it passes the build through instead of following the same
+/// upstream setting (a build argument or directive it also sees) back to itself forever.
+pub const NESTED: &str = "squash-nested";
+
+/// Longest value we accept for any setting.
+const MAX_VALUE: usize = 4096;
+
+/// A bad setting, named the way the user set it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OptionError {
+    #[error("invalid {name} {value:?} (from {origin}): valid values are {choices}")]
+    Invalid {
+        name: String,
+        value: String,
+        origin: Origin,
+        choices: &'static str,
+    },
+    #[error("{name} (from {origin}) is empty: valid values are {choices}")]
+    Empty {
+        name: String,
+        origin: Origin,
+        choices: &'static str,
+    },
+    #[error("{name} (from {origin}) is {len} bytes long; at most {MAX_VALUE} are accepted")]
+    TooLong {
+        name: String,
+        origin: Origin,
+        len: usize,
+    },
+}
+
+/// The squash settings of one build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// How the result is squashed.
+    pub mode: Mode,
+    /// How the squashed layer is computed.
+    pub method: Method,
+    /// A frontend image to do the Dockerfile build instead of the engine's built-in one.
+    pub upstream: Option<String>,
+}
+
+/// Resolves every setting from the options and the Dockerfile's directives.
+fn settings(opts: &Opts, directives: &Directives) -> Result<Settings, OptionError> {
+    let mode = match raw(opts, directives, &MODE) {
+        Some((name, value, origin)) => check(&name, &value, &origin, Mode::CHOICES, Mode::parse)?,
+        None => Mode::Full,
+    };
+    let method = match raw(opts, directives, &METHOD) {
+        Some((name, value, origin)) => {
+            check(&name, &value, &origin, Method::CHOICES, Method::parse)?
+        }
+        None => Method::Auto,
+    };
+    let upstream = match raw(opts, directives, &UPSTREAM) {
+        Some((name, value, origin)) => Some(check(
+            &name,
+            &value,
+            &origin,
+            "an image reference such as docker/dockerfile:1.7",
+            valid_image_ref,
+        )?),
+        None => None,
+    };
+    Ok(Settings {
+        mode,
+        method,
+        upstream,
+    })
+}
+
+/// The value of a setting, the name it was given under and where, by precedence.
+fn raw(opts: &Opts, directives: &Directives, s: &Setting) -> Option<(String, String, Origin)> {
+    if let Some(v) = opts.get(s.option) {
+        return Some((format!("option {}", s.option), v.clone(), Origin::Option));
+    }
+    if let Some(v) = opts.get(&build_arg(s.build_arg)) {
+        return Some((
+            format!("build argument {}", s.build_arg),
+            v.clone(),
+            Origin::BuildArg,
+        ));
+    }
+    directives.get(s.directive).map(|(v, line)| {
+        (
+            format!("directive # {}=", s.directive),
+            v.clone(),
+            Origin::Directive { line: *line },
+        )
+    })
+}
+
+fn check<T>(
+    name: &str,
+    value: &str,
+    origin: &Origin,
+    choices: &'static str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<T, OptionError> {
+    if value.len() > MAX_VALUE {
+        return Err(OptionError::TooLong {
+            name: name.into(),
+            origin: origin.clone(),
+            len: value.len(),
+        });
+    }
+    if value.trim().is_empty() {
+        return Err(OptionError::Empty {
+            name: name.into(),
+            origin: origin.clone(),
+            choices,
+        });
+    }
+    parse(value).ok_or_else(|| OptionError::Invalid {
+        name: name.into(),
+        value: value.into(),
+        origin: origin.clone(),
+        choices,
+    })
+}
+
+fn valid_image_ref(value: &str) -> Option<String> {
+    let v = value.trim();
+    let ok = v
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "./:-_@".contains(c));
+    (ok && !v.starts_with(['-', '.', ':', '@'])).then(|| v.to_string())
+}
+
+fn forwarded(opts: &Opts) -> Opts {
+    let mut out: Opts = opts
+        .iter()
+        .filter(|(k, _)| k.as_str() != NESTED && !SETTINGS.iter().any(|s| s.option == k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if !out.contains_key(KEY_CMDLINE) {
+        let source = out.get(KEY_SOURCE).cloned().unwrap_or_default();
+        out.insert(KEY_CMDLINE.into(), source);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(pairs: &[(&str, &str)]) -> Opts {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn dirs(pairs: &[(&str, &str, usize)]) -> Directives {
+        pairs
+            .iter()
+            .map(|(k, v, l)| (k.to_string(), (v.to_string(), *l)))
+            .collect()
+    }
+
+    #[test]
+    fn env_is_split_on_the_first_equals() {
+        let env = vec![
+            ("BUILDKIT_FRONTEND_OPT_0".into(), "build-arg:A=x=y".into()),
+            (
+                "BUILDKIT_FRONTEND_OPT_1".into(),
+                "context:base=docker-image://b".into(),
+            ),
+            ("BUILDKIT_FRONTEND_OPT_2".into(), "noequals".into()),
+            ("PATH".into(), "/bin".into()),
+        ];
+        let o = opts_from_env(env);
+        assert_eq!(o["build-arg:A"], "x=y");
+        assert_eq!(o["context:base"], "docker-image://b");
+        assert_eq!(o.len(), 2);
+    }
+
+    #[test]
+    fn default_is_full() {
+        let s = settings(&opts(&[]), &dirs(&[])).unwrap();
+        assert_eq!((s.mode, s.method), (Mode::Full, Method::Auto));
+    }
+
+    #[test]
+    fn precedence_option_then_build_arg_then_directive() {
+        let d = dirs(&[("squash", "off", 2)]);
+        assert_eq!(settings(&opts(&[]), &d).unwrap().mode, Mode::Off);
+        let o = opts(&[("build-arg:SQUASH_MODE", "base")]);
+        assert_eq!(settings(&o, &d).unwrap().mode, Mode::Base);
+        let o = opts(&[("build-arg:SQUASH_MODE", "base"), ("squash-mode", "full")]);
+        assert_eq!(settings(&o, &d).unwrap().mode, Mode::Full);
+    }
+
+    #[test]
+    fn invalid_values_name_the_setting_and_the_choices() {
+        let e = settings(&opts(&[("build-arg:SQUASH_MODE", "ful")]), &dirs(&[])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid build argument SQUASH_MODE \"ful\" (from a build argument): valid values are full, base, off"
+        );
+        let e = settings(&opts(&[]), &dirs(&[("squash", "yes", 3)])).unwrap_err();
+        assert!(e.to_string().contains("Dockerfile line 3"), "{e}");
+        let e = settings(&opts(&[("squash-mode", " ")]), &dirs(&[])).unwrap_err();
+        assert!(matches!(e, OptionError::Empty { .. }), "{e}");
+        let e = settings(&opts(&[("squash-method", "copy")]), &dirs(&[])).unwrap_err();
+        assert!(e.to_string().contains("auto, diff, sync"), "{e}");
+        let long = "a".repeat(5000);
+        let e = settings(&opts(&[("squash-mode", &long)]), &dirs(&[])).unwrap_err();
+        assert!(matches!(e, OptionError::TooLong { len: 5000, .. }), "{e}");
+        let e = settings(&opts(&[("squash-upstream", "a b")]), &dirs(&[])).unwrap_err();
+        assert!(e.to_string().contains("image reference"), "{e}");
+    }
+
+    #[test]
+    fn values_are_case_insensitive_and_trimmed() {
+        let s = settings(&opts(&[("squash-mode", " BASE ")]), &dirs(&[])).unwrap();
+        assert_eq!(s.mode, Mode::Base);
+    }
+
+    #[test]
+    fn forwarded_drops_our_options_and_sets_cmdline() {
+        let o = opts(&[
+            ("squash-mode", "base"),
+            ("source", "img"),
+            ("build-arg:SQUASH_MODE", "x"),
+        ]);
+        let f = forwarded(&o);
+        assert!(!f.contains_key("squash-mode"));
+        assert_eq!(f["cmdline"], "img");
+        assert_eq!(
+            f["build-arg:SQUASH_MODE"], "x",
+            "build args are the user's: kept"
+        );
+        let o = opts(&[("cmdline", "img --x"), ("source", "img")]);
+        assert_eq!(forwarded(&o)["cmdline"], "img --x");
+    }
+
+    #[test]
+    fn directives_needed_only_when_a_setting_is_unset() {
+        assert!(Request::new(&opts(&[]), "s").needs_directives());
+        let all = opts(&[
+            ("squash-mode", "full"),
+            ("build-arg:SQUASH_METHOD", "auto"),
+            ("squash-upstream", "x"),
+        ]);
+        assert!(!Request::new(&all, "s").needs_directives());
+    }
+
+    #[test]
+    fn cache_imports_are_parsed() {
+        let mut o = opts(&[(
+            "cache-imports",
+            r#"[{"Type":"local","Attrs":{"src":"/c"}}]"#,
+        )]);
+        let c = Request::new(&o, "s").cache_imports;
+        assert_eq!(c.len(), 1);
+        assert_eq!(
+            (c[0].r#type.as_str(), c[0].attrs["src"].as_str()),
+            ("local", "/c")
+        );
+        o.insert("cache-imports".into(), "garbage".into());
+        assert!(Request::new(&o, "s").cache_imports.is_empty());
+    }
+
+    #[test]
+    fn dockerfile_lowercase_fallback() {
+        let name = |f: &str| {
+            Request::new(&opts(&[("filename", f)]), "s")
+                .dockerfile
+                .lowercase_fallback()
+        };
+        assert_eq!(name("Dockerfile").as_deref(), Some("dockerfile"));
+        assert_eq!(name("sub/Dockerfile").as_deref(), Some("sub/dockerfile"));
+        assert_eq!(name("app.Dockerfile"), None);
+    }
+
+    #[test]
+    fn the_dockerfile_source_follows_the_options() {
+        let r = Request::new(&opts(&[]), "client");
+        assert_eq!(
+            r.dockerfile,
+            DockerfileSource {
+                filename: "Dockerfile".into(),
+                local_name: "dockerfile".into(),
+                from_input: true,
+                remote: false,
+                session: "client".into(),
+            }
+        );
+        assert_eq!(
+            r.dockerfile.follow_paths(),
+            ["Dockerfile", "Dockerfile.dockerignore", "dockerfile"]
+        );
+        let r = Request::new(
+            &opts(&[
+                ("dockerfilekey", "df2"),
+                ("local-sessionid:df2", "other"),
+                ("filename", "app.Dockerfile"),
+                ("context", "https://github.com/x/y.git"),
+            ]),
+            "client",
+        );
+        assert_eq!(
+            (
+                r.dockerfile.local_name.as_str(),
+                r.dockerfile.from_input,
+                r.dockerfile.remote,
+                r.dockerfile.session.as_str()
+            ),
+            ("df2", false, true, "other")
+        );
+    }
+
+    #[test]
+    fn request_flags_and_epoch() {
+        let r = Request::new(&opts(&[]), "s");
+        assert!(!r.passthrough && !r.no_cache && r.epoch.is_none());
+        assert!(Request::new(&opts(&[("requestid", "frontend.outline")]), "s").passthrough);
+        assert!(Request::new(&opts(&[(NESTED, "1")]), "s").passthrough);
+        assert!(Request::new(&opts(&[("no-cache", "")]), "s").no_cache);
+        assert!(
+            !Request::new(&opts(&[("no-cache", "stage1")]), "s").no_cache,
+            "--no-cache-filter names stages: not every step"
+        );
+        let r = Request::new(
+            &opts(&[("build-arg:SOURCE_DATE_EPOCH", " 1700000000 ")]),
+            "s",
+        );
+        assert_eq!(r.epoch, Some(1_700_000_000));
+        let r = Request::new(&opts(&[("build-arg:SOURCE_DATE_EPOCH", "soon")]), "s");
+        assert_eq!(r.epoch, None);
+    }
+}
