@@ -167,14 +167,14 @@ impl Received {
         self.described = true;
     }
 
-    /// A base image the engine must describe before base mode can keep it: the pinned image at
-    /// the root of the target stage, when the Dockerfile frontend returned no
-    /// `containerimage.base.config` for it (Docker 26.1's does not for a base given by
-    /// `--build-context name=docker-image://...`). `None` outside base mode, when the build
-    /// already described its base, or when the root is not a registry image (scratch, a local
-    /// context, an OCI layout).
+    /// A base image the engine must describe before the squash can count its layers (and base
+    /// mode keep them): the pinned image at the root of the target stage, when the Dockerfile
+    /// frontend returned no `containerimage.base.config` for it (Docker 26.1's does not for a
+    /// base given by `--build-context name=docker-image://...`). `None` with squashing off, when
+    /// the build already described its base, or when the root is not a registry image (scratch,
+    /// a local context, an OCI layout).
     pub fn base_to_describe(&self, inputs: &Inputs<'_>) -> Option<BaseToDescribe> {
-        if inputs.mode != Mode::Base || self.base_config.is_some() {
+        if inputs.mode == Mode::Off || self.base_config.is_some() {
             return None;
         }
         let (_, lineage) = self.head.as_ref()?;
@@ -265,25 +265,24 @@ pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> 
     let Some((head, lineage)) = received.head.clone() else {
         return Ok(unchanged("the image is empty"));
     };
+    // Layers are counted from the base's diff IDs and the Dockerfile's own history entries.
+    let base_info = received.base_config.as_deref().and_then(config::Base::read);
     let layers = received
         .config
         .as_deref()
-        .map(config::layer_count)
+        .map(|c| config::count_layers(c, base_info))
         .transpose()?;
     let mut graph = received.graph;
     graph.set_ignore_cache(inputs.no_cache);
     let created = inputs.epoch.map(config::format_rfc3339);
-    let count = layers.map_or_else(|| "all".to_string(), |n| n.to_string());
+    let count = layers.map_or_else(|| "all".to_string(), |l| l.total().to_string());
     let config = received.config.as_deref();
 
     // In base mode, the base to keep, or why it cannot be kept (shown in the progress line and
     // history).
     let base = match (&inputs.mode, &lineage.root) {
-        (Mode::Base, Root::Image { output, .. }) => received
-            .base_config
-            .as_deref()
-            .and_then(config::base_layer_count)
-            .map(|n| (output.clone(), n))
+        (Mode::Base, Root::Image { output, .. }) => base_info
+            .map(|b| (output.clone(), b))
             .ok_or("the Dockerfile frontend did not describe the base image".to_string()),
         (Mode::Base, Root::Scratch) => Err("the target stage starts from scratch".to_string()),
         (Mode::Base, Root::Other(what)) => {
@@ -292,17 +291,17 @@ pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> 
         _ => Err(String::new()),
     };
     let no_base = match base {
-        Ok((base_out, base_layers)) => {
-            if lineage.steps == 0 || layers.is_some_and(|n| n <= base_layers) {
+        Ok((base_out, base)) => {
+            if lineage.steps == 0 || layers.is_some_and(|l| l.added == 0) {
                 return Ok(unchanged("the Dockerfile adds no layer to its base image"));
             }
-            let summary = format!("squash: {count} layers -> {base_layers} base + 1");
+            let summary = format!("squash: {count} layers -> {} base + 1", base.layers);
             let squashed = base_layer(&mut graph, &head, &base_out, inputs, &summary)?;
             let config = config
                 .map(|c| {
                     config::rewrite(
                         c,
-                        Layout::KeepBase { base_layers },
+                        Layout::KeepBase(base),
                         &entry(&summary),
                         created.as_deref(),
                     )
@@ -319,7 +318,7 @@ pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> 
         Err(why) => why,
     };
 
-    if layers.is_some_and(|n| n <= 1) {
+    if layers.is_some_and(|l| l.total() <= 1) {
         return Ok(unchanged("the image already has a single layer"));
     }
     let summary = if no_base.is_empty() {
@@ -542,11 +541,14 @@ mod tests {
             wanted.reference,
             "docker.io/library/busybox:latest@sha256:aaaa"
         );
-        assert_eq!(wanted.platform.unwrap().architecture, "amd64");
-        // Described already, or not base mode: nothing to ask.
+        assert_eq!(wanted.platform.as_ref().unwrap().architecture, "amd64");
+        // Full mode asks too: it counts the base's layers.
+        let full = built(None).base_to_describe(&env(Mode::Full, Method::Auto, &c, None));
+        assert_eq!(full, Some(wanted));
+        // Described already, or not squashing: nothing to ask.
         for (cfg, mode) in [
             (Some(&bcfg[..]), Mode::Base),
-            (None, Mode::Full),
+            (Some(&bcfg[..]), Mode::Full),
             (None, Mode::Off),
         ] {
             let got = built(cfg).base_to_describe(&env(mode, Method::Auto, &c, None));
@@ -871,5 +873,65 @@ mod tests {
         let v: Value = serde_json::from_slice(&config.unwrap()).unwrap();
         assert_eq!(v["created"], "2023-11-14T22:13:20Z");
         assert_eq!(v["history"][2]["created"], "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn layers_are_counted_from_the_base_layers_not_its_history() {
+        let (def, _) = sample_definition();
+        // A 2-layer base with no history (as some image tools write them), two RUN steps.
+        let base = serde_json::to_vec(&json!({
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:b0", "sha256:b1"]}
+        }))
+        .unwrap();
+        let cfg = serde_json::to_vec(&json!({
+            "os": "linux", "architecture": "amd64",
+            "history": [{"created_by": "RUN a"}, {"created_by": "RUN b"}]
+        }))
+        .unwrap();
+        let c = caps(true);
+        let built = received(&def, Some(&cfg[..]), Some(&base[..]));
+        let Plan::Squash(Squash {
+            summary,
+            config,
+            keeps_base,
+            ..
+        }) = plan(built.clone(), &env(Mode::Base, Method::Auto, &c, None)).unwrap()
+        else {
+            panic!("a history-less base must not stop the squash")
+        };
+        assert!(keeps_base);
+        assert_eq!(summary, "squash: 4 layers -> 2 base + 1");
+        let v: Value = serde_json::from_slice(&config.unwrap()).unwrap();
+        let non_empty = v["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["empty_layer"] != json!(true))
+            .count();
+        assert_eq!(non_empty, 3, "one entry per layer: {}", v["history"]);
+        let Plan::Squash(Squash { summary, .. }) =
+            plan(built, &env(Mode::Full, Method::Auto, &c, None)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(summary, "squash: 4 layers -> 1");
+    }
+
+    #[test]
+    fn base_mode_leaves_an_image_with_nothing_above_its_base() {
+        let (def, _) = sample_definition();
+        let cfg = serde_json::to_vec(&json!({
+            "os": "linux", "architecture": "amd64",
+            "history": [{"created_by": "base"}, {"created_by": "ENV a=b", "empty_layer": true}]
+        }))
+        .unwrap();
+        let bcfg = base_config();
+        let c = caps(true);
+        let got = plan(
+            received(&def, Some(&cfg[..]), Some(&bcfg[..])),
+            &env(Mode::Base, Method::Auto, &c, None),
+        )
+        .unwrap();
+        assert!(matches!(got, Plan::Unchanged { .. }), "{got:?}");
     }
 }

@@ -67,7 +67,7 @@ fn check(def: &pb::Definition, cfg: Option<&[u8]>, base_cfg: Option<&[u8]>) {
     }
 
     let tool = testkit::tool();
-    let base_layers = base_cfg.and_then(config::base_layer_count);
+    let base_layers = base_cfg.and_then(config::Base::read).map(|b| b.layers);
     for mode in [Mode::Full, Mode::Base, Mode::Off] {
         for method in [Method::Auto, Method::Diff, Method::Sync] {
             for diff_caps in [false, true] {
@@ -119,7 +119,10 @@ fn check(def: &pb::Definition, cfg: Option<&[u8]>, base_cfg: Option<&[u8]>) {
                                 } else {
                                     1
                                 };
-                                assert_eq!(config::layer_count(&c), Ok(want));
+                                assert_eq!(
+                                    config::count_layers(&c, None).map(|l| l.total()),
+                                    Ok(want)
+                                );
                             }
                         }
                         Err(e) => {
