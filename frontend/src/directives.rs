@@ -2,9 +2,12 @@
 //!
 //! The block is read as BuildKit reads it: after an optional BOM and `#!` line, consecutive
 //! `# key=value` comment lines, stopping at the first line that is not one. BuildKit itself
-//! stops at the first key it does not know, so our lines must come after `# syntax=`
-//! (and `# escape=`/`# check=`): a `# squash=` above `# syntax=` would hide the syntax line
-//! from BuildKit. A `# squash...=` comment anywhere else is an error, not a silent default.
+//! stops at the first key it does not know (`frontend/dockerfile/parser/directives.go`), so a
+//! line of ours above `# escape=` or `# check=` would hide those from the Dockerfile frontend:
+//! [`reorder_for_buildkit`] gives the Dockerfile with BuildKit's lines first, which the flow
+//! hands to the Dockerfile frontend instead. A `# squash=` above `# syntax=` cannot be mended
+//! that way (BuildKit reads the syntax line before it starts us) and is an error, as is a
+//! `# squash...=` comment anywhere else: never a silent default.
 
 use std::collections::BTreeMap;
 
@@ -90,6 +93,58 @@ pub fn read(dockerfile: &[u8], ours: &[&str]) -> Result<Directives, DirectiveErr
     }
     found.retain(|k, _| ours.contains(&k.as_str()));
     Ok(found)
+}
+
+/// The Dockerfile with the lines of its top comment block reordered so that BuildKit reads its
+/// own directives (`# syntax=`, `# escape=`, `# check=`): theirs first, then ours, each in its
+/// own order; every other byte and the number of lines stay as they were. `None` when no line
+/// of ours comes before one of BuildKit's.
+pub fn reorder_for_buildkit(dockerfile: &[u8], ours: &[&str]) -> Option<Vec<u8>> {
+    let (bom, text) = match dockerfile.strip_prefix(b"\xEF\xBB\xBF") {
+        Some(rest) => (&dockerfile[..3], rest),
+        None => (&b""[..], dockerfile),
+    };
+    let lines: Vec<&[u8]> = text.split_inclusive(|b| *b == b'\n').collect();
+    let start = usize::from(lines.first().is_some_and(|l| l.starts_with(b"#!")));
+    let mut theirs = Vec::new();
+    let mut mine = Vec::new();
+    let mut end = start;
+    for line in &lines[start..] {
+        let text = String::from_utf8_lossy(line);
+        let Some((key, value)) = parse_line(text.trim_end_matches(['\n', '\r'])) else {
+            break;
+        };
+        if ours.contains(&key.as_str()) {
+            mine.push(*line);
+        } else if BUILDKIT_KEYS.contains(&key.as_str()) && !value.is_empty() {
+            if !mine.is_empty() && !line.ends_with(b"\n") {
+                // The whole file is the block: nothing to build, nothing to mend.
+                return None;
+            }
+            theirs.push(*line);
+        } else {
+            break;
+        }
+        end += 1;
+    }
+    // Nothing to move unless one of ours sits above one of BuildKit's.
+    let block = &lines[start..end];
+    let last_theirs = block.iter().rposition(|l| theirs.contains(l))?;
+    let first_mine = block.iter().position(|l| mine.contains(l))?;
+    if first_mine > last_theirs {
+        return None;
+    }
+    let mut out = Vec::with_capacity(dockerfile.len());
+    out.extend_from_slice(bom);
+    for line in lines[..start]
+        .iter()
+        .chain(&theirs)
+        .chain(&mine)
+        .chain(&lines[end..])
+    {
+        out.extend_from_slice(line);
+    }
+    Some(out)
 }
 
 /// `# key = value` -> (lowercased key, trimmed value).
@@ -211,5 +266,56 @@ mod tests {
         ] {
             let _ = read(df, OURS);
         }
+    }
+
+    fn reordered(df: &str) -> Option<String> {
+        reorder_for_buildkit(df.as_bytes(), OURS).map(|b| String::from_utf8(b).unwrap())
+    }
+
+    #[test]
+    fn buildkit_directives_below_ours_are_moved_up() {
+        let df = "# syntax=x\n# squash=base\n# escape=`\nFROM y\nENV A=C:\\a\n";
+        assert_eq!(
+            reordered(df).as_deref(),
+            Some("# syntax=x\n# escape=`\n# squash=base\nFROM y\nENV A=C:\\a\n")
+        );
+        // Several of each, CRLF, a BOM and a shebang: each keeps its own order and bytes.
+        let df = "\u{feff}#!/bin/x\r\n# syntax=x\r\n# squash-method=sync\r\n# check=skip=all\r\n# squash=base\r\n#escape=`\r\nFROM y\r\n";
+        assert_eq!(
+            reordered(df).as_deref(),
+            Some("\u{feff}#!/bin/x\r\n# syntax=x\r\n# check=skip=all\r\n#escape=`\r\n# squash-method=sync\r\n# squash=base\r\nFROM y\r\n")
+        );
+        // What we read is the same either way (on other lines).
+        let values = |d: Directives| d.into_iter().map(|(k, (v, _))| (k, v)).collect::<Vec<_>>();
+        let d = read(reordered(df).unwrap().as_bytes(), OURS).unwrap();
+        assert_eq!(values(d), values(read(df.as_bytes(), OURS).unwrap()));
+    }
+
+    #[test]
+    fn nothing_to_move_is_none() {
+        for df in [
+            "# syntax=x\n# escape=`\n# squash=base\nFROM y\n",
+            "# syntax=x\nFROM y\n",
+            "FROM y\n# escape=`\n",
+            "# squash=base\nFROM y\n",
+            "",
+            // An empty escape ends the block for BuildKit: it is not a directive to keep.
+            "# squash=base\n# escape=\nFROM y\n",
+            // A plain comment ends the block: what follows is not a directive at all.
+            "# squash=base\n# hello\n# escape=`\nFROM y\n",
+        ] {
+            assert_eq!(reordered(df), None, "{df:?}");
+        }
+    }
+
+    #[test]
+    fn the_line_count_is_kept() {
+        let df = "# squash=base\n# syntax=x\n# escape=`\nFROM y\nRUN a \\\n b\n";
+        let out = reordered(df).unwrap();
+        assert_eq!(out.lines().count(), df.lines().count());
+        assert!(
+            out.starts_with("# syntax=x\n# escape=`\n# squash=base\n"),
+            "{out}"
+        );
     }
 }

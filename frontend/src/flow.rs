@@ -9,10 +9,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::config;
 use crate::directives::{self, DirectiveError, Directives};
 use crate::gateway::{error_status, Gateway, GatewayError};
-use crate::llb;
+use crate::llb::{self, LlbError};
 use crate::plan::{self, Caps, Inputs, Plan, PlanError, Received, Tool};
 use crate::request::{
-    Mode, OptionError, Request, Start, DOCKERFILE_SOURCE, NESTED, SETTINGS, UPSTREAM,
+    Mode, OptionError, Opts, Request, Start, DOCKERFILE_SOURCE, NESTED, SETTINGS, UPSTREAM,
 };
 use crate::result::{self, ResultError, Squashed};
 
@@ -41,6 +41,9 @@ pub enum BuildError {
     /// The squash cannot be planned.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// A graph of our own could not be made.
+    #[error("could not hand the Dockerfile frontend the Dockerfile: {0}")]
+    Llb(#[from] LlbError),
     /// The Dockerfile frontend's result cannot be squashed.
     #[error(transparent)]
     Result(#[from] ResultError),
@@ -131,15 +134,46 @@ async fn build(gw: &mut Gateway, start: &Start) -> Result<gateway::Result, Build
     // Information requests (--print / --call) are the Dockerfile frontend's to answer, and a
     // build handed to us by a squash frontend as its upstream is passed through as is.
     if request.passthrough {
-        return delegate(gw, &request, None, frontend_inputs).await;
+        return delegate(gw, request.forwarded(false), None, frontend_inputs, false).await;
     }
-    let directives = if request.needs_directives() {
-        read_directives(gw, &request, &frontend_inputs).await?
-    } else {
-        Directives::new()
+    let dockerfile = match read_dockerfile(gw, &request, &frontend_inputs).await {
+        Ok(dockerfile) => dockerfile,
+        // Read only to keep BuildKit's directives working: the Dockerfile frontend says
+        // what is wrong with the file in its own words.
+        Err(e) if !request.needs_directives() => {
+            eprintln!("squash-frontend: {e}");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let ours: Vec<&str> = SETTINGS.iter().map(|s| s.directive).collect();
+    let directives = match &dockerfile {
+        Some(d) => directives::read(&d.text, &ours)?,
+        None => Directives::new(),
     };
     let settings = request.settings(&directives)?;
-    let built = delegate(gw, &request, settings.upstream.as_deref(), frontend_inputs).await?;
+    // A directive of ours above one of BuildKit's would hide it from the Dockerfile frontend:
+    // hand it the Dockerfile with BuildKit's directives first.
+    let mut frontend_inputs = frontend_inputs;
+    let mended = match &dockerfile {
+        Some(d) => match directives::reorder_for_buildkit(&d.text, &ours) {
+            Some(text) => {
+                let def = llb::replace_file(&d.def, &d.path, text, MENDED)?;
+                frontend_inputs.insert(DOCKERFILE_SOURCE.into(), def);
+                true
+            }
+            None => false,
+        },
+        None => false,
+    };
+    let built = delegate(
+        gw,
+        request.forwarded(mended),
+        settings.upstream.as_deref(),
+        frontend_inputs,
+        true,
+    )
+    .await?;
     if settings.mode == Mode::Off {
         return Ok(built);
     }
@@ -200,16 +234,19 @@ async fn build(gw: &mut Gateway, start: &Start) -> Result<gateway::Result, Build
     Ok(result::assemble(&built, &squashed))
 }
 
+/// The progress name of the step that hands the Dockerfile frontend the mended Dockerfile.
+const MENDED: &str = "[internal] squash: the Dockerfile with BuildKit's directives above ours";
+
 /// Builds the Dockerfile with the engine's Dockerfile frontend (or `upstream`, a frontend
-/// image), with every option and input we were given. The result is evaluated here, so that a
-/// failing step of the Dockerfile fails this solve (passed on as it is) rather than ours.
+/// image), with the options and inputs given. With `evaluate`, the result is evaluated here, so
+/// that a failing step of the Dockerfile fails this solve (passed on as it is) rather than ours.
 async fn delegate(
     gw: &mut Gateway,
-    request: &Request,
+    mut frontend_opt: Opts,
     upstream: Option<&str>,
     frontend_inputs: BTreeMap<String, pb::Definition>,
+    evaluate: bool,
 ) -> Result<gateway::Result, BuildError> {
-    let mut frontend_opt = request.forwarded();
     let frontend = match upstream {
         Some(image) => {
             frontend_opt.insert(crate::request::KEY_SOURCE.into(), image.into());
@@ -223,7 +260,7 @@ async fn delegate(
         frontend: frontend.into(),
         frontend_opt: frontend_opt.into_iter().collect(),
         frontend_inputs,
-        evaluate: !request.passthrough,
+        evaluate,
         ..Default::default()
     };
     gw.solve(req).await.map_err(|e| {
@@ -266,17 +303,27 @@ async fn describe_base(gw: &mut Gateway, received: &mut Received, inputs: &Input
     }
 }
 
-/// Our directives from the Dockerfile, read the way the Dockerfile frontend reads it; none
-/// where it lives in a remote (git/HTTP) context that only the Dockerfile frontend fetches.
-async fn read_directives(
+/// The Dockerfile, as the Dockerfile frontend will read it.
+struct Dockerfile {
+    /// The source it was read from.
+    def: pb::Definition,
+    /// Its path in that source (the lowercase `dockerfile` where only that exists).
+    path: String,
+    /// Its text.
+    text: Vec<u8>,
+}
+
+/// Reads the Dockerfile the way the Dockerfile frontend reads it; `None` where it lives in a
+/// remote (git/HTTP) context that only the Dockerfile frontend fetches.
+async fn read_dockerfile(
     gw: &mut Gateway,
     request: &Request,
     frontend_inputs: &BTreeMap<String, pb::Definition>,
-) -> Result<Directives, BuildError> {
+) -> Result<Option<Dockerfile>, BuildError> {
     let source = &request.dockerfile;
     let def = match frontend_inputs.get(DOCKERFILE_SOURCE) {
         Some(def) if source.from_input => def.clone(),
-        _ if source.remote => return Ok(Directives::new()),
+        _ if source.remote => return Ok(None),
         _ => llb::dockerfile_source(source),
     };
     let fail = |status: rpc::Status| BuildError::Dockerfile {
@@ -285,7 +332,7 @@ async fn read_directives(
     };
     let solved = gw
         .solve(gateway::SolveRequest {
-            definition: Some(def),
+            definition: Some(def.clone()),
             ..Default::default()
         })
         .await
@@ -293,20 +340,21 @@ async fn read_directives(
     let Some(gateway::result::Result::Ref(reference)) = solved.result else {
         return Err(fail(error_status("no file came back".into())));
     };
-    let text = match gw.read_file(&reference.id, &source.filename).await {
-        Ok(data) => data,
+    let (path, text) = match gw.read_file(&reference.id, &source.filename).await {
+        Ok(data) => (source.filename.clone(), data),
         Err(first) => {
             // The Dockerfile frontend also accepts `dockerfile` for `Dockerfile`.
             let lower = source
                 .lowercase_fallback()
                 .ok_or_else(|| fail(first.status.clone()))?;
-            gw.read_file(&reference.id, &lower)
+            let data = gw
+                .read_file(&reference.id, &lower)
                 .await
-                .map_err(|_| fail(first.status))?
+                .map_err(|_| fail(first.status))?;
+            (lower, data)
         }
     };
-    let ours: Vec<&str> = SETTINGS.iter().map(|s| s.directive).collect();
-    Ok(directives::read(&text, &ours)?)
+    Ok(Some(Dockerfile { def, path, text }))
 }
 
 #[cfg(test)]

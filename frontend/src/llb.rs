@@ -343,6 +343,46 @@ pub fn dockerfile_source(source: &DockerfileSource) -> pb::Definition {
     graph.finish(&out).expect("the op was just added")
 }
 
+/// `on` with the file at `path` (relative to its root) replaced by one holding `data` (mode
+/// 0644, owned by root, times taken from nothing: the build's own time).
+pub fn mkfile(on: &Output, path: &str, data: Vec<u8>) -> pb::Op {
+    pb::Op {
+        inputs: vec![on.input()],
+        op: Some(pb::op::Op::File(pb::FileOp {
+            actions: vec![pb::FileAction {
+                input: 0,
+                secondary_input: -1,
+                output: 0,
+                action: Some(pb::file_action::Action::Mkfile(pb::FileActionMkFile {
+                    path: format!("/{}", path.trim_start_matches('/')),
+                    mode: 0o644,
+                    data,
+                    timestamp: -1,
+                    ..Default::default()
+                })),
+            }],
+        })),
+        ..Default::default()
+    }
+}
+
+/// The definition `def` with its file at `path` replaced by one holding `data`: how the
+/// Dockerfile frontend is handed a Dockerfile we mended.
+pub fn replace_file(
+    def: &pb::Definition,
+    path: &str,
+    data: Vec<u8>,
+    name: &str,
+) -> Result<pb::Definition, LlbError> {
+    let mut graph = Graph::default();
+    let head = graph.add_definition(def)?.ok_or(LlbError::NoTerminal)?;
+    let out = graph.push(
+        mkfile(&head, path, data),
+        meta_with_caps(Some(name), &["file.base"]),
+    );
+    graph.finish(&out)
+}
+
 /// Where the sync step mounts the finished image (read-only).
 pub const SYNC_FINAL: &str = "/squash/final";
 /// Where the sync step mounts the base image (writable; its changes become the new layer).

@@ -190,9 +190,15 @@ impl Request {
 
     /// The options to hand to the Dockerfile frontend: ours removed, `cmdline` guaranteed (its
     /// presence is the only thing that stops the Dockerfile frontend from following our own
-    /// `# syntax=` line back to us).
-    pub fn forwarded(&self) -> Opts {
-        forwarded(&self.opts)
+    /// `# syntax=` line back to us). With `own_dockerfile`, the Dockerfile frontend is to read
+    /// the Dockerfile from the `dockerfile` input we give it, so `dockerfilekey` (which would
+    /// make it read a local source of that name instead) is left out.
+    pub fn forwarded(&self, own_dockerfile: bool) -> Opts {
+        let mut out = forwarded(&self.opts);
+        if own_dockerfile {
+            out.remove(KEY_DOCKERFILE_KEY);
+        }
+        out
     }
 }
 
@@ -552,7 +558,7 @@ mod tests {
             ("source", "img"),
             ("build-arg:SQUASH_MODE", "x"),
         ]);
-        let f = forwarded(&o);
+        let f = Request::new(&o, "s").forwarded(false);
         assert!(!f.contains_key("squash-mode"));
         assert_eq!(f["cmdline"], "img");
         assert_eq!(
@@ -561,6 +567,10 @@ mod tests {
         );
         let o = opts(&[("cmdline", "img --x"), ("source", "img")]);
         assert_eq!(forwarded(&o)["cmdline"], "img --x");
+        let o = opts(&[("dockerfilekey", "df2"), ("source", "img")]);
+        let r = Request::new(&o, "s");
+        assert_eq!(r.forwarded(false)["dockerfilekey"], "df2");
+        assert!(!r.forwarded(true).contains_key("dockerfilekey"));
     }
 
     #[test]

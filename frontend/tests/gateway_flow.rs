@@ -303,7 +303,7 @@ async fn base_mode_from_directive() {
 }
 
 #[tokio::test]
-async fn option_beats_directive_and_skips_reading_when_all_set() {
+async fn option_beats_directive() {
     let df = "# syntax=squash\n# squash=base\nFROM busybox\n";
     let o = opts(&[
         ("squash-mode", "off"),
@@ -312,18 +312,95 @@ async fn option_beats_directive_and_skips_reading_when_all_set() {
     ]);
     let (code, log) = drive(fake(df), o).await;
     assert_eq!(code, 0);
-    assert!(log.reads.is_empty(), "no need to read the Dockerfile");
-    assert_eq!(log.solves.len(), 1, "mode off: only the Dockerfile build");
-    assert_eq!(log.solves[0].frontend, "gateway.v0");
+    // Read all the same: BuildKit's own directives may need our help (see below).
+    assert_eq!(log.reads.len(), 1);
     assert_eq!(
-        log.solves[0].frontend_opt["source"],
-        "docker/dockerfile:1.7"
+        log.solves.len(),
+        2,
+        "mode off: the read and the Dockerfile build"
     );
-    assert!(!log.solves[0].frontend_opt.contains_key("squash-mode"));
+    let delegated = &log.solves[1];
+    assert_eq!(delegated.frontend, "gateway.v0");
+    assert_eq!(delegated.frontend_opt["source"], "docker/dockerfile:1.7");
+    assert!(!delegated.frontend_opt.contains_key("squash-mode"));
+    assert!(
+        delegated.frontend_inputs.is_empty(),
+        "nothing to mend: the Dockerfile is the user's own"
+    );
     let Some(result::Result::Ref(r)) = &returned_result(&log).result else {
         panic!()
     };
     assert_eq!(r.id, "built");
+}
+
+#[tokio::test]
+async fn buildkit_directives_below_ours_reach_the_dockerfile_frontend() {
+    let df = "# syntax=squash\n# squash=base\n# escape=`\nFROM busybox\nENV P=C:\\x\n";
+    let (code, log) = drive(
+        fake(df),
+        opts(&[("source", "squash"), ("dockerfilekey", "dockerfile")]),
+    )
+    .await;
+    assert_eq!(code, 0);
+    let delegated = &log.solves[1];
+    assert_eq!(delegated.frontend, "dockerfile.v0");
+    assert!(
+        !delegated.frontend_opt.contains_key("dockerfilekey"),
+        "the Dockerfile frontend must take the input, not a local source"
+    );
+    let input = &delegated.frontend_inputs["dockerfile"];
+    // The source we read, then the mended file on top of it.
+    let read = log.solves[0].definition.as_ref().unwrap();
+    assert_eq!(input.def[0], read.def[0], "the same local source op");
+    let op = pb::Op::decode(input.def[input.def.len() - 2].as_slice()).unwrap();
+    let Some(pb::op::Op::File(file)) = op.op else {
+        panic!("no file op: {op:?}")
+    };
+    let Some(pb::file_action::Action::Mkfile(mk)) = &file.actions[0].action else {
+        panic!("not a mkfile")
+    };
+    assert_eq!(mk.path, "/Dockerfile");
+    assert_eq!(
+        String::from_utf8_lossy(&mk.data),
+        "# syntax=squash\n# escape=`\n# squash=base\nFROM busybox\nENV P=C:\\x\n"
+    );
+    // Our setting still applies.
+    let squash = log.solves[2].definition.as_ref().unwrap();
+    let kinds: Vec<_> = squash
+        .def
+        .iter()
+        .map(|b| pb::Op::decode(b.as_slice()).unwrap().op)
+        .collect();
+    assert!(kinds
+        .iter()
+        .any(|k| matches!(k, Some(pb::op::Op::Merge(_)))));
+}
+
+#[tokio::test]
+async fn an_unreadable_dockerfile_is_the_dockerfile_frontends_to_report_when_no_directive_counts() {
+    let o = opts(&[
+        ("squash-mode", "off"),
+        ("squash-method", "auto"),
+        ("squash-upstream", "docker/dockerfile:1.7"),
+        ("filename", "Missing.Dockerfile"),
+    ]);
+    let (code, log) = drive(fake("FROM busybox\n"), o).await;
+    assert_eq!(code, 0);
+    assert_eq!(log.solves.len(), 2, "the read, then the build all the same");
+    returned_result(&log);
+    // With a setting left to the directives, not reading them is an error of ours.
+    let (_, log) = drive(
+        fake("FROM busybox\n"),
+        opts(&[("filename", "Missing.Dockerfile")]),
+    )
+    .await;
+    let err = log.returns[0].error.as_ref().expect("an error");
+    assert!(
+        err.message
+            .starts_with("squash-frontend: could not read the Dockerfile Missing.Dockerfile"),
+        "{}",
+        err.message
+    );
 }
 
 #[tokio::test]

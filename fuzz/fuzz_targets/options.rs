@@ -1,4 +1,4 @@
-//! Frontend options, build arguments and directives -> `options::settings`, `forwarded`,
+//! Frontend options, build arguments and directives -> `Request::settings`, `forwarded`,
 //! `needs_directives` and `opts_from_env`. Input format: `squash_fuzz::parse_options_input`.
 //!
 //! Asserts, besides "no panic":
@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let (opts, dirs) = (&input.opts, &input.directives);
 
     let request = Request::new(opts, "session");
-    let fwd = request.forwarded();
+    let fwd = request.forwarded(false);
     let expected_cmdline = opts
         .get("cmdline")
         .or_else(|| opts.get("source"))
