@@ -9,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::config;
 use crate::directives::{self, DirectiveError, Directives};
 use crate::gateway::{error_status, Gateway, GatewayError};
+use crate::inspect::{self, InspectError, Inspection};
 use crate::llb::{self, LlbError};
 use crate::plan::{self, Caps, Inputs, Plan, PlanError, Received, Tool};
 use crate::request::{
@@ -41,6 +42,9 @@ pub enum BuildError {
     /// The squash cannot be planned.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// The inspection of the finished image stops the squash.
+    #[error(transparent)]
+    Inspect(#[from] InspectError),
     /// A graph of our own could not be made.
     #[error("could not hand the Dockerfile frontend the Dockerfile: {0}")]
     Llb(#[from] LlbError),
@@ -206,6 +210,9 @@ async fn build(gw: &mut Gateway, start: &Start) -> Result<gateway::Result, Build
             result::meta(&built, result::BASE_CONFIG, platform),
         )?;
         describe_base(gw, &mut received, &inputs, what).await;
+        if let Some(def) = received.inspection(&inputs)? {
+            inspect(gw, def, &request, what).await?;
+        }
         let squash = match plan::plan(received, &inputs)? {
             Plan::Unchanged { reason } => {
                 eprintln!("squash-frontend: {what}: {reason}");
@@ -274,6 +281,29 @@ async fn delegate(
         }
         BuildError::Upstream(status)
     })
+}
+
+/// Runs the in-build `inspect` step and stops the build if what it found cannot be squashed.
+async fn inspect(
+    gw: &mut Gateway,
+    def: pb::Definition,
+    request: &Request,
+    what: &str,
+) -> Result<(), BuildError> {
+    let solved = gw
+        .solve(gateway::SolveRequest {
+            definition: Some(def),
+            cache_imports: request.cache_imports.clone(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| BuildError::Squash(e.status))?;
+    let Some(gateway::result::Result::Ref(reference)) = solved.result else {
+        return Err(BuildError::UnexpectedResult);
+    };
+    let bytes = gw.read_file(&reference.id, inspect::FILE).await?;
+    Inspection::parse(&bytes)?.check(what)?;
+    Ok(())
 }
 
 /// Resolves the base image's config where base mode needs it and the Dockerfile frontend did not

@@ -8,6 +8,8 @@
 //! - [`llb`]: taking in received LLB graphs verbatim and building our own ops.
 //! - [`base`]: finding the base image of the result in its graph.
 //! - [`plan`]: planning the squash of one image (graph + config).
+//! - [`inspect`]: what the in-build `inspect` step found in a finished image.
+//! - [`scan`]: walking a mounted tree inside the build (the `inspect` step's I/O).
 //! - [`config`]: rewriting the image config's history for the new layers.
 //! - [`result`]: mapping the Dockerfile frontend's result (refs, metadata) to ours.
 //! - [`gateway`]: the only module that knows gRPC: BuildKit's gateway API over stdio.
@@ -15,16 +17,18 @@
 //! - `testkit` (feature `testkit`): sample graphs, configs and engine capabilities shared by
 //!   the unit tests, the fake-BuildKit tests and the fuzz targets.
 //!
-//! Everything but `gateway` and `flow` is pure: no I/O, unit-tested without an engine.
+//! Everything but `gateway`, `flow` and `scan` is pure: no I/O, unit-tested without an engine.
 
 pub mod base;
 pub mod config;
 pub mod directives;
 pub mod flow;
 pub mod gateway;
+pub mod inspect;
 pub mod llb;
 pub mod plan;
 pub mod request;
 pub mod result;
+pub mod scan;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -388,6 +388,9 @@ pub const SYNC_FINAL: &str = "/squash/final";
 /// Where the sync step mounts the base image (writable; its changes become the new layer).
 pub const SYNC_BASE: &str = "/squash/base";
 
+/// Where the inspect step writes its findings (a writable mount that starts empty; output 0).
+pub const INSPECT_OUT: &str = "/squash/out";
+
 /// A run of our own binary's `sync` subcommand, in our own image, that makes a writable mount of
 /// `base` (an empty one for `None`) equal to `finished`; output 0 is that mount: the base plus
 /// one layer of changes.
@@ -398,6 +401,53 @@ pub fn sync_exec(
     base: Option<&Output>,
     platform: pb::Platform,
 ) -> pb::Op {
+    tool_exec(
+        tool,
+        vec![
+            exe.to_string(),
+            "sync".into(),
+            SYNC_FINAL.into(),
+            SYNC_BASE.into(),
+        ],
+        finished,
+        (base, SYNC_BASE),
+        platform,
+    )
+}
+
+/// A run of our own binary's `inspect` subcommand, in our own image, over `finished` (mounted
+/// read-only); output 0 is a mount holding only its findings, in `file`.
+pub fn inspect_exec(
+    tool: &Output,
+    exe: &str,
+    finished: &Output,
+    file: &str,
+    platform: pb::Platform,
+) -> pb::Op {
+    tool_exec(
+        tool,
+        vec![
+            exe.to_string(),
+            "inspect".into(),
+            format!("{INSPECT_OUT}/{file}"),
+            SYNC_FINAL.into(),
+        ],
+        finished,
+        (None, INSPECT_OUT),
+        platform,
+    )
+}
+
+/// Our binary run with `args` in our own image (`tool`), `finished` mounted read-only at
+/// [`SYNC_FINAL`] and a writable mount (of `output.0`, empty for `None`) at `output.1` that is
+/// the op's output 0. No network.
+fn tool_exec(
+    tool: &Output,
+    args: Vec<String>,
+    finished: &Output,
+    output: (Option<&Output>, &str),
+    platform: pb::Platform,
+) -> pb::Op {
     let mount = |input: i64, dest: &str, output: i64, readonly: bool| pb::Mount {
         input,
         dest: dest.into(),
@@ -405,20 +455,16 @@ pub fn sync_exec(
         readonly,
         ..Default::default()
     };
+    let (writable, at) = output;
     pb::Op {
-        inputs: [Some(tool), Some(finished), base]
+        inputs: [Some(tool), Some(finished), writable]
             .into_iter()
             .flatten()
             .map(Output::input)
             .collect(),
         op: Some(pb::op::Op::Exec(pb::ExecOp {
             meta: Some(pb::Meta {
-                args: vec![
-                    exe.to_string(),
-                    "sync".into(),
-                    SYNC_FINAL.into(),
-                    SYNC_BASE.into(),
-                ],
+                args,
                 env: vec![],
                 cwd: "/".into(),
                 ..Default::default()
@@ -430,7 +476,7 @@ pub fn sync_exec(
                 // containerd store: runc fails to create /proc there.
                 mount(0, "/", -1, true),
                 mount(1, SYNC_FINAL, -1, true),
-                mount(if base.is_some() { 2 } else { -1 }, SYNC_BASE, 0, false),
+                mount(if writable.is_some() { 2 } else { -1 }, at, 0, false),
             ],
             network: pb::NetMode::None as i32,
             security: pb::SecurityMode::Sandbox as i32,
@@ -440,7 +486,7 @@ pub fn sync_exec(
     }
 }
 
-/// The caps `sync_exec` needs.
+/// The caps `sync_exec` and `inspect_exec` need.
 pub const SYNC_EXEC_CAPS: &[&str] = &[
     "exec.meta.base",
     "exec.meta.network",

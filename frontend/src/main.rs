@@ -12,12 +12,14 @@ use squash_frontend::{flow, gateway, request};
 
 const USAGE: &str =
     "usage: squash-frontend            (run by BuildKit as a frontend, gRPC on stdio)
-       squash-frontend sync FINAL BASE   (make the tree BASE equal to FINAL)";
+       squash-frontend sync FINAL BASE   (make the tree BASE equal to FINAL)
+       squash-frontend inspect OUT ROOT  (write what the squash must know of ROOT to OUT)";
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     match args.first().and_then(|a| a.to_str()) {
         Some("sync") => sync(&args[1..]),
+        Some("inspect") => inspect(&args[1..]),
         Some("--version") => {
             eprintln!("squash-frontend {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -76,6 +78,33 @@ fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The in-build `inspect` step: what the squash must know of the finished tree, written as JSON
+/// for the flow to read back.
+fn inspect(args: &[OsString]) -> ExitCode {
+    let [out, root] = args else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let found = match squash_frontend::scan::reserved_names(root.as_ref()) {
+        Ok(reserved) => squash_frontend::inspect::Inspection {
+            version: squash_frontend::inspect::VERSION,
+            reserved,
+        },
+        Err(e) => {
+            eprintln!("squash-frontend inspect: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = std::fs::write(out, found.to_json()) {
+        eprintln!(
+            "squash-frontend inspect: cannot write {}: {e}",
+            out.to_string_lossy()
+        );
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }
 
 /// The in-build step: makes the tree at BASE equal to the one at FINAL, touching only what

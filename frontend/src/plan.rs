@@ -195,6 +195,32 @@ impl Received {
     }
 }
 
+impl Received {
+    /// The definition of the in-build `inspect` step over this image (see [`crate::inspect`]):
+    /// `None` for an empty image, or where BuildKit did not describe our own image.
+    pub fn inspection(&self, inputs: &Inputs<'_>) -> Result<Option<pb::Definition>, PlanError> {
+        let (Some((head, _)), Some(tool)) = (&self.head, inputs.tool) else {
+            return Ok(None);
+        };
+        let mut graph = self.graph.clone();
+        graph.set_ignore_cache(inputs.no_cache);
+        let Some(tool_head) = graph.add_definition(&tool.def)? else {
+            return Ok(None);
+        };
+        let out = graph.push(
+            llb::inspect_exec(
+                &tool_head,
+                &tool.exe,
+                head,
+                crate::inspect::FILE,
+                tool.platform.clone(),
+            ),
+            llb::meta_with_caps(Some("squash: inspect"), llb::SYNC_EXEC_CAPS),
+        );
+        Ok(Some(graph.finish(&out)?))
+    }
+}
+
 /// See [`Received::base_to_describe`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct BaseToDescribe {

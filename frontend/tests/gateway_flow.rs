@@ -35,6 +35,10 @@ struct Fake {
     upstream_error: Option<rpc::Status>,
     /// When set, the solve of our own squash definition fails with this status.
     squash_error: Option<rpc::Status>,
+    /// What the in-build inspect step "wrote".
+    inspection: Option<Vec<u8>>,
+    /// Our own image's definition, as BuildKit hands it to the frontend.
+    tool_def: Option<Vec<u8>>,
     llb_caps: Vec<(&'static str, bool)>,
 }
 
@@ -140,6 +144,11 @@ impl LlbBridge for Fake {
             Ok(Response::new(ReadFileResponse {
                 data: self.dockerfile.clone(),
             }))
+        } else if let (Some(found), "inspection.json") = (&self.inspection, req.file_path.as_str())
+        {
+            Ok(Response::new(ReadFileResponse {
+                data: found.clone(),
+            }))
         } else {
             Err(Status::not_found("no such file"))
         }
@@ -197,6 +206,8 @@ fn fake(dockerfile: &str) -> Fake {
         dockerfile: dockerfile.as_bytes().to_vec(),
         upstream_error: None,
         squash_error: None,
+        inspection: None,
+        tool_def: None,
         llb_caps: vec![("file.base", true), ("mergeop", true), ("diffop", true)],
     }
 }
@@ -212,6 +223,7 @@ fn opts(pairs: &[(&str, &str)]) -> Opts {
 async fn drive(fake: Fake, opts: Opts) -> (i32, Log) {
     let (client_io, server_io) = tokio::io::duplex(1 << 20);
     let log = fake.log.clone();
+    let tool_def = fake.tool_def.clone();
     let server = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(LlbBridgeServer::new(fake))
@@ -221,7 +233,7 @@ async fn drive(fake: Fake, opts: Opts) -> (i32, Log) {
     let start = Start {
         opts,
         session_id: "sess".into(),
-        tool_def: None,
+        tool_def,
         exe: "/bin/squash-frontend".into(),
     };
     let code = run(client_io, start).await;
@@ -464,6 +476,45 @@ async fn a_failing_squash_step_is_said_to_be_ours() {
         )
     );
     assert_eq!((err.code, &err.details), (status.code, &status.details));
+}
+
+#[tokio::test]
+async fn the_inspect_step_runs_first_and_reserved_names_stop_the_squash() {
+    let tool_def = testkit::sample_definition().0.encode_to_vec();
+    let mut f = fake("FROM busybox\n");
+    f.tool_def = Some(tool_def.clone());
+    f.inspection = Some(br#"{"version":1,"reserved":[]}"#.to_vec());
+    let (code, log) = drive(f, opts(&[])).await;
+    assert_eq!(code, 0);
+    // The read, the build, the inspection (then read back), the squash.
+    assert_eq!(log.solves.len(), 4);
+    let inspect = log.solves[2].definition.as_ref().unwrap();
+    let exec = pb::Op::decode(inspect.def[inspect.def.len() - 2].as_slice()).unwrap();
+    let Some(pb::op::Op::Exec(e)) = exec.op else {
+        panic!("not an exec: {exec:?}")
+    };
+    assert_eq!(e.meta.unwrap().args[1], "inspect");
+    assert_eq!(e.network, pb::NetMode::None as i32);
+    assert!(log.reads.iter().any(|r| r.file_path == "inspection.json"));
+    returned_result(&log);
+
+    let mut f = fake("FROM busybox\n");
+    f.tool_def = Some(tool_def);
+    f.inspection = Some(br#"{"version":1,"reserved":["/opt/keep/.wh.a"]}"#.to_vec());
+    let (code, log) = drive(f, opts(&[])).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        log.solves.len(),
+        3,
+        "no squash after the inspection said no"
+    );
+    let err = log.returns[0].error.as_ref().expect("an error");
+    assert!(
+        err.message
+            .starts_with("squash-frontend: image: the build made /opt/keep/.wh.a;"),
+        "{}",
+        err.message
+    );
 }
 
 #[tokio::test]
