@@ -29,6 +29,7 @@ use std::sync::OnceLock;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use crate::archive::Archive;
 use crate::image::Image;
 
 /// The docker CLI, found on `PATH`.
@@ -248,7 +249,7 @@ pub fn build(ctx_dir: &Path, args: &[&str]) -> BuildOutput {
         .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// `docker save IMAGE` into a temporary file, read with [`Image::load`].
+/// `docker save IMAGE` into a temporary file, read with [`Archive::image`].
 pub fn try_save(image: &str) -> Result<Image> {
     let dir = tempfile::Builder::new()
         .prefix("squash-e2e-save-")
@@ -266,7 +267,9 @@ pub fn try_save(image: &str) -> Result<Image> {
     if !out.success() {
         bail!("`docker save {image}` failed: {out}");
     }
-    Image::load(&file).with_context(|| format!("reading `docker save {image}`"))
+    Archive::open(&file)
+        .and_then(|archive| archive.image())
+        .with_context(|| format!("reading `docker save {image}`"))
 }
 
 /// [`try_save`], panicking on failure.

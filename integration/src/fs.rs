@@ -45,7 +45,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use sha2::Digest;
 use tar::EntryType;
 
-use crate::image::{HashingWriter, Image};
+use crate::blob::{decompress, HashingWriter};
+use crate::image::Image;
 
 // ---------------------------------------------------------------------------
 // Paths
@@ -540,7 +541,7 @@ impl FsModel {
 
     /// Applies a layer blob, uncompressed, gzip or zstd (detected).
     pub fn apply_blob<R: Read>(&mut self, blob: R) -> Result<()> {
-        let (_, stream) = crate::image::decompress(blob)?;
+        let (_, stream) = decompress(blob)?;
         self.apply_layer(stream)
     }
 
@@ -1263,11 +1264,11 @@ mod tests {
         b.file("app/run", b"v2", 0o755);
         let spec = ImageSpec::new(vec![gzip(&a.finish()), b.finish()]);
         let tar = docker_save_classic(&spec, "squash-e2e/t:fs");
-        let img = crate::image::Archive::from_reader(&tar[..])
+        let img = crate::archive::Archive::from_reader(&tar[..])
             .unwrap()
             .image()
             .unwrap();
-        let m = img.fs().unwrap();
+        let m = FsModel::from_image(&img).unwrap();
         assert_eq!(m.layers_applied(), 2);
         assert_eq!(
             m.get("app/run").unwrap().sha256.as_deref(),

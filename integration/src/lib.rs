@@ -7,8 +7,11 @@
 //! on synthetic data, so the harness itself is known to work before an engine
 //! is ever reached:
 //!
-//! * [`image`] reads what `docker save` and `--output type=oci` write
-//!   (config, layers with diffIDs, digests and sizes);
+//! * [`blob`] reads a layer blob's bytes (compression, digests, sizes);
+//! * [`image`] is one saved image: config, layers with diffIDs, digests and
+//!   sizes, and what is inconsistent in it;
+//! * [`archive`] finds an image's pieces in what `docker save` and
+//!   `--output type=oci` write;
 //! * [`fs`] applies layers into an in-memory model of the resulting root
 //!   filesystem (whiteouts, opaque directories, hardlinks, xattrs);
 //! * [`compare`] diffs two filesystem models and two image configs into a
@@ -29,11 +32,14 @@
 //! out.config_report().assert_empty();
 //! ```
 
+pub mod archive;
+pub mod blob;
 pub mod compare;
 pub mod docker;
 pub mod fs;
 pub mod image;
 pub mod scenario;
+mod store;
 
 #[cfg(test)]
 pub(crate) mod testutil;

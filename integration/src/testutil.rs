@@ -8,7 +8,8 @@ use std::path::Path;
 use serde_json::{json, Value};
 use tar::{EntryType, Header};
 
-use crate::image::{sha256_digest, summarize_blob, Compression, OCI_INDEX, OCI_MANIFEST};
+use crate::archive::{OCI_INDEX, OCI_MANIFEST};
+use crate::blob::{sha256_digest, summarize_blob, Compression};
 
 fn os_path(p: &[u8]) -> &Path {
     Path::new(OsStr::from_bytes(p))

@@ -18,9 +18,11 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use common::*;
+use integration::archive::{Archive, ManifestRef};
+use integration::blob::sha256_digest;
 use integration::docker::{self, Store, TestContext};
 use integration::fs::FsModel;
-use integration::image::{sha256_digest, Archive, Image, ManifestRef, Platform};
+use integration::image::{Image, Platform};
 use integration::scenario::{frontend_image_from_env, Built, Scenario};
 use serde_json::Value;
 

@@ -801,7 +801,7 @@ pub fn assert_not_tagged(test: &str, tag: &str) {
 
 /// The hex sha256 of some bytes (what [`FsModel`] entries hold).
 pub fn sha256_hex(data: &[u8]) -> String {
-    integration::image::sha256_digest(data)
+    integration::blob::sha256_digest(data)
         .trim_start_matches("sha256:")
         .to_string()
 }
