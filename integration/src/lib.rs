@@ -35,6 +35,7 @@
 pub mod archive;
 pub mod blob;
 pub mod compare;
+pub mod context;
 pub mod docker;
 pub mod fs;
 pub mod image;

@@ -10,14 +10,15 @@
 //! layer counts, [`Outcome::fs_report`] and [`Outcome::config_report`].
 //!
 //! A failing build panics with its full output, naming which side failed;
-//! tests that expect a build to fail use [`crate::docker::TestContext`]
+//! tests that expect a build to fail use [`crate::context::TestContext`]
 //! directly. The images are removed when the [`Outcome`] is dropped, unless
 //! [`Scenario::keep_images`] was called.
 
 use std::path::PathBuf;
 
 use crate::compare::{compare_configs, compare_fs, CompareOptions, Report};
-use crate::docker::{self, BuildOutput, TestContext};
+use crate::context::TestContext;
+use crate::docker::{self, BuildOutput};
 use crate::fs::FsModel;
 use crate::image::Image;
 

@@ -8,7 +8,8 @@
 mod common;
 
 use common::*;
-use integration::docker::{self, Store, TestContext};
+use integration::context::TestContext;
+use integration::docker::{self, Store};
 use integration::scenario::{frontend_image_from_env, Outcome, Scenario};
 
 const BASE_DOCKERFILE: &str = r#"FROM squash-test/busybox-layers:latest

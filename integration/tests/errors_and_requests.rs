@@ -7,7 +7,8 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use integration::docker::{BuildOutput, TestContext};
+use integration::context::TestContext;
+use integration::docker::BuildOutput;
 use integration::scenario::frontend_image_from_env;
 
 fn with_syntax(body: &str) -> String {

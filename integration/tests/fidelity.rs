@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use common::*;
 use integration::compare::{self, CompareOptions};
-use integration::docker::{self, Store, TestContext};
+use integration::context::TestContext;
+use integration::docker::{self, Store};
 use integration::fs::{FsModel, Kind};
 use integration::image::Image;
 use integration::scenario::Built;

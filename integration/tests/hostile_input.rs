@@ -9,7 +9,8 @@
 mod common;
 
 use common::*;
-use integration::docker::{self, BuildOutput, TestContext};
+use integration::context::TestContext;
+use integration::docker::{self, BuildOutput};
 use integration::scenario::{frontend_image_from_env, Scenario};
 
 const BODY: &str = "FROM squash-test/busybox:latest\nRUN echo one > /one\nRUN echo two > /two\n";

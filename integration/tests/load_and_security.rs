@@ -13,7 +13,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use integration::docker::{self, Store, TestContext};
+use integration::context::TestContext;
+use integration::docker::{self, Store};
 use integration::scenario::{frontend_image_from_env, Built};
 
 /// The squash variants of this store: (label, extra build arguments).

@@ -14,7 +14,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use integration::compare::{self, CompareOptions};
-use integration::docker::{self, BuildOutput, Store, TestContext};
+use integration::context::TestContext;
+use integration::docker::{self, BuildOutput, Store};
 use integration::fs::FsModel;
 use integration::image::{Image, Layer};
 use integration::scenario::{frontend_image_from_env, Built, Outcome};
