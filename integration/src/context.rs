@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::docker::{self, BuildOutput};
+use crate::docker::{BuildOutput, Buildx};
 
 fn sanitize(s: &str, keep: impl Fn(char) -> bool, max: usize) -> String {
     let mapped: String = s
@@ -157,10 +157,10 @@ impl TestContext {
         unique_tag(&self.name, suffix)
     }
 
-    /// [`docker::build`] in this context.
+    /// A [`Buildx`] build of this context with `args`, to its end.
     #[track_caller]
     pub fn build(&self, args: &[&str]) -> BuildOutput {
-        docker::build(self.path(), args)
+        Buildx::new(self.path()).args(args).run().out
     }
 }
 

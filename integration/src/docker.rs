@@ -4,8 +4,9 @@
 //! [`std::process::Command`] with an argument vector (never a shell string),
 //! inheriting the process environment: the task runner that starts the
 //! engine sets `DOCKER_HOST`, `DOCKER_CONFIG` and `PATH`, and nothing here
-//! overrides them. Builds run with `BUILDX_NO_DEFAULT_ATTESTATIONS=1` so that
-//! `--load`ed images carry no provenance manifests.
+//! overrides them. Every build goes through [`Buildx`], with
+//! `BUILDX_NO_DEFAULT_ATTESTATIONS=1` so that `--load`ed images carry no
+//! provenance manifests.
 //!
 //! Failures of the *harness* (docker missing, engine unreachable, `docker
 //! save` failing) panic with the command's stderr: the end-to-end tests must
@@ -15,9 +16,12 @@
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::path::Path;
-use std::process::{Command, ExitStatus};
-use std::sync::OnceLock;
+use std::io::{self, BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{mpsc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -221,26 +225,237 @@ pub fn store() -> Store {
 }
 
 // ---------------------------------------------------------------------------
-// Commands
+// Builds
 // ---------------------------------------------------------------------------
 
-fn build_command(program: &OsStr, ctx_dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.args(["buildx", "build", "--progress=plain"])
-        .args(args)
-        .arg(ctx_dir)
-        .env("BUILDX_NO_DEFAULT_ATTESTATIONS", "1");
-    cmd
+/// A timeout for [`Buildx::timeout`] far above anything the tests build
+/// (seconds), so that a hanging build fails its test instead of the whole run.
+pub const BUILD_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// How often a running build is looked at for its end, timeout or cancel.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Which line of a build's output [`Buildx::cancel_after`] waits for.
+pub type LineFilter = fn(&str) -> bool;
+
+/// One `docker buildx build --progress=plain ARGS... DIR`: the one way the
+/// harness and the tests run a build.
+///
+/// It runs with `BUILDX_NO_DEFAULT_ATTESTATIONS=1` (unless
+/// [`Buildx::default_attestations`]) and an empty standard input (unless
+/// [`Buildx::stdin`]). A failing build is returned, not a panic. The client
+/// is the process started here, and only it is ended, by its handle: at the
+/// [`Buildx::timeout`], or [`Buildx::cancel_after`] a line; ending the client
+/// cancels the build.
+#[derive(Debug, Clone)]
+pub struct Buildx {
+    dir: PathBuf,
+    args: Vec<String>,
+    stdin: Option<Vec<u8>>,
+    env: Vec<(String, String)>,
+    default_attestations: bool,
+    timeout: Option<Duration>,
+    cancel: Option<(LineFilter, Duration)>,
 }
 
-/// `docker buildx build --progress=plain ARGS... CTX_DIR` with
-/// `BUILDX_NO_DEFAULT_ATTESTATIONS=1`. Pass `--load -t TAG` (or `--output`)
-/// in `args`. A failing build is returned, not a panic.
-#[track_caller]
-pub fn build(ctx_dir: &Path, args: &[&str]) -> BuildOutput {
-    run_command(build_command(OsStr::new(DOCKER), ctx_dir, args))
-        .unwrap_or_else(|e| panic!("{e:#}"))
+/// What a [`Buildx`] run gave.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit status, stdout and stderr (buildx writes its progress there).
+    pub out: BuildOutput,
+    /// Wall time from the start of the client to its end.
+    pub elapsed: Duration,
+    /// The build was still running at its timeout and was ended.
+    pub timed_out: bool,
+    /// The build was still running [`Buildx::cancel_after`]'s delay after
+    /// the line it waited for, and was ended.
+    pub cancelled: bool,
 }
+
+impl Buildx {
+    /// A build of the context directory `dir`, with no arguments yet.
+    pub fn new(dir: &Path) -> Buildx {
+        Buildx {
+            dir: dir.to_path_buf(),
+            args: Vec::new(),
+            stdin: None,
+            env: Vec::new(),
+            default_attestations: false,
+            timeout: None,
+            cancel: None,
+        }
+    }
+
+    /// Arguments after `--progress=plain`, before the context directory
+    /// (`--load -t TAG`, `--output ...`, `--build-arg ...`); added in order.
+    pub fn args<S: AsRef<str>>(mut self, args: &[S]) -> Self {
+        self.args.extend(args.iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Written to the client's standard input (for `-f -`).
+    pub fn stdin(mut self, data: &[u8]) -> Self {
+        self.stdin = Some(data.to_vec());
+        self
+    }
+
+    /// An environment variable for the client, on top of the process's own.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Leaves buildx's default attestations as they are (no
+    /// `BUILDX_NO_DEFAULT_ATTESTATIONS`), as a user's own command would.
+    pub fn default_attestations(mut self) -> Self {
+        self.default_attestations = true;
+        self
+    }
+
+    /// Ends the client if the build runs longer than `limit`.
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
+        self
+    }
+
+    /// Ends the client `delay` after the first line of its stderr that
+    /// `line` accepts, if it is still running then. Once that line has come,
+    /// the [`Buildx::timeout`] no longer applies.
+    pub fn cancel_after(mut self, line: LineFilter, delay: Duration) -> Self {
+        self.cancel = Some((line, delay));
+        self
+    }
+
+    fn command(&self, program: &OsStr) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.args(["buildx", "build", "--progress=plain"])
+            .args(&self.args)
+            .arg(&self.dir);
+        if !self.default_attestations {
+            cmd.env("BUILDX_NO_DEFAULT_ATTESTATIONS", "1");
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs the build to its end (or timeout, or cancel); panics only if
+    /// docker cannot be started.
+    #[track_caller]
+    pub fn run(&self) -> Run {
+        self.run_program(OsStr::new(DOCKER))
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    fn run_program(&self, program: &OsStr) -> Result<Run> {
+        let mut cmd = self.command(program);
+        cmd.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let started = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("could not start {cmd:?} (is docker on PATH?)"))?;
+        let writer = match (&self.stdin, child.stdin.take()) {
+            (Some(data), Some(mut pipe)) => {
+                let data = data.clone();
+                Some(thread::spawn(move || {
+                    let _ = pipe.write_all(&data);
+                }))
+            }
+            _ => None,
+        };
+        let (seen_tx, seen_rx) = mpsc::channel();
+        let stdout = read_pipe(child.stdout.take(), None);
+        let watch = self.cancel.map(|(line, _)| (line, seen_tx));
+        let stderr = read_pipe(child.stderr.take(), watch);
+        let mut seen: Option<Instant> = None;
+        let (mut timed_out, mut cancelled) = (false, false);
+        let status = loop {
+            if let Some(status) = child.try_wait().context("waiting for docker buildx")? {
+                break status;
+            }
+            if seen.is_none() {
+                seen = seen_rx.try_recv().ok();
+            }
+            let (deadline, cancelling) = match (seen, self.cancel) {
+                (Some(at), Some((_, delay))) => (Some(at + delay), true),
+                _ => (self.timeout.map(|limit| started + limit), false),
+            };
+            if deadline.is_some_and(|d| Instant::now() > d) {
+                timed_out = !cancelling;
+                cancelled = cancelling;
+                let _ = child.kill();
+                break child
+                    .wait()
+                    .context("waiting for the ended docker buildx")?;
+            }
+            thread::sleep(POLL);
+        };
+        let elapsed = started.elapsed();
+        if let Some(w) = writer {
+            let _ = w.join();
+        }
+        let stdout = String::from_utf8_lossy(&stdout.join().unwrap_or_default()).into_owned();
+        let mut stderr = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
+        if timed_out {
+            let limit = self.timeout.unwrap_or_default();
+            stderr.push_str(&format!(
+                "\n[test harness] the build was still running after {limit:?} and was killed\n"
+            ));
+        }
+        Ok(Run {
+            out: CmdOutput {
+                status,
+                stdout,
+                stderr,
+            },
+            elapsed,
+            timed_out,
+            cancelled,
+        })
+    }
+}
+
+/// Reads a pipe to its end in a thread. With `watch`, sends the time the
+/// first line that `watch` accepts was read.
+fn read_pipe(
+    pipe: Option<impl Read + Send + 'static>,
+    watch: Option<(LineFilter, mpsc::Sender<Instant>)>,
+) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut all = Vec::new();
+        let Some(pipe) = pipe else {
+            return all;
+        };
+        let mut reader = io::BufReader::new(pipe);
+        let mut watch = watch;
+        loop {
+            let from = all.len();
+            match reader.read_until(b'\n', &mut all) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            if let Some((accepts, seen)) = &watch {
+                let line = String::from_utf8_lossy(&all[from..]);
+                if accepts(line.trim_end_matches(['\n', '\r'])) {
+                    let _ = seen.send(Instant::now());
+                    watch = None;
+                }
+            }
+        }
+        all
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Commands
+// ---------------------------------------------------------------------------
 
 /// `docker save IMAGE` into a temporary file, read with [`Archive::image`].
 pub fn try_save(image: &str) -> Result<Image> {
@@ -364,9 +579,6 @@ fn parse_json_lines(s: &str) -> Result<Vec<Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs;
-    use std::os::unix::fs::PermissionsExt;
-    use std::path::PathBuf;
 
     #[test]
     fn store_from_docker_info() {
@@ -391,12 +603,12 @@ mod tests {
     }
 
     #[test]
-    fn build_command_shape() {
-        let cmd = build_command(
-            OsStr::new("docker"),
-            Path::new("/tmp/ctx"),
-            &["--load", "-t", "squash-e2e-x:plain"],
-        );
+    fn buildx_command_shape() {
+        let build = Buildx::new(Path::new("/tmp/ctx"))
+            .args(&["--load", "-t"])
+            .args(&["squash-e2e-x:plain"])
+            .env("BUILDX_EXPERIMENTAL", "1");
+        let cmd = build.command(OsStr::new("docker"));
         let args: Vec<&OsStr> = cmd.get_args().collect();
         assert_eq!(
             args,
@@ -412,19 +624,32 @@ mod tests {
             .map(OsStr::new)
         );
         let envs: Vec<(&OsStr, Option<&OsStr>)> = cmd.get_envs().collect();
+        let env = |k: &'static str, v: &'static str| (OsStr::new(k), Some(OsStr::new(v)));
         assert_eq!(
             envs,
-            vec![(
-                OsStr::new("BUILDX_NO_DEFAULT_ATTESTATIONS"),
-                Some(OsStr::new("1"))
-            )]
+            vec![
+                env("BUILDX_EXPERIMENTAL", "1"),
+                env("BUILDX_NO_DEFAULT_ATTESTATIONS", "1")
+            ]
         );
+        let cmd = build.default_attestations().command(OsStr::new("docker"));
+        let envs: Vec<(&OsStr, Option<&OsStr>)> = cmd.get_envs().collect();
+        assert_eq!(envs, vec![env("BUILDX_EXPERIMENTAL", "1")]);
     }
 
+    /// An executable `docker` shell script in `dir`. A child process writes
+    /// it, so that this process never holds it open for writing: another
+    /// test's fork could inherit that descriptor, and running the script
+    /// would then fail (text file busy).
     fn fake_docker(dir: &Path, script: &str) -> PathBuf {
         let p = dir.join("docker");
-        fs::write(&p, format!("#!/bin/sh\n{script}\n")).unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        let written = Command::new("sh")
+            .args(["-c", r#"printf '%s\n' "$1" > "$2" && chmod 755 "$2""#, "sh"])
+            .arg(format!("#!/bin/sh\n{script}"))
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(written.success());
         p
     }
 
@@ -488,6 +713,111 @@ mod tests {
             out.assert_success();
         });
         assert!(r.is_err());
+    }
+
+    #[test]
+    fn buildx_gives_stdin_env_and_the_exit() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = fake_docker(
+            dir.path(),
+            r#"cat; echo "args $* attestations=$BUILDX_NO_DEFAULT_ATTESTATIONS x=$X" >&2; exit 3"#,
+        );
+        let run = Buildx::new(Path::new("/ctx"))
+            .args(&["-f", "-"])
+            .stdin(b"FROM scratch\n")
+            .env("X", "y")
+            .timeout(Duration::from_secs(60))
+            .run_program(fake.as_os_str())
+            .unwrap();
+        assert_eq!(run.out.status.code(), Some(3));
+        assert_eq!(run.out.stdout, "FROM scratch\n");
+        assert_eq!(
+            run.out.stderr,
+            "args buildx build --progress=plain -f - /ctx attestations=1 x=y\n"
+        );
+        assert!(!run.timed_out && !run.cancelled);
+        // Without stdin, the client reads an empty one.
+        let run = Buildx::new(Path::new("/ctx"))
+            .run_program(fake.as_os_str())
+            .unwrap();
+        assert_eq!(run.out.stdout, "");
+        let err = Buildx::new(Path::new("/ctx"))
+            .run_program(dir.path().join("no-such-docker").as_os_str())
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("could not start"), "{err:#}");
+    }
+
+    #[test]
+    fn buildx_ends_a_build_at_its_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = fake_docker(dir.path(), "echo started >&2; exec sleep 30");
+        let run = Buildx::new(Path::new("/ctx"))
+            .timeout(Duration::from_millis(300))
+            .run_program(fake.as_os_str())
+            .unwrap();
+        assert!(run.timed_out && !run.cancelled);
+        assert!(!run.out.success());
+        assert!(run.elapsed < Duration::from_secs(20), "{:?}", run.elapsed);
+        assert!(
+            run.out.stderr.starts_with("started\n")
+                && run
+                    .out
+                    .stderr
+                    .contains("still running after 300ms and was killed"),
+            "{}",
+            run.out.stderr
+        );
+    }
+
+    #[test]
+    fn buildx_cancels_a_delay_after_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let sleeping = |l: &str| l.contains("sleeping") && !l.contains("RUN ");
+        let fake = fake_docker(
+            dir.path(),
+            "echo '#5 [2/2] RUN echo sleeping' >&2; echo '#5 0.2 sleeping' >&2; exec sleep 30",
+        );
+        // The timeout no longer applies once the line has come.
+        let run = Buildx::new(Path::new("/ctx"))
+            .timeout(Duration::from_millis(100))
+            .cancel_after(sleeping, Duration::from_millis(500))
+            .run_program(fake.as_os_str())
+            .unwrap();
+        assert!(run.cancelled && !run.timed_out, "{run:?}");
+        assert!(!run.out.success());
+        assert!(
+            run.elapsed >= Duration::from_millis(500),
+            "{:?}",
+            run.elapsed
+        );
+        assert!(run.elapsed < Duration::from_secs(20), "{:?}", run.elapsed);
+        assert!(
+            run.out.stderr.ends_with("#5 0.2 sleeping\n"),
+            "{}",
+            run.out.stderr
+        );
+
+        // A client that ends by itself within the delay is not cancelled.
+        let dir = tempfile::tempdir().unwrap();
+        let quick = fake_docker(dir.path(), "echo '#5 0.2 sleeping' >&2; exit 0");
+        let run = Buildx::new(Path::new("/ctx"))
+            .cancel_after(sleeping, Duration::from_secs(20))
+            .run_program(quick.as_os_str())
+            .unwrap();
+        assert!(run.out.success() && !run.cancelled && !run.timed_out);
+
+        // Without the line, the timeout ends it.
+        let dir = tempfile::tempdir().unwrap();
+        let silent = fake_docker(
+            dir.path(),
+            "echo '#5 [2/2] RUN echo sleeping' >&2; exec sleep 30",
+        );
+        let run = Buildx::new(Path::new("/ctx"))
+            .timeout(Duration::from_millis(300))
+            .cancel_after(sleeping, Duration::from_millis(100))
+            .run_program(silent.as_os_str())
+            .unwrap();
+        assert!(run.timed_out && !run.cancelled, "{run:?}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use common::*;
 use integration::archive::{Archive, ManifestRef};
 use integration::blob::sha256_digest;
 use integration::context::TestContext;
-use integration::docker::{self, Store};
+use integration::docker::{self, Buildx, Run, Store, BUILD_TIMEOUT};
 use integration::fs::FsModel;
 use integration::image::{Image, Platform};
 use integration::scenario::{frontend_image_from_env, Built, Scenario};
@@ -113,7 +113,10 @@ fn build_oci(
     let output = format!("type=oci,dest={}{output_extra}", dest.display());
     let mut argv = vec!["--output", output.as_str()];
     argv.extend_from_slice(args);
-    let run = buildx(ctx.path(), &argv, None, &[], BUILD_TIMEOUT);
+    let run = Buildx::new(ctx.path())
+        .args(&argv)
+        .timeout(BUILD_TIMEOUT)
+        .run();
     if !run.out.success() {
         panic!(
             "the {side} OCI build of {t} failed.\nargs: {argv:?}\nDockerfile:\n{}\n{}",
@@ -790,9 +793,15 @@ fn print_unanswered_request_fails_alike() {
     let syntax_excerpt = format!(">>> # syntax={}", frontend_image_from_env());
     for what in ["lint", "squash-e2e-no-such-request"] {
         let flag = format!("--print={what}");
-        let env = [("BUILDX_EXPERIMENTAL", "1")];
-        let p = buildx(plain.path(), &[&flag], None, &env, BUILD_TIMEOUT).out;
-        let s = buildx(squashed.path(), &[&flag], None, &env, BUILD_TIMEOUT).out;
+        let request = |ctx: &TestContext| {
+            Buildx::new(ctx.path())
+                .args(&[&flag])
+                .env("BUILDX_EXPERIMENTAL", "1")
+                .timeout(BUILD_TIMEOUT)
+                .run()
+                .out
+        };
+        let (p, s) = (request(&plain), request(&squashed));
         let (pe, se) = (error_lines_of(&p), error_lines_of(&s));
         println!(
             "[{t}] {flag}: plain {} / squashed {}\n  plain:\n{}\n  squashed:\n{}",
@@ -846,13 +855,10 @@ fn cache_rebuild_is_fully_cached() {
         let mut ids = Vec::new();
         for round in ["first", "rebuild"] {
             let tag = ctx.tag(&format!("{side}-{round}"));
-            let run = buildx(
-                ctx.path(),
-                &["--load", "-t", &tag],
-                None,
-                &[],
-                BUILD_TIMEOUT,
-            );
+            let run = Buildx::new(ctx.path())
+                .args(&["--load", "-t", &tag])
+                .timeout(BUILD_TIMEOUT)
+                .run();
             tags.push(tag.clone());
             run.out.assert_success();
             ids.push(
@@ -948,24 +954,18 @@ fn cache_export_and_import_local() {
         let to = format!("type=local,dest={}", cache.display());
         let from = format!("type=local,src={}", cache.display());
         let first = ctx.tag("export");
-        let run = buildx(
-            ctx.path(),
-            &["--load", "-t", &first, "--cache-to", &to],
-            None,
-            &[],
-            BUILD_TIMEOUT,
-        );
+        let run = Buildx::new(ctx.path())
+            .args(&["--load", "-t", &first, "--cache-to", &to])
+            .timeout(BUILD_TIMEOUT)
+            .run();
         docker::rmi(&[&first]);
         run.out.assert_success();
         prune_build_cache();
         let second = ctx.tag("import");
-        let run = buildx(
-            ctx.path(),
-            &["--load", "-t", &second, "--cache-from", &from],
-            None,
-            &[],
-            BUILD_TIMEOUT,
-        );
+        let run = Buildx::new(ctx.path())
+            .args(&["--load", "-t", &second, "--cache-from", &from])
+            .timeout(BUILD_TIMEOUT)
+            .run();
         run.out.assert_success();
         let img = docker::save(&second);
         docker::rmi(&[&second]);
@@ -1243,13 +1243,10 @@ fn upstream_frontend_image() {
     let ctx = side_context(t, "squashed", body, &files);
     let tag = ctx.tag("squashed");
     let arg = format!("SQUASH_UPSTREAM={UPSTREAM}");
-    let run = buildx(
-        ctx.path(),
-        &["--load", "-t", &tag, "--build-arg", &arg],
-        None,
-        &[],
-        UPSTREAM_TIMEOUT,
-    );
+    let run = Buildx::new(ctx.path())
+        .args(&["--load", "-t", &tag, "--build-arg", &arg])
+        .timeout(UPSTREAM_TIMEOUT)
+        .run();
     let resolved: Vec<String> = run
         .out
         .stderr
@@ -1324,13 +1321,10 @@ fn upstream_missing_image_is_named() {
         &[],
     );
     let arg = format!("SQUASH_UPSTREAM={missing}");
-    let run = buildx(
-        ctx.path(),
-        &["--build-arg", &arg],
-        None,
-        &[],
-        UPSTREAM_TIMEOUT,
-    );
+    let run = Buildx::new(ctx.path())
+        .args(&["--build-arg", &arg])
+        .timeout(UPSTREAM_TIMEOUT)
+        .run();
     let errors = error_lines_of(&run.out);
     println!(
         "[{t}] {arg}: {} in {:.1}s:\n{}",

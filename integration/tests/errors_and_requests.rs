@@ -4,11 +4,9 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use integration::context::TestContext;
-use integration::docker::BuildOutput;
+use integration::docker::{BuildOutput, Buildx};
 use integration::scenario::frontend_image_from_env;
 
 fn with_syntax(body: &str) -> String {
@@ -173,20 +171,16 @@ ARG SECRET_LEVEL
 COPY --from=builder /v /v
 "#;
 
+/// `--print=WHAT EXTRA...`, sent as a user's own command would send it (buildx's
+/// default attestations left as they are).
 fn print_request(ctx: &TestContext, what: &str, extra: &[&str]) -> BuildOutput {
-    let out = Command::new(integration::docker::DOCKER)
-        .args(["buildx", "build", "--progress=plain"])
-        .arg(format!("--print={what}"))
+    Buildx::new(ctx.path())
+        .args(&[&format!("--print={what}")])
         .args(extra)
-        .arg(ctx.path())
         .env("BUILDX_EXPERIMENTAL", "1")
-        .output()
-        .expect("running docker buildx build --print");
-    BuildOutput {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+        .default_attestations()
+        .run()
+        .out
 }
 
 #[test]

@@ -22,7 +22,7 @@ use std::time::Duration;
 use common::*;
 use integration::compare::{self, CompareOptions};
 use integration::context::TestContext;
-use integration::docker::{self, Store};
+use integration::docker::{self, Buildx, Store, BUILD_TIMEOUT};
 use integration::fs::{FsModel, Kind};
 use integration::image::Image;
 use integration::scenario::Built;
@@ -668,7 +668,10 @@ RUN echo later > /sparse/later
         let tag = ctx.tag(label);
         let mut argv = vec!["--load", "-t", tag.as_str()];
         argv.extend_from_slice(args);
-        let run = buildx(ctx.path(), &argv, None, &[], BUILD_TIMEOUT);
+        let run = Buildx::new(ctx.path())
+            .args(&argv)
+            .timeout(BUILD_TIMEOUT)
+            .run();
         let guard = TagGuard(vec![tag.clone()]);
         assert!(
             run.out.success(),

@@ -10,7 +10,7 @@ mod common;
 
 use common::*;
 use integration::context::TestContext;
-use integration::docker::{self, BuildOutput};
+use integration::docker::{self, BuildOutput, Buildx, BUILD_TIMEOUT};
 use integration::scenario::{frontend_image_from_env, Scenario};
 
 const BODY: &str = "FROM squash-test/busybox:latest\nRUN echo one > /one\nRUN echo two > /two\n";
@@ -35,7 +35,10 @@ fn assert_refused(
     let tag = ctx.tag("refused");
     let mut argv = vec!["--load", "-t", tag.as_str()];
     argv.extend_from_slice(args);
-    let run = buildx(ctx.path(), &argv, None, &[], BUILD_TIMEOUT);
+    let run = Buildx::new(ctx.path())
+        .args(&argv)
+        .timeout(BUILD_TIMEOUT)
+        .run();
     let out = run.out;
     if out.success() {
         let tagged = image_exists(&tag);
@@ -325,7 +328,10 @@ fn assert_fails_as_plain(t: &str, case: &str, body: &str, args: &[&str], needle:
         let tag = ctx.tag(side);
         let mut argv = vec!["--load", "-t", tag.as_str()];
         argv.extend_from_slice(args);
-        let run = buildx(ctx.path(), &argv, None, &[], BUILD_TIMEOUT);
+        let run = Buildx::new(ctx.path())
+            .args(&argv)
+            .timeout(BUILD_TIMEOUT)
+            .run();
         assert_not_tagged(t, &tag);
         assert!(
             !run.out.success(),
@@ -449,13 +455,9 @@ fn hostile_upstream_that_is_not_a_frontend() {
     let log = DaemonLog::mark();
     // What BuildKit itself says for `# syntax=<busybox>`, for comparison.
     let direct = TestContext::new(t, &format!("# syntax={BUSYBOX}\n{BODY}"));
-    let d = buildx(
-        direct.path(),
-        &[],
-        None,
-        &[],
-        std::time::Duration::from_secs(60),
-    );
+    let d = Buildx::new(direct.path())
+        .timeout(std::time::Duration::from_secs(60))
+        .run();
     println!(
         "[{t}] BuildKit with `# syntax={BUSYBOX}`: {} after {:.1?} (timed out: {}): {}",
         d.out.status,
@@ -466,13 +468,10 @@ fn hostile_upstream_that_is_not_a_frontend() {
     let ctx = TestContext::new(t, &with_syntax(BODY));
     let tag = ctx.tag("upstream");
     let arg = format!("SQUASH_UPSTREAM={BUSYBOX}");
-    let run = buildx(
-        ctx.path(),
-        &["--load", "-t", &tag, "--build-arg", &arg],
-        None,
-        &[],
-        std::time::Duration::from_secs(60),
-    );
+    let run = Buildx::new(ctx.path())
+        .args(&["--load", "-t", &tag, "--build-arg", &arg])
+        .timeout(std::time::Duration::from_secs(60))
+        .run();
     assert_not_tagged(t, &tag);
     println!(
         "[{t}] exit {} after {:.1?} (timed out: {}):\n{}",

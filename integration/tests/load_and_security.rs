@@ -7,14 +7,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use integration::context::TestContext;
-use integration::docker::{self, Store};
+use integration::docker::{self, Buildx, Store};
 use integration::scenario::{frontend_image_from_env, Built};
 
 /// The squash variants of this store: (label, extra build arguments).
@@ -148,49 +145,31 @@ fn load_cancelled_build_leaves_the_engine_usable() {
     };
     let ctx = TestContext::new(t, &squash_dockerfile(&body(30)));
     let tag = ctx.tag("cancelled");
-    let mut child = Command::new(docker::DOCKER)
-        .args(["buildx", "build", "--progress=plain", "--load", "-t", &tag])
-        .arg(ctx.path())
-        .env("BUILDX_NO_DEFAULT_ATTESTATIONS", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting docker buildx build");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("sleeping") && !line.contains("RUN ") {
-                let _ = tx.send(());
-            }
-            seen.push(line);
-        }
-        seen
-    });
-    let started = Instant::now();
-    // The sleep has started when the RUN prints `sleeping`; kill the client
-    // (this process's own child, by its handle) a few seconds into it.
-    let running = rx.recv_timeout(Duration::from_secs(90)).is_ok();
-    if running {
-        std::thread::sleep(Duration::from_secs(3));
-    }
-    let alive = child.try_wait().expect("polling the build").is_none();
-    let _ = child.kill();
-    let status = child.wait().expect("waiting for the killed build");
-    let seen = reader.join().unwrap_or_default();
+    // The sleep has started when the RUN prints `sleeping`; the client (this
+    // process's own child, ended by its handle) is ended a few seconds into it.
+    let run = Buildx::new(ctx.path())
+        .args(&["--load", "-t", &tag])
+        .timeout(Duration::from_secs(90))
+        .cancel_after(
+            |line| line.contains("sleeping") && !line.contains("RUN "),
+            Duration::from_secs(3),
+        )
+        .run();
+    let lines: Vec<&str> = run.out.stderr.lines().collect();
     println!(
-        "[{t}] killed the client {:.1?} after start (sleep running: {running}, client alive: {alive}); {status}; last lines:\n{}",
-        started.elapsed(),
-        indent(&seen[seen.len().saturating_sub(6)..].join("\n"))
+        "[{t}] ended the client {:.1?} after start (in its sleep: {}, timed out: {}); {}; last lines:\n{}",
+        run.elapsed,
+        run.cancelled,
+        run.timed_out,
+        run.out.status,
+        indent(&lines[lines.len().saturating_sub(6)..].join("\n"))
     );
     assert!(
-        running && alive,
+        run.cancelled,
         "[{t}] the build should have been in its `sleep 30` step when cancelled:\n{}",
-        seen.join("\n")
+        run.out.stderr
     );
-    assert!(!status.success());
+    assert!(!run.out.success());
     assert_not_tagged(t, &tag);
 
     // The engine is usable and the next build (sleep shortened) is right.

@@ -8,14 +8,13 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use integration::compare::{self, CompareOptions};
 use integration::context::TestContext;
-use integration::docker::{self, BuildOutput, Store};
+use integration::docker::{self, BuildOutput, Buildx, Store, BUILD_TIMEOUT};
 use integration::fs::FsModel;
 use integration::image::{Image, Layer};
 use integration::scenario::{frontend_image_from_env, Built, Outcome};
@@ -317,106 +316,6 @@ pub fn squash_dockerfile(body: &str) -> String {
     format!("# syntax={}\n{body}", frontend_image_from_env())
 }
 
-/// Longest a single build may take before [`buildx`] ends it; far above
-/// anything the tests build (seconds), so that a hanging build fails the test
-/// instead of the whole run.
-pub const BUILD_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// What [`buildx`] gave.
-#[derive(Debug)]
-pub struct Run {
-    pub out: BuildOutput,
-    pub elapsed: Duration,
-    /// The build was still running after its timeout and was ended.
-    pub timed_out: bool,
-}
-
-/// `docker buildx build --progress=plain ARGS... DIR`, like
-/// [`integration::docker::build`] (with `BUILDX_NO_DEFAULT_ATTESTATIONS=1`),
-/// plus: `stdin` written to the client's standard input (for `-f -`), extra
-/// environment variables, the wall time, and a timeout after which the
-/// client (the process started here, by its id) is killed, which cancels the
-/// build.
-#[track_caller]
-pub fn buildx(
-    dir: &Path,
-    args: &[&str],
-    stdin: Option<&[u8]>,
-    env: &[(&str, &str)],
-    timeout: Duration,
-) -> Run {
-    let mut cmd = Command::new(docker::DOCKER);
-    cmd.args(["buildx", "build", "--progress=plain"])
-        .args(args)
-        .arg(dir)
-        .env("BUILDX_NO_DEFAULT_ATTESTATIONS", "1")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let started = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("could not start {cmd:?}: {e}"));
-    let writer = stdin.map(|data| {
-        let mut pipe = child.stdin.take().expect("stdin is piped");
-        let data = data.to_vec();
-        std::thread::spawn(move || {
-            let _ = pipe.write_all(&data);
-        })
-    });
-    let mut out_pipe = child.stdout.take().expect("stdout is piped");
-    let mut err_pipe = child.stderr.take().expect("stderr is piped");
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out_pipe.read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err_pipe.read_to_end(&mut v);
-        v
-    });
-    let mut timed_out = false;
-    let status = loop {
-        match child.try_wait().expect("waiting for docker buildx") {
-            Some(status) => break status,
-            None if started.elapsed() > timeout => {
-                timed_out = true;
-                let _ = child.kill();
-                break child.wait().expect("waiting for the killed docker buildx");
-            }
-            None => std::thread::sleep(Duration::from_millis(50)),
-        }
-    };
-    let elapsed = started.elapsed();
-    if let Some(w) = writer {
-        let _ = w.join();
-    }
-    let stdout = String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned();
-    let mut stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
-    if timed_out {
-        stderr.push_str(&format!(
-            "\n[test harness] the build was still running after {timeout:?} and was killed\n"
-        ));
-    }
-    Run {
-        out: BuildOutput {
-            status,
-            stdout,
-            stderr,
-        },
-        elapsed,
-        timed_out,
-    }
-}
-
 /// Builds `context` with `--load -t <unique tag> ARGS...` (and `stdin`),
 /// saves, verifies and models the image, like one side of a
 /// [`integration::scenario::Scenario`]; panics with the output if the build
@@ -438,7 +337,13 @@ pub fn load_built_timed(
     let tag = context.tag(side);
     let mut argv = vec!["--load", "-t", tag.as_str()];
     argv.extend_from_slice(args);
-    let run = buildx(context.path(), &argv, stdin, &[], BUILD_TIMEOUT);
+    let mut build = Buildx::new(context.path())
+        .args(&argv)
+        .timeout(BUILD_TIMEOUT);
+    if let Some(data) = stdin {
+        build = build.stdin(data);
+    }
+    let run = build.run();
     if !run.out.success() {
         docker::rmi(&[&tag]);
         panic!(
@@ -671,8 +576,16 @@ pub fn assert_refused_alike(
         plain.write(rel, content);
         squashed.write(rel, content);
     }
-    let p = buildx(plain.path(), args, None, &[], BUILD_TIMEOUT).out;
-    let s = buildx(squashed.path(), args, None, &[], BUILD_TIMEOUT).out;
+    let p = Buildx::new(plain.path())
+        .args(args)
+        .timeout(BUILD_TIMEOUT)
+        .run()
+        .out;
+    let s = Buildx::new(squashed.path())
+        .args(args)
+        .timeout(BUILD_TIMEOUT)
+        .run()
+        .out;
     for (side, out) in [("plain", &p), ("squashed", &s)] {
         out.assert_failure();
         assert!(
