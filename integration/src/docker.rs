@@ -486,15 +486,15 @@ pub fn save(image: &str) -> Image {
     try_save(image).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// Runs IMAGE with ARGS to its end → (status, stdout, stderr).
+/// Runs IMAGE with ARGS to its end; see [`run_with`].
 #[track_caller]
-pub fn run(image: &str, args: &[&str]) -> (ExitStatus, String, String) {
+pub fn run(image: &str, args: &[&str]) -> CmdOutput {
     run_with(&[], image, args)
 }
 
-/// Runs IMAGE with `docker run` OPTIONS and ARGS to its end → (status,
-/// stdout, stderr). If the container cannot be created or started, the
-/// status and stderr are `docker run`'s own.
+/// Runs IMAGE with `docker run` OPTIONS and ARGS to its end: the
+/// container's exit status, stdout and stderr. If the container cannot be
+/// created or started, the status and output are `docker run`'s own.
 ///
 /// Why not an attached `docker run --rm`: on the containerd store under
 /// load it once returned exit 0 with an empty stdout for a container that
@@ -503,7 +503,7 @@ pub fn run(image: &str, args: &[&str]) -> (ExitStatus, String, String) {
 /// wrote from its log, which the daemon has finished writing when `wait`
 /// returns.
 #[track_caller]
-pub fn run_with(options: &[&str], image: &str, args: &[&str]) -> (ExitStatus, String, String) {
+pub fn run_with(options: &[&str], image: &str, args: &[&str]) -> CmdOutput {
     use std::os::unix::process::ExitStatusExt;
     let mut argv: Vec<&str> = vec!["run", "--detach"];
     argv.extend_from_slice(options);
@@ -515,7 +515,7 @@ pub fn run_with(options: &[&str], image: &str, args: &[&str]) -> (ExitStatus, St
         if !id.is_empty() {
             rm_container(&id);
         }
-        return (started.status, started.stdout, started.stderr);
+        return started;
     }
     let waited = docker(&["wait", &id]);
     let logs = docker(&["logs", &id]);
@@ -523,14 +523,29 @@ pub fn run_with(options: &[&str], image: &str, args: &[&str]) -> (ExitStatus, St
     let waited_ok = waited.success();
     let code: Option<i32> = waited.stdout.trim().parse().ok();
     match (waited_ok, code, logs.success()) {
-        (true, Some(code), true) => (
+        (true, Some(code), true) => CmdOutput {
             // A wait status: the exit code in the second byte.
-            ExitStatus::from_raw((code & 0xff) << 8),
-            logs.stdout,
-            logs.stderr,
-        ),
+            status: ExitStatus::from_raw((code & 0xff) << 8),
+            stdout: logs.stdout,
+            stderr: logs.stderr,
+        },
         _ => panic!("running {image}: `docker wait {id}`: {waited}; `docker logs {id}`: {logs}"),
     }
+}
+
+/// [`run_with`] of a container that must exit 0 (panics with its output
+/// otherwise); its stdout.
+#[track_caller]
+pub fn run_ok(options: &[&str], image: &str, args: &[&str]) -> String {
+    let out = run_with(options, image, args);
+    if !out.success() {
+        panic!(
+            "`docker run {} {image} {}` failed: {out}",
+            options.join(" "),
+            args.join(" ")
+        );
+    }
+    out.stdout
 }
 
 /// `docker rm -f ID`, best effort (for cleanup).

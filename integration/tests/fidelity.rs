@@ -151,6 +151,9 @@ fn assert_same(t: &str, label: &str, plain: &Built, squashed: &Built) {
     );
 }
 
+/// `docker run` options of the containers the checks run: no network.
+const OFFLINE: &[&str] = &["--network", "none"];
+
 /// Where a scenario records the hardlink groups its build saw (one group per line, paths
 /// separated by spaces), written by a last RUN step with `stat -c '%i %n'`.
 const LINKS_AT_BUILD: &str = "/t/links-at-build";
@@ -166,7 +169,7 @@ const LINKS_AT_BUILD: &str = "/t/links-at-build";
 /// path's group is the plain image's. Contents and metadata are compared for every path.
 #[track_caller]
 fn assert_links_kept(t: &str, label: &str, plain: &Built, squashed: &Built) {
-    let out = run_in_container(&plain.tag, &["cat", LINKS_AT_BUILD]);
+    let out = docker::run_ok(OFFLINE, &plain.tag, &["cat", LINKS_AT_BUILD]);
     let mut recorded = std::collections::BTreeMap::new();
     for line in out.lines() {
         let group: Vec<String> = line.split(' ').map(str::to_string).collect();
@@ -282,17 +285,6 @@ fn fidelity(
     );
 }
 
-/// ARGS run in a container of `tag` with no network; must exit 0; returns stdout.
-#[track_caller]
-fn run_in_container(tag: &str, args: &[&str]) -> String {
-    let (status, out, err) = docker::run_with(&["--network", "none"], tag, args);
-    assert!(
-        status.success(),
-        "{args:?} in {tag} failed: {status}\n{err}"
-    );
-    out
-}
-
 #[track_caller]
 fn entry(fs: &FsModel, path: impl AsRef<[u8]>) -> integration::fs::Entry {
     let path = path.as_ref();
@@ -310,7 +302,7 @@ fn entry(fs: &FsModel, path: impl AsRef<[u8]>) -> integration::fs::Entry {
 fn assert_links_as_a_container_sees_them(t: &str, tag: &str, fs: &FsModel, paths: &[&str]) {
     let mut args = vec!["stat", "-c", "%i %n"];
     args.extend_from_slice(paths);
-    let out = run_in_container(tag, &args);
+    let out = docker::run_ok(OFFLINE, tag, &args);
     let inode: std::collections::BTreeMap<String, String> = out
         .lines()
         .filter_map(|l| l.split_once(' '))
@@ -627,7 +619,7 @@ const LIST_IN_CONTAINER: &str = "find / -xdev \\( -path /etc/hosts -o -path /etc
 /// `LIST_IN_CONTAINER` in a container of `tag`.
 #[track_caller]
 fn list_in_container(tag: &str) -> String {
-    run_in_container(tag, &["sh", "-c", LIST_IN_CONTAINER])
+    docker::run_ok(OFFLINE, tag, &["sh", "-c", LIST_IN_CONTAINER])
 }
 
 /// `docker image inspect`'s layer diffIDs and size.

@@ -204,14 +204,17 @@ fn security_frontend_image_is_one_binary_without_shell_or_network() {
     start(t);
     let image = frontend_image_from_env();
     for shell in ["/bin/sh", "sh", "/bin/busybox"] {
-        let (status, out, err) = docker::run_with(&["--entrypoint", shell], &image, &["-c", "id"]);
+        let run = docker::run_with(&["--entrypoint", shell], &image, &["-c", "id"]);
         println!(
-            "[{t}] docker run --entrypoint {shell} {image}: {status}; {}",
-            err.trim()
+            "[{t}] docker run --entrypoint {shell} {image}: {}; {}",
+            run.status,
+            run.stderr.trim()
         );
         assert!(
-            !status.success(),
-            "[{t}] the frontend image runs {shell}: {out}{err}"
+            !run.success(),
+            "[{t}] the frontend image runs {shell}: {}{}",
+            run.stdout,
+            run.stderr
         );
     }
     let inspect = docker::inspect(&image);

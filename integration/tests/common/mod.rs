@@ -130,24 +130,24 @@ pub fn assert_same_run(test: &str, out: &Outcome, args: &[&str]) -> String {
 /// [`assert_same_run`] for two tags.
 #[track_caller]
 pub fn assert_same_run_on(test: &str, plain: &str, squashed: &str, args: &[&str]) -> String {
-    let (ps, pout, perr) = docker::run(plain, args);
-    let (ss, sout, serr) = docker::run(squashed, args);
-    assert!(
-        ps.success(),
-        "docker run of the plain image failed: {ps}\n{pout}\n{perr}"
+    let p = docker::run(plain, args);
+    let s = docker::run(squashed, args);
+    assert!(p.success(), "docker run of the plain image failed: {p}");
+    assert!(s.success(), "docker run of the squashed image failed: {s}");
+    assert_eq!(
+        p.stdout, s.stdout,
+        "docker run stdout differs (plain, squashed)"
     );
-    assert!(
-        ss.success(),
-        "docker run of the squashed image failed: {ss}\n{sout}\n{serr}"
+    assert_eq!(
+        p.stderr, s.stderr,
+        "docker run stderr differs (plain, squashed)"
     );
-    assert_eq!(pout, sout, "docker run stdout differs (plain, squashed)");
-    assert_eq!(perr, serr, "docker run stderr differs (plain, squashed)");
     println!(
         "[{test}] docker run {args:?} printed the same on both ({} bytes):\n{}",
-        sout.len(),
-        indent(&sout)
+        s.stdout.len(),
+        indent(&s.stdout)
     );
-    sout
+    s.stdout
 }
 
 pub fn indent(s: &str) -> String {
