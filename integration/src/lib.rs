@@ -39,6 +39,7 @@ pub mod context;
 pub mod docker;
 pub mod fs;
 pub mod image;
+pub mod progress;
 pub mod scenario;
 mod store;
 

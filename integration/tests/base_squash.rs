@@ -10,6 +10,7 @@ mod common;
 use common::*;
 use integration::context::TestContext;
 use integration::docker::{self, Store};
+use integration::progress::{base_method_used, squash_lines};
 use integration::scenario::{frontend_image_from_env, Outcome, Scenario};
 
 const BASE_DOCKERFILE: &str = r#"FROM squash-test/busybox-layers:latest

@@ -24,6 +24,9 @@ use integration::context::TestContext;
 use integration::docker::{self, Buildx, Run, Store, BUILD_TIMEOUT};
 use integration::fs::FsModel;
 use integration::image::{Image, Platform};
+use integration::progress::{
+    error_lines, run_copy_steps, show_steps, squash_lines, squash_steps, Step,
+};
 use integration::scenario::{frontend_image_from_env, Built, Scenario};
 use serde_json::Value;
 
@@ -802,7 +805,7 @@ fn print_unanswered_request_fails_alike() {
                 .out
         };
         let (p, s) = (request(&plain), request(&squashed));
-        let (pe, se) = (error_lines_of(&p), error_lines_of(&s));
+        let (pe, se) = (error_lines(&p.stderr), error_lines(&s.stderr));
         println!(
             "[{t}] {flag}: plain {} / squashed {}\n  plain:\n{}\n  squashed:\n{}",
             p.status,
@@ -1325,7 +1328,7 @@ fn upstream_missing_image_is_named() {
         .args(&["--build-arg", &arg])
         .timeout(UPSTREAM_TIMEOUT)
         .run();
-    let errors = error_lines_of(&run.out);
+    let errors = error_lines(&run.out.stderr);
     println!(
         "[{t}] {arg}: {} in {:.1}s:\n{}",
         run.out.status,

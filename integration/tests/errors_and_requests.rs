@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use integration::context::TestContext;
 use integration::docker::{BuildOutput, Buildx};
+use integration::progress::error_lines;
 use integration::scenario::frontend_image_from_env;
 
 fn with_syntax(body: &str) -> String {
@@ -19,22 +20,13 @@ fn build(t: &str, dockerfile: &str, args: &[&str]) -> BuildOutput {
     ctx.build(args)
 }
 
-/// The `ERROR: ...` lines of a build's output.
-fn error_lines(out: &BuildOutput) -> String {
-    out.stderr
-        .lines()
-        .filter(|l| l.contains("ERROR"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[track_caller]
 fn assert_fails_with(t: &str, out: &BuildOutput, needle: &str) {
     out.assert_failure();
     println!(
         "[{t}] exit {}; errors:\n{}",
         out.status,
-        indent(&error_lines(out))
+        indent(&error_lines(&out.stderr).join("\n"))
     );
     assert!(
         out.stderr.contains(needle),

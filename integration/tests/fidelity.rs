@@ -25,6 +25,7 @@ use integration::context::TestContext;
 use integration::docker::{self, Buildx, Store, BUILD_TIMEOUT};
 use integration::fs::{FsModel, Kind};
 use integration::image::Image;
+use integration::progress::{base_method_used, squash_lines};
 use integration::scenario::Built;
 
 /// Longest one squashed build of a fidelity scenario may take: a guard against a

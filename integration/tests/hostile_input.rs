@@ -11,6 +11,7 @@ mod common;
 use common::*;
 use integration::context::TestContext;
 use integration::docker::{self, BuildOutput, Buildx, BUILD_TIMEOUT};
+use integration::progress::{error_lines, squash_lines};
 use integration::scenario::{frontend_image_from_env, Scenario};
 
 const BODY: &str = "FROM squash-test/busybox:latest\nRUN echo one > /one\nRUN echo two > /two\n";
@@ -59,14 +60,14 @@ fn assert_refused(
         "[{t}] {case}: exit {} after {:.1?}; {}",
         out.status,
         run.elapsed,
-        error_lines_of(&out).join(" | ")
+        error_lines(&out.stderr).join(" | ")
     );
     assert_eq!(
         hits.len(),
         1,
         "[{t}] {case}: expected the message {needle:?} on exactly one line of the output:\n{out}"
     );
-    let errors = error_lines_of(&out);
+    let errors = error_lines(&out.stderr);
     assert_eq!(
         errors.len(),
         1,
@@ -342,7 +343,7 @@ fn assert_fails_as_plain(t: &str, case: &str, body: &str, args: &[&str], needle:
             "[{t}] {case}: {side} exit {} after {:.1?}:\n{}",
             run.out.status,
             run.elapsed,
-            indent(&error_lines_of(&run.out).join("\n"))
+            indent(&error_lines(&run.out.stderr).join("\n"))
         );
         assert!(
             run.out.stderr.contains(needle),
@@ -362,7 +363,7 @@ fn assert_fails_as_plain(t: &str, case: &str, body: &str, args: &[&str], needle:
         "same exit status"
     );
     assert!(
-        !error_lines_of(&outs[1])
+        !error_lines(&outs[1].stderr)
             .iter()
             .any(|l| l.contains("squash-frontend: ")),
         "[{t}] {case}: not our error, so not under our name:\n{}",
@@ -376,7 +377,7 @@ fn assert_fails_as_plain(t: &str, case: &str, body: &str, args: &[&str], needle:
 /// either first (`failed to solve: ` or `failed to run Build function: `), with or without
 /// our line.
 fn error_messages(out: &BuildOutput) -> Vec<String> {
-    error_lines_of(out)
+    error_lines(&out.stderr)
         .into_iter()
         .map(|l| {
             let l = l.strip_prefix("ERROR: ").unwrap_or(&l);
@@ -463,7 +464,7 @@ fn hostile_upstream_that_is_not_a_frontend() {
         d.out.status,
         d.elapsed,
         d.timed_out,
-        error_lines_of(&d.out).join(" | ")
+        error_lines(&d.out.stderr).join(" | ")
     );
     let ctx = TestContext::new(t, &with_syntax(BODY));
     let tag = ctx.tag("upstream");
@@ -478,7 +479,7 @@ fn hostile_upstream_that_is_not_a_frontend() {
         run.out.status,
         run.elapsed,
         run.timed_out,
-        indent(&error_lines_of(&run.out).join("\n"))
+        indent(&error_lines(&run.out.stderr).join("\n"))
     );
     assert!(
         !run.timed_out,
@@ -486,7 +487,7 @@ fn hostile_upstream_that_is_not_a_frontend() {
         run.out
     );
     assert!(!run.out.success(), "{}", run.out);
-    let errors = error_lines_of(&run.out).join("\n");
+    let errors = error_lines(&run.out.stderr).join("\n");
     assert!(
         errors.contains(BUSYBOX) && errors.contains("SQUASH_UPSTREAM"),
         "[{t}] the error should name the upstream image and the setting:\n{}",

@@ -7,16 +7,16 @@
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
 use integration::compare::{self, CompareOptions};
 use integration::context::TestContext;
-use integration::docker::{self, BuildOutput, Buildx, Store, BUILD_TIMEOUT};
+use integration::docker::{self, Buildx, Store, BUILD_TIMEOUT};
 use integration::fs::FsModel;
 use integration::image::{Image, Layer};
+use integration::progress::error_lines;
 use integration::scenario::{frontend_image_from_env, Built, Outcome};
 use serde_json::Value;
 
@@ -286,27 +286,6 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// Which squash graph a base-mode build used, from the build's progress
-/// output: the diff method's vertices are named `squash: diff against the
-/// base`; the sync method's step prints `squash-frontend sync:` (or is
-/// cached under the summary name).
-pub fn base_method_used(build_output: &str) -> &'static str {
-    if build_output.contains("squash: diff against the base") {
-        "diff"
-    } else {
-        "sync"
-    }
-}
-
-/// Lines of a build's output that mention the squash.
-pub fn squash_lines(build_output: &str) -> String {
-    build_output
-        .lines()
-        .filter(|l| l.contains("squash"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 // ---------------------------------------------------------------------------
 // Builds the scenario does not cover (stdin, timeouts, OCI output, refusals)
 // ---------------------------------------------------------------------------
@@ -387,137 +366,6 @@ impl Drop for Pair {
     }
 }
 
-/// One step of a build's `--progress=plain` output: `#N <name>`, then
-/// `#N CACHED`, `#N DONE 0.1s` or `#N ERROR: ...`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Step {
-    pub id: String,
-    pub name: String,
-    pub cached: bool,
-    pub done: bool,
-    pub error: bool,
-    /// The time a `DONE 1.2s` line gave.
-    pub seconds: Option<f64>,
-}
-
-/// The progress name of full mode's empty root (an input-less FileOp on scratch, the lower
-/// side of the diff). BuildKit shows an op without inputs as run (`DONE 0.0s`) on every
-/// build, as it shows sources; making an empty snapshot is no work.
-pub const EMPTY_ROOT_STEP: &str = "squash: an empty root";
-
-impl Step {
-    /// Cached, or the empty root done at once: nothing of the squash was computed again.
-    pub fn reused(&self) -> bool {
-        self.cached
-            || (self.name == EMPTY_ROOT_STEP && self.done && self.seconds.is_some_and(|s| s < 0.5))
-    }
-}
-
-impl std::fmt::Display for Step {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = if self.cached {
-            "CACHED".to_string()
-        } else if self.error {
-            "ERROR".to_string()
-        } else if let (true, Some(s)) = (self.done, self.seconds) {
-            format!("DONE {s:.1}s")
-        } else if self.done {
-            "DONE".to_string()
-        } else {
-            "(no end)".to_string()
-        };
-        write!(f, "#{} {} => {state}", self.id, self.name)
-    }
-}
-
-/// The steps of a build's plain progress output, in order of appearance.
-pub fn steps(build_output: &str) -> Vec<Step> {
-    let mut order: Vec<String> = Vec::new();
-    let mut by_id: HashMap<String, Step> = HashMap::new();
-    for line in build_output.lines() {
-        let Some(rest) = line.strip_prefix('#') else {
-            continue;
-        };
-        let Some((id, text)) = rest.split_once(' ') else {
-            continue;
-        };
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        match by_id.get_mut(id) {
-            None => {
-                order.push(id.to_string());
-                by_id.insert(
-                    id.to_string(),
-                    Step {
-                        id: id.to_string(),
-                        name: text.to_string(),
-                        cached: false,
-                        done: false,
-                        error: false,
-                        seconds: None,
-                    },
-                );
-            }
-            Some(step) => {
-                if text == "CACHED" {
-                    step.cached = true;
-                } else if text == "DONE" || text.starts_with("DONE ") {
-                    step.done = true;
-                    step.seconds = text
-                        .strip_prefix("DONE ")
-                        .and_then(|t| t.trim().strip_suffix('s'))
-                        .and_then(|t| t.parse().ok());
-                } else if text.starts_with("ERROR") {
-                    step.error = true;
-                }
-            }
-        }
-    }
-    order
-        .into_iter()
-        .filter_map(|id| by_id.remove(&id))
-        .collect()
-}
-
-/// Our squash steps (named `squash: ...`).
-pub fn squash_steps(build_output: &str) -> Vec<Step> {
-    steps(build_output)
-        .into_iter()
-        .filter(|s| s.name.starts_with("squash:"))
-        .collect()
-}
-
-/// The Dockerfile's RUN and COPY steps (`[2/3] RUN ...`, `[stage 1/2] COPY ...`).
-pub fn run_copy_steps(build_output: &str) -> Vec<Step> {
-    steps(build_output)
-        .into_iter()
-        .filter(|s| {
-            s.name.starts_with('[')
-                && s.name
-                    .split_once("] ")
-                    .is_some_and(|(_, rest)| rest.starts_with("RUN ") || rest.starts_with("COPY "))
-        })
-        .collect()
-}
-
-/// Every step, one a line, for messages.
-pub fn show_steps(list: &[Step]) -> String {
-    list.iter()
-        .map(|s| format!("    {s}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// The `ERROR...` lines of a build's output.
-pub fn error_lines_of(out: &BuildOutput) -> Vec<String> {
-    out.stderr
-        .lines()
-        .filter(|l| l.starts_with("ERROR"))
-        .map(str::to_string)
-        .collect()
-}
-
 /// Whether `haystack` holds `needle`.
 pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
@@ -595,14 +443,14 @@ pub fn assert_refused_alike(
     }
     assert_eq!(p.status.code(), s.status.code(), "same exit status");
     assert_eq!(
-        error_lines_of(&p),
-        error_lines_of(&s),
+        error_lines(&p.stderr),
+        error_lines(&s.stderr),
         "the refusal differs with our syntax line"
     );
     println!(
         "[{test}] refused alike with and without our line ({}), args {args:?}:\n{}",
         p.status,
-        indent(&error_lines_of(&s).join("\n"))
+        indent(&error_lines(&s.stderr).join("\n"))
     );
 }
 
