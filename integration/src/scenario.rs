@@ -13,12 +13,19 @@
 //! tests that expect a build to fail use [`crate::context::TestContext`]
 //! directly. The images are removed when the [`Outcome`] is dropped, unless
 //! [`Scenario::keep_images`] was called.
+//!
+//! Tests that build a side the scenario does not cover (standard input,
+//! another Dockerfile name, one plain image against several squashed ones)
+//! use [`load_built`], the scenario's own way of building one side, and
+//! [`Outcome::new`] or a [`TagGuard`] to have the images removed.
 
+use std::fs;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::compare::{compare_configs, compare_fs, CompareOptions, Report};
 use crate::context::TestContext;
-use crate::docker::{self, BuildOutput};
+use crate::docker::{self, BuildOutput, Buildx, BUILD_TIMEOUT};
 use crate::fs::FsModel;
 use crate::image::Image;
 
@@ -34,6 +41,17 @@ pub fn frontend_image_from_env() -> String {
             "{FRONTEND_IMAGE_ENV} is not set: it must name the squash-frontend image to put in `# syntax=`"
         ),
     }
+}
+
+/// `body` with the `# syntax=` line of the frontend image on top.
+fn with_syntax(frontend: &str, body: &str) -> String {
+    format!("# syntax={frontend}\n{body}")
+}
+
+/// `body` with the `# syntax=` line of [`frontend_image_from_env`] on top.
+#[track_caller]
+pub fn squash_dockerfile(body: &str) -> String {
+    with_syntax(&frontend_image_from_env(), body)
 }
 
 /// Whether a Dockerfile already starts with a `syntax` parser directive
@@ -144,7 +162,7 @@ impl Scenario {
     pub fn dockerfiles(&self, frontend: &str) -> (String, String) {
         (
             self.dockerfile.clone(),
-            format!("# syntax={frontend}\n{}", self.dockerfile),
+            with_syntax(frontend, &self.dockerfile),
         )
     }
 
@@ -201,22 +219,82 @@ impl Scenario {
         let tag = context.tag(side);
         let args = self.args_for(&tag, squashed);
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let build = context.build(&argv);
-        if !build.success() {
-            docker::rmi(&[&tag]);
-            panic!(
-                "the {side} build of scenario {} failed.\nDockerfile:\n{dockerfile}\n{build}",
-                self.name
-            );
-        }
-        match Built::load(tag, context, build) {
-            Ok(built) => built,
-            Err((tag, e)) => {
-                if !self.keep_images {
-                    docker::rmi(&[&tag]);
-                }
-                panic!("the {side} image {tag} of scenario {}: {e:#}", self.name);
+        build_and_load(side, context, tag, &argv, None, None, self.keep_images).0
+    }
+}
+
+/// Builds `context` with `--load -t <unique tag> ARGS...` (and `stdin`),
+/// within [`BUILD_TIMEOUT`], then [`Built::load`]s it, as one side of a
+/// [`Scenario`] is built; panics with the build's output if the build or the
+/// loading fails, removing the image.
+#[track_caller]
+pub fn load_built(side: &str, context: TestContext, args: &[&str], stdin: Option<&[u8]>) -> Built {
+    load_built_timed(side, context, args, stdin).0
+}
+
+/// [`load_built`], with the build's wall time (the build alone, not the
+/// saving and modelling).
+#[track_caller]
+pub fn load_built_timed(
+    side: &str,
+    context: TestContext,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> (Built, Duration) {
+    let tag = context.tag(side);
+    let mut argv = vec!["--load", "-t", tag.as_str()];
+    argv.extend_from_slice(args);
+    build_and_load(
+        side,
+        context,
+        tag.clone(),
+        &argv,
+        stdin,
+        Some(BUILD_TIMEOUT),
+        false,
+    )
+}
+
+/// Builds `context` with `args` (which load the image as `tag`) and loads
+/// the image; panics if either fails, removing the image (unless
+/// `keep_images`, when the build worked but the image is unsound).
+#[track_caller]
+fn build_and_load(
+    side: &str,
+    context: TestContext,
+    tag: String,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    timeout: Option<Duration>,
+    keep_images: bool,
+) -> (Built, Duration) {
+    let mut build = Buildx::new(context.path()).args(args);
+    if let Some(data) = stdin {
+        build = build.stdin(data);
+    }
+    if let Some(limit) = timeout {
+        build = build.timeout(limit);
+    }
+    let run = build.run();
+    let name = context.name().to_owned();
+    if !run.out.success() {
+        docker::rmi(&[&tag]);
+        panic!(
+            "the {side} build of {name} failed after {:.1?}.\nDockerfile:\n{}\n{}",
+            run.elapsed,
+            String::from_utf8_lossy(&stdin.map(<[u8]>::to_vec).unwrap_or_else(|| {
+                fs::read(context.path().join("Dockerfile")).unwrap_or_default()
+            })),
+            run.out
+        );
+    }
+    match Built::load(tag, context, run.out) {
+        Ok(built) => (built, run.elapsed),
+        Err((tag, e)) => {
+            if !keep_images {
+                docker::rmi(&[&tag]);
             }
+            panic!("the {side} image {tag} of {name}: {e:#}");
         }
     }
 }
@@ -273,6 +351,16 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Both sides of a comparison built otherwise than by [`Scenario::run`]
+    /// (e.g. with [`load_built`]); their images are removed when dropped.
+    pub fn new(plain: Built, squashed: Built) -> Outcome {
+        Outcome {
+            plain,
+            squashed,
+            keep_images: false,
+        }
+    }
+
     /// Filesystem differences, plain (left) vs squashed (right).
     pub fn fs_report(&self, opts: &CompareOptions) -> Report {
         compare_fs(&self.plain.fs, &self.squashed.fs, opts).with_names("plain", "squashed")
@@ -300,6 +388,17 @@ impl Drop for Outcome {
         if !self.keep_images {
             docker::rmi(&[&self.plain.tag, &self.squashed.tag]);
         }
+    }
+}
+
+/// Image tags removed when dropped.
+#[derive(Debug)]
+pub struct TagGuard(pub Vec<String>);
+
+impl Drop for TagGuard {
+    fn drop(&mut self) {
+        let tags: Vec<&str> = self.0.iter().map(String::as_str).collect();
+        docker::rmi(&tags);
     }
 }
 

@@ -11,7 +11,7 @@ use common::*;
 use integration::context::TestContext;
 use integration::docker::{self, Store};
 use integration::progress::{base_method_used, squash_lines};
-use integration::scenario::{frontend_image_from_env, Outcome, Scenario};
+use integration::scenario::{squash_dockerfile, Outcome, Scenario};
 
 const BASE_DOCKERFILE: &str = r#"FROM squash-test/busybox-layers:latest
 RUN rm /base/big /base/hl-b
@@ -444,8 +444,7 @@ fn method_diff_per_store() {
     ];
     match store {
         Store::Classic => {
-            let df = format!("# syntax={}\n{MODE_BODY}", frontend_image_from_env());
-            let ctx = TestContext::new(t, &df);
+            let ctx = TestContext::new(t, &squash_dockerfile(MODE_BODY));
             let tag = ctx.tag("diff");
             let mut argv = vec!["--load", "-t", tag.as_str()];
             argv.extend(args);

@@ -27,7 +27,9 @@ use integration::image::{Image, Platform};
 use integration::progress::{
     error_lines, run_copy_steps, show_steps, squash_lines, squash_steps, Step,
 };
-use integration::scenario::{frontend_image_from_env, Built, Scenario};
+use integration::scenario::{
+    frontend_image_from_env, load_built, squash_dockerfile, Built, Outcome, Scenario,
+};
 use serde_json::Value;
 
 static CACHE: RwLock<()> = RwLock::new(());
@@ -465,7 +467,7 @@ fn input_dockerfile_by_other_name() {
     }
     let squashed = sides.pop().unwrap();
     let plain = sides.pop().unwrap();
-    let pair = Pair { plain, squashed };
+    let pair = Outcome::new(plain, squashed);
     describe(t, "plain   ", &pair.plain.image);
     describe(t, "squashed", &pair.squashed.image);
     assert_eq!(pair.plain.image.layers.len(), 3);
@@ -503,7 +505,7 @@ fn input_dockerfile_from_stdin() {
     }
     let squashed = sides.pop().unwrap();
     let plain = sides.pop().unwrap();
-    let pair = Pair { plain, squashed };
+    let pair = Outcome::new(plain, squashed);
     describe(t, "plain   ", &pair.plain.image);
     describe(t, "squashed", &pair.squashed.image);
     println!("{}", indent(&squash_lines(&pair.squashed.build.stderr)));
@@ -1288,17 +1290,9 @@ fn upstream_frontend_image() {
                 .join("\n")
         );
     }
-    let image = docker::save(&tag);
-    image.verify().unwrap();
-    let fs = FsModel::from_image(&image).unwrap();
-    let squashed = Built {
-        tag,
-        context: ctx,
-        build: run.out,
-        image,
-        fs,
-    };
-    let pair = Pair { plain, squashed };
+    let squashed = Built::load(tag, ctx, run.out)
+        .unwrap_or_else(|(tag, e)| panic!("the squashed image {tag}: {e:#}"));
+    let pair = Outcome::new(plain, squashed);
     describe(t, "plain   ", &pair.plain.image);
     describe(t, "squashed", &pair.squashed.image);
     assert!(

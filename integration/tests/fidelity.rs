@@ -26,7 +26,7 @@ use integration::docker::{self, Buildx, Store, BUILD_TIMEOUT};
 use integration::fs::{FsModel, Kind};
 use integration::image::Image;
 use integration::progress::{base_method_used, squash_lines};
-use integration::scenario::Built;
+use integration::scenario::{load_built_timed, squash_dockerfile, Built, TagGuard};
 
 /// Longest one squashed build of a fidelity scenario may take: a guard against a
 /// pathological cost (the 1 GiB sparse file written out in full, a per-file cost

@@ -12,7 +12,7 @@ use common::*;
 use integration::context::TestContext;
 use integration::docker::{self, BuildOutput, Buildx, BUILD_TIMEOUT};
 use integration::progress::{error_lines, squash_lines};
-use integration::scenario::{frontend_image_from_env, Scenario};
+use integration::scenario::{frontend_image_from_env, squash_dockerfile, Scenario};
 
 const BODY: &str = "FROM squash-test/busybox:latest\nRUN echo one > /one\nRUN echo two > /two\n";
 
@@ -82,10 +82,6 @@ fn assert_refused(
     out
 }
 
-fn with_syntax(body: &str) -> String {
-    squash_dockerfile(body)
-}
-
 #[test]
 fn hostile_unknown_mode() {
     let t = "hostile_unknown_mode";
@@ -100,7 +96,13 @@ fn hostile_unknown_mode() {
         let needle = format!(
             "squash-frontend: invalid build argument SQUASH_MODE {shown} (from a build argument): {MODE_CHOICES}"
         );
-        assert_refused(t, &arg, &with_syntax(BODY), &["--build-arg", &arg], &needle);
+        assert_refused(
+            t,
+            &arg,
+            &squash_dockerfile(BODY),
+            &["--build-arg", &arg],
+            &needle,
+        );
     }
     let needle = format!(
         r#"squash-frontend: invalid directive # squash= "fast" (from Dockerfile line 2): {MODE_CHOICES}"#
@@ -108,7 +110,7 @@ fn hostile_unknown_mode() {
     assert_refused(
         t,
         "# squash=fast",
-        &with_syntax(&format!("# squash=fast\n{BODY}")),
+        &squash_dockerfile(&format!("# squash=fast\n{BODY}")),
         &[],
         &needle,
     );
@@ -136,7 +138,7 @@ fn hostile_empty_values() {
             format!("squash-frontend: build argument SQUASH_UPSTREAM (from a build argument) is empty: {UPSTREAM_CHOICES}"),
         ),
     ] {
-        assert_refused(t, arg, &with_syntax(BODY), &["--build-arg", arg], &needle);
+        assert_refused(t, arg, &squash_dockerfile(BODY), &["--build-arg", arg], &needle);
     }
 }
 
@@ -154,7 +156,7 @@ fn hostile_empty_directive() {
     assert_refused(
         t,
         "# squash=",
-        &with_syntax(&format!("# squash=\n{BODY}")),
+        &squash_dockerfile(&format!("# squash=\n{BODY}")),
         &[],
         &needle,
     );
@@ -173,7 +175,7 @@ fn hostile_unknown_method() {
         assert_refused(
             t,
             &format!("{mode_arg} SQUASH_METHOD=copy"),
-            &with_syntax(BODY),
+            &squash_dockerfile(BODY),
             &[
                 "--build-arg",
                 &mode_arg,
@@ -189,7 +191,7 @@ fn hostile_unknown_method() {
     assert_refused(
         t,
         "# squash-method=fastest",
-        &with_syntax(&format!("# squash=base\n# squash-method=fastest\n{BODY}")),
+        &squash_dockerfile(&format!("# squash=base\n# squash-method=fastest\n{BODY}")),
         &[],
         &needle,
     );
@@ -233,7 +235,7 @@ fn conflicting_off_with_a_method_builds_unsquashed() {
         assert_refused(
             t,
             "SQUASH_MODE=full with SQUASH_METHOD=diff on the classic store",
-            &with_syntax(BODY),
+            &squash_dockerfile(BODY),
             &args,
             "squash-frontend: squash method diff needs the engine's DiffOp (and MergeOp in base mode), which this engine does not offer (diffop: only enabled with containerd image store backend); set the squash method to sync or auto (valid values: auto, diff, sync)",
         );
@@ -255,7 +257,8 @@ fn hostile_directive_in_the_wrong_place() {
     let t = "hostile_directive_in_the_wrong_place";
     start(t);
     // Line 1 syntax, 2 FROM, 3 the directive.
-    let df = with_syntax("FROM squash-test/busybox:latest\n# squash=base\nRUN echo one > /one\n");
+    let df =
+        squash_dockerfile("FROM squash-test/busybox:latest\n# squash=base\nRUN echo one > /one\n");
     assert_refused(
         t,
         "below FROM",
@@ -264,7 +267,7 @@ fn hostile_directive_in_the_wrong_place() {
         "squash-frontend: Dockerfile line 3: the # squash= directive is outside the comment block at the top of the Dockerfile, where directives are read; move it right below the # syntax= line",
     );
     // After a blank line the block has ended too.
-    let df = with_syntax(
+    let df = squash_dockerfile(
         "\n# squash-method=sync\nFROM squash-test/busybox:latest\nRUN echo one > /one\n",
     );
     assert_refused(
@@ -302,7 +305,7 @@ fn hostile_duplicated_directive() {
     assert_refused(
         t,
         "# squash= twice",
-        &with_syntax(&format!("# squash=base\n# squash=full\n{BODY}")),
+        &squash_dockerfile(&format!("# squash=base\n# squash=full\n{BODY}")),
         &[],
         "squash-frontend: Dockerfile line 3: the # squash= directive is given twice (first on line 2)",
     );
@@ -310,7 +313,7 @@ fn hostile_duplicated_directive() {
     assert_refused(
         t,
         "# squash= and # SQUASH=",
-        &with_syntax(&format!("# squash=base\n# SQUASH=base\n{BODY}")),
+        &squash_dockerfile(&format!("# squash=base\n# SQUASH=base\n{BODY}")),
         &[],
         "squash-frontend: Dockerfile line 3: the # squash= directive is given twice (first on line 2)",
     );
@@ -323,7 +326,7 @@ fn hostile_duplicated_directive() {
 fn assert_fails_as_plain(t: &str, case: &str, body: &str, args: &[&str], needle: &str) {
     let log = DaemonLog::mark();
     let plain_ctx = TestContext::new(t, &format!("# the plain build\n{body}"));
-    let squashed_ctx = TestContext::new(t, &with_syntax(body));
+    let squashed_ctx = TestContext::new(t, &squash_dockerfile(body));
     let mut outs = Vec::new();
     for (side, ctx) in [("plain", &plain_ctx), ("squashed", &squashed_ctx)] {
         let tag = ctx.tag(side);
@@ -466,7 +469,7 @@ fn hostile_upstream_that_is_not_a_frontend() {
         d.timed_out,
         error_lines(&d.out.stderr).join(" | ")
     );
-    let ctx = TestContext::new(t, &with_syntax(BODY));
+    let ctx = TestContext::new(t, &squash_dockerfile(BODY));
     let tag = ctx.tag("upstream");
     let arg = format!("SQUASH_UPSTREAM={BUSYBOX}");
     let run = Buildx::new(ctx.path())
@@ -505,7 +508,7 @@ fn hostile_huge_option_value() {
     let out = assert_refused(
         t,
         "SQUASH_MODE of 100 KiB",
-        &with_syntax(BODY),
+        &squash_dockerfile(BODY),
         &["--build-arg", &arg],
         "squash-frontend: build argument SQUASH_MODE (from a build argument) is 102400 bytes long; at most 4096 are accepted",
     );
@@ -518,7 +521,7 @@ fn hostile_huge_option_value() {
     assert_refused(
         t,
         "SQUASH_UPSTREAM of 100 KiB",
-        &with_syntax(BODY),
+        &squash_dockerfile(BODY),
         &["--build-arg", &arg],
         "squash-frontend: build argument SQUASH_UPSTREAM (from a build argument) is 102407 bytes long; at most 4096 are accepted",
     );
@@ -539,6 +542,12 @@ fn hostile_upstream_with_invalid_characters() {
         let needle = format!(
             "squash-frontend: invalid build argument SQUASH_UPSTREAM {shown} (from a build argument): {UPSTREAM_CHOICES}"
         );
-        assert_refused(t, &arg, &with_syntax(BODY), &["--build-arg", &arg], &needle);
+        assert_refused(
+            t,
+            &arg,
+            &squash_dockerfile(BODY),
+            &["--build-arg", &arg],
+            &needle,
+        );
     }
 }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use integration::context::TestContext;
 use integration::docker::{self, Buildx, Store};
-use integration::scenario::{frontend_image_from_env, Built};
+use integration::scenario::{
+    frontend_image_from_env, load_built, squash_dockerfile, Built, TagGuard,
+};
 
 /// The squash variants of this store: (label, extra build arguments).
 fn squash_variants(store: Store) -> Vec<(&'static str, Vec<&'static str>)> {

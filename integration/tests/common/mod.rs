@@ -9,7 +9,6 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::time::Duration;
 
 use integration::compare::{self, CompareOptions};
 use integration::context::TestContext;
@@ -17,7 +16,7 @@ use integration::docker::{self, Buildx, Store, BUILD_TIMEOUT};
 use integration::fs::FsModel;
 use integration::image::{Image, Layer};
 use integration::progress::error_lines;
-use integration::scenario::{frontend_image_from_env, Built, Outcome};
+use integration::scenario::{squash_dockerfile, Built, Outcome};
 use serde_json::Value;
 
 /// One layer, busybox-static.
@@ -284,86 +283,6 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
-}
-
-// ---------------------------------------------------------------------------
-// Builds the scenario does not cover (stdin, timeouts, OCI output, refusals)
-// ---------------------------------------------------------------------------
-
-/// A body with our `# syntax=` line on top.
-pub fn squash_dockerfile(body: &str) -> String {
-    format!("# syntax={}\n{body}", frontend_image_from_env())
-}
-
-/// Builds `context` with `--load -t <unique tag> ARGS...` (and `stdin`),
-/// saves, verifies and models the image, like one side of a
-/// [`integration::scenario::Scenario`]; panics with the output if the build
-/// fails.
-#[track_caller]
-pub fn load_built(side: &str, context: TestContext, args: &[&str], stdin: Option<&[u8]>) -> Built {
-    load_built_timed(side, context, args, stdin).0
-}
-
-/// [`load_built`], with the build's wall time (the build alone, not the
-/// saving and modelling).
-#[track_caller]
-pub fn load_built_timed(
-    side: &str,
-    context: TestContext,
-    args: &[&str],
-    stdin: Option<&[u8]>,
-) -> (Built, Duration) {
-    let tag = context.tag(side);
-    let mut argv = vec!["--load", "-t", tag.as_str()];
-    argv.extend_from_slice(args);
-    let mut build = Buildx::new(context.path())
-        .args(&argv)
-        .timeout(BUILD_TIMEOUT);
-    if let Some(data) = stdin {
-        build = build.stdin(data);
-    }
-    let run = build.run();
-    if !run.out.success() {
-        docker::rmi(&[&tag]);
-        panic!(
-            "the {side} build of {} failed after {:.1?}.\nDockerfile:\n{}\n{}",
-            context.name(),
-            run.elapsed,
-            String::from_utf8_lossy(&stdin.map(<[u8]>::to_vec).unwrap_or_else(|| {
-                std::fs::read(context.path().join("Dockerfile")).unwrap_or_default()
-            })),
-            run.out
-        );
-    }
-    match Built::load(tag, context, run.out) {
-        Ok(built) => (built, run.elapsed),
-        Err((tag, e)) => {
-            docker::rmi(&[&tag]);
-            panic!("the {side} image {tag}: {e:#}");
-        }
-    }
-}
-
-/// Removes its image tags when dropped.
-pub struct TagGuard(pub Vec<String>);
-
-impl Drop for TagGuard {
-    fn drop(&mut self) {
-        let tags: Vec<&str> = self.0.iter().map(String::as_str).collect();
-        docker::rmi(&tags);
-    }
-}
-
-/// Two sides built by [`load_built`]; the images are removed when dropped.
-pub struct Pair {
-    pub plain: Built,
-    pub squashed: Built,
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        docker::rmi(&[&self.plain.tag, &self.squashed.tag]);
-    }
 }
 
 /// Whether `haystack` holds `needle`.
