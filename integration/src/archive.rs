@@ -642,6 +642,42 @@ mod tests {
     }
 
     #[test]
+    fn an_images_sizes_layer_listings_and_contents() {
+        let (a, b) = two_layers();
+        let mut c = LayerBuilder::new();
+        c.whiteout("etc/motd");
+        let c = c.finish();
+        let spec = ImageSpec::new(vec![gzip(&a), b.clone(), c.clone()]);
+        let tar = docker_save_classic(&spec, "squash-e2e/t:sizes");
+        let img = Archive::from_reader(&tar[..]).unwrap().image().unwrap();
+        let plain = (a.len() + b.len() + c.len()) as u64;
+        assert_eq!(img.uncompressed_size(), plain);
+        assert_eq!(
+            img.stored_size(),
+            (gzip(&a).len() + b.len() + c.len()) as u64
+        );
+        assert_eq!(
+            img.layers[0].entries().unwrap(),
+            [("etc".to_owned(), 0), ("etc/hosts".to_owned(), 20)]
+        );
+        assert_eq!(
+            img.layers[2].entries().unwrap(),
+            [("etc/.wh.motd".to_owned(), 0)]
+        );
+        // Names and contents count, in compressed layers too.
+        assert_eq!(
+            img.layers_holding(b"127.0.0.1").unwrap(),
+            [(0, img.layers[0].digest.clone())]
+        );
+        let motd = img.layers_holding(b"etc/motd").unwrap();
+        let indexes: Vec<usize> = motd.iter().map(|(i, _)| *i).collect();
+        assert_eq!(indexes, [1]);
+        assert!(img.layers_holding(b"etc/.wh.").unwrap().len() == 1);
+        assert!(img.layers_holding(b"").unwrap().is_empty());
+        assert!(img.layers_holding(b"not in any layer").unwrap().is_empty());
+    }
+
+    #[test]
     fn manifest_json_is_the_fallback_when_the_oci_manifest_lacks_layers() {
         let (a, b) = two_layers();
         let mut spec = ImageSpec::new(vec![a, b]);

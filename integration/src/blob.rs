@@ -140,7 +140,12 @@ impl Write for HashingWriter {
 
 /// `sha256:<hex>` of a byte slice.
 pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    format!("sha256:{}", sha256_hex(bytes))
+}
+
+/// The hex sha256 of a byte slice (what [`crate::fs::Entry::sha256`] holds).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// What reading a whole layer blob tells.
@@ -195,6 +200,13 @@ pub(crate) fn summarize_file(path: &Path) -> Result<BlobSummary> {
 mod tests {
     use super::*;
     use crate::testutil::*;
+
+    #[test]
+    fn digests_of_bytes() {
+        let empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert_eq!(sha256_hex(b""), empty);
+        assert_eq!(sha256_digest(b""), format!("sha256:{empty}"));
+    }
 
     #[test]
     fn compression_is_detected_by_magic() {

@@ -565,6 +565,11 @@ pub fn rmi(images: &[&str]) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether `docker image inspect IMAGE` finds an image.
+pub fn image_exists(image: &str) -> bool {
+    docker(&["image", "inspect", "--format", "{{.Id}}", image]).success()
+}
+
 /// `docker history --no-trunc` as one JSON object per row, newest first
 /// (fields `CreatedBy`, `Size`, `Comment`, `ID`, `CreatedAt`, ...).
 #[track_caller]

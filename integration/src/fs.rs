@@ -742,6 +742,16 @@ impl FsModel {
         self.tree.contains_key(&FsPath::new(path))
     }
 
+    /// The names of a directory's children, sorted by bytes (non-UTF-8
+    /// bytes replaced).
+    pub fn children(&self, dir: impl AsRef<[u8]>) -> Vec<String> {
+        let dir = FsPath::new(dir);
+        self.paths()
+            .filter(|p| p.parent().as_ref() == Some(&dir) && !p.is_root())
+            .map(|p| String::from_utf8_lossy(p.file_name()).into_owned())
+            .collect()
+    }
+
     /// Every path, sorted by bytes, the root first.
     pub fn paths(&self) -> impl Iterator<Item = &FsPath> {
         self.tree.keys()
@@ -927,6 +937,24 @@ mod tests {
         assert_eq!(m.get("pipe").unwrap().kind, Kind::Fifo);
         assert_eq!(m.len(), 9); // root + 8
         assert!(m.hardlink_groups().is_empty());
+    }
+
+    #[test]
+    fn children_of_a_directory() {
+        let mut l = LayerBuilder::new();
+        l.dir("etc", 0o755)
+            .file("etc/b", b"", 0o644)
+            .file("etc/a", b"", 0o644)
+            .dir("etc/sub", 0o755)
+            .file("etc/sub/deep", b"", 0o644)
+            .file(b"etc/\xff", b"", 0o644)
+            .file("etc2", b"", 0o644);
+        let m = model(&[l.finish()]);
+        assert_eq!(m.children("/etc"), ["a", "b", "sub", "\u{fffd}"]);
+        assert_eq!(m.children("etc/sub"), ["deep"]);
+        assert_eq!(m.children("/"), ["etc", "etc2"]);
+        assert!(m.children("/etc/a").is_empty());
+        assert!(m.children("/nowhere").is_empty());
     }
 
     #[test]

@@ -145,6 +145,36 @@ impl Layer {
             .with_context(|| format!("opening the blob of layer {}", self.index))?;
         Ok(decompress(io::BufReader::new(file))?.1)
     }
+
+    /// The path and size of every entry of the layer's tar, as stored
+    /// (whiteouts included), in order.
+    pub fn entries(&self) -> Result<Vec<(String, u64)>> {
+        let mut tar = tar::Archive::new(self.open()?);
+        let mut out = Vec::new();
+        for entry in tar
+            .entries()
+            .with_context(|| format!("reading layer {}", self.index))?
+        {
+            let mut entry =
+                entry.with_context(|| format!("reading an entry of layer {}", self.index))?;
+            let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let size = entry.header().size().unwrap_or(0);
+            // Read to its end, as a reader of the whole tar would.
+            let _ = io::copy(&mut entry, &mut io::sink());
+            out.push((path, size));
+        }
+        Ok(out)
+    }
+
+    /// Whether the layer's uncompressed tar holds `needle`, names and
+    /// headers included.
+    pub fn holds(&self, needle: &[u8]) -> Result<bool> {
+        let mut data = Vec::new();
+        self.open()?
+            .read_to_end(&mut data)
+            .with_context(|| format!("reading layer {}", self.index))?;
+        Ok(!needle.is_empty() && data.windows(needle.len()).any(|w| w == needle))
+    }
 }
 
 /// Which part of the archive an [`Image`] was read from.
@@ -231,6 +261,28 @@ impl Image {
         self.layers.iter().map(|l| l.diff_id.clone()).collect()
     }
 
+    /// The layers (index, digest) whose uncompressed tar holds `needle`
+    /// ([`Layer::holds`]).
+    pub fn layers_holding(&self, needle: &[u8]) -> Result<Vec<(usize, String)>> {
+        let mut out = Vec::new();
+        for layer in &self.layers {
+            if layer.holds(needle)? {
+                out.push((layer.index, layer.digest.clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sum of the layers' uncompressed tar sizes.
+    pub fn uncompressed_size(&self) -> u64 {
+        self.layers.iter().map(|l| l.uncompressed_size).sum()
+    }
+
+    /// Sum of the layers' blob sizes as stored in the archive.
+    pub fn stored_size(&self) -> u64 {
+        self.layers.iter().map(|l| l.size).sum()
+    }
+
     /// `history` from the config (empty if absent).
     pub fn history(&self) -> Vec<Value> {
         self.config
@@ -261,10 +313,7 @@ impl Image {
         }
         let history = self.history();
         if !history.is_empty() {
-            let non_empty = history
-                .iter()
-                .filter(|h| h.get("empty_layer").and_then(Value::as_bool) != Some(true))
-                .count();
+            let non_empty = history.iter().filter(|h| !is_empty_layer(h)).count();
             if non_empty != ids.len() {
                 self.problems.push(format!(
                     "history has {non_empty} entries that are not empty_layer but the image has {} layers",
@@ -275,9 +324,33 @@ impl Image {
     }
 }
 
+/// Whether a history entry is marked `empty_layer: true`.
+pub fn is_empty_layer(entry: &Value) -> bool {
+    entry.get("empty_layer").and_then(Value::as_bool) == Some(true)
+}
+
+/// A history entry's `created_by` (empty if it has none).
+pub fn created_by(entry: &Value) -> &str {
+    entry
+        .get("created_by")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_entries() {
+        let entry = serde_json::json!({"created_by": "RUN x", "empty_layer": true});
+        assert!(is_empty_layer(&entry));
+        assert_eq!(created_by(&entry), "RUN x");
+        let layer = serde_json::json!({"created_by": "COPY a /a", "empty_layer": false});
+        assert!(!is_empty_layer(&layer));
+        assert!(!is_empty_layer(&serde_json::json!({})));
+        assert_eq!(created_by(&serde_json::json!({"comment": "x"})), "");
+    }
 
     #[test]
     fn platform_parsing_and_matching() {

@@ -34,6 +34,7 @@
 
 pub mod archive;
 pub mod blob;
+pub mod check;
 pub mod compare;
 pub mod context;
 pub mod docker;
@@ -41,6 +42,7 @@ pub mod fs;
 pub mod image;
 pub mod progress;
 pub mod scenario;
+pub mod show;
 mod store;
 
 #[cfg(test)]

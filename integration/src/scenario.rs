@@ -7,7 +7,8 @@
 //! build --load` to unique tags (plain first), `docker save`s both, checks
 //! both archives are self-consistent ([`crate::image::Image::verify`]) and
 //! applies their layers into filesystem models. The test then asserts on
-//! layer counts, [`Outcome::fs_report`] and [`Outcome::config_report`].
+//! layer counts, [`Outcome::fs_report`] and [`Outcome::config_report`], or
+//! with the shared assertions of [`crate::check`].
 //!
 //! A failing build panics with its full output, naming which side failed;
 //! tests that expect a build to fail use [`crate::context::TestContext`]
@@ -370,16 +371,6 @@ impl Outcome {
     pub fn config_report(&self) -> Report {
         compare_configs(&self.plain.image.config, &self.squashed.image.config)
             .with_names("plain", "squashed")
-    }
-
-    /// Panics with both reports unless filesystem and config are equal.
-    #[track_caller]
-    pub fn assert_same(&self, opts: &CompareOptions) {
-        let fs = self.fs_report(opts);
-        let config = self.config_report();
-        if !fs.is_empty() || !config.is_empty() {
-            panic!("{fs}\n{config}");
-        }
     }
 }
 

@@ -549,3 +549,11 @@ pub fn oci_layout_multi(specs: &[&ImageSpec]) -> Vec<u8> {
     w.file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
     w.finish()
 }
+
+/// The image of `spec`, read back from an OCI layout.
+pub fn image_of(spec: &ImageSpec) -> crate::image::Image {
+    crate::archive::Archive::from_reader(&oci_layout_single(spec)[..])
+        .unwrap()
+        .image()
+        .unwrap()
+}

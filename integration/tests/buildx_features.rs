@@ -19,10 +19,13 @@ use std::time::Duration;
 
 use common::*;
 use integration::archive::{Archive, ManifestRef};
-use integration::blob::sha256_digest;
+use integration::blob::sha256_hex;
+use integration::check::{assert_same, assert_same_models, assert_squash_history};
+use integration::compare::CompareOptions;
 use integration::context::TestContext;
 use integration::docker::{self, Buildx, Run, Store, BUILD_TIMEOUT};
 use integration::fs::FsModel;
+use integration::image::created_by;
 use integration::image::{Image, Platform};
 use integration::progress::{
     error_lines, run_copy_steps, show_steps, squash_lines, squash_steps, Step,
@@ -30,6 +33,7 @@ use integration::progress::{
 use integration::scenario::{
     frontend_image_from_env, load_built, squash_dockerfile, Built, Outcome, Scenario,
 };
+use integration::show::{describe, describe_outcome, indent};
 use serde_json::Value;
 
 static CACHE: RwLock<()> = RwLock::new(());
@@ -59,12 +63,6 @@ const OCI_REFUSAL: &str = "OCI exporter is not supported for the docker driver."
 const CACHE_EXPORT_REFUSAL: &str = "Cache export is not supported for the docker driver.";
 const ATTESTATION_REFUSAL: &str = "Attestation is not supported for the docker driver.";
 
-fn sha_hex(data: &[u8]) -> String {
-    sha256_digest(data)
-        .trim_start_matches("sha256:")
-        .to_string()
-}
-
 /// The content hash of a file in a model, panicking if it is not a file.
 #[track_caller]
 fn file_sha(fs: &FsModel, path: &str) -> String {
@@ -78,7 +76,7 @@ fn file_sha(fs: &FsModel, path: &str) -> String {
 fn assert_file(fs: &FsModel, path: &str, content: &str) {
     assert_eq!(
         file_sha(fs, path),
-        sha_hex(content.as_bytes()),
+        sha256_hex(content.as_bytes()),
         "{path} should hold {content:?}"
     );
 }
@@ -231,7 +229,7 @@ fn multi_platform_from_scratch() {
         assert_eq!(s_img.layers.len(), 1, "{platform}: squashed to one layer");
         assert_eq!(s_img.config["architecture"], arch, "{platform}: config");
         assert_eq!(s_img.config["os"], "linux");
-        assert_same_models(t, &p_fs, &p_img, &s_fs, &s_img);
+        assert_same_models(t, (&p_fs, &p_img), (&s_fs, &s_img), &CompareOptions::new());
         assert_squash_history(t, &p_img, &s_img, 0);
         assert_file(&s_fs, "/data/two.txt", "two\n");
     }
@@ -324,7 +322,7 @@ fn multi_platform_per_arch_base() {
                 img.config["architecture"], *arch,
                 "{platform} {mode}: config"
             );
-            assert_same_models(t, &p_fs, &p_img, fs, img);
+            assert_same_models(t, (&p_fs, &p_img), (fs, img), &CompareOptions::new());
         }
         assert_squash_history(t, &p_img, &f_img, 0);
         assert_squash_history(t, &p_img, &b_img, 1);
@@ -370,7 +368,7 @@ fn input_target_middle_stage() {
         describe_outcome(t, &out);
         assert_eq!(out.plain.image.layers.len(), base_ids.len() + 2);
         assert_eq!(out.squashed.image.layers.len(), layers, "{mode} mode");
-        assert_same_fs_and_config(t, &out);
+        assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
         let fs = &out.squashed.fs;
         assert_file(fs, "/out/tested", "tested\n");
         assert!(!fs.contains("/final"), "the final stage was not built");
@@ -418,7 +416,7 @@ fn input_build_args_before_from() {
             "busybox (from the build arg) + RUN"
         );
         assert_eq!(out.squashed.image.layers.len(), layers, "{mode} mode");
-        assert_same_fs_and_config(t, &out);
+        assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
         let fs = &out.squashed.fs;
         assert_file(fs, "/greeting", "bonjour\n");
         assert!(!fs.contains("/base"), "the default base was not used");
@@ -472,10 +470,10 @@ fn input_dockerfile_by_other_name() {
     describe(t, "squashed", &pair.squashed.image);
     assert_eq!(pair.plain.image.layers.len(), 3);
     assert_eq!(pair.squashed.image.layers.len(), 1);
-    assert_same_built(t, &pair.plain, &pair.squashed);
+    assert_same(t, &pair.plain, &pair.squashed, &CompareOptions::new());
     let fs = &pair.squashed.fs;
     assert_eq!(
-        children(fs, "/ctx"),
+        fs.children("/ctx"),
         ["keep.txt"],
         "other.Dockerfile.dockerignore applied"
     );
@@ -511,7 +509,7 @@ fn input_dockerfile_from_stdin() {
     println!("{}", indent(&squash_lines(&pair.squashed.build.stderr)));
     assert_eq!(pair.plain.image.layers.len(), 3);
     assert_eq!(pair.squashed.image.layers.len(), 1);
-    assert_same_built(t, &pair.plain, &pair.squashed);
+    assert_same(t, &pair.plain, &pair.squashed, &CompareOptions::new());
     assert_file(&pair.squashed.fs, "/stdin.txt", "from-stdin\n");
     assert_file(
         &pair.squashed.fs,
@@ -536,9 +534,9 @@ fn input_dockerignore() {
         .run();
     describe_outcome(t, &out);
     assert_eq!(out.squashed.image.layers.len(), 1);
-    assert_same_fs_and_config(t, &out);
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
     let fs = &out.squashed.fs;
-    assert_eq!(children(fs, "/ctx"), ["kept.txt"]);
+    assert_eq!(fs.children("/ctx"), ["kept.txt"]);
     assert!(!fs.contains("/ctx/ignored.txt"));
 }
 
@@ -566,7 +564,7 @@ RUN cat /from-extra/extra.txt > /check
     describe_outcome(t, &out);
     assert_eq!(out.plain.image.layers.len(), 4);
     assert_eq!(out.squashed.image.layers.len(), 1);
-    assert_same_fs_and_config(t, &out);
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
     let fs = &out.squashed.fs;
     assert_file(fs, "/check", "from the extra context\n");
     assert_file(fs, "/from-extra/sub/deep.txt", "deep\n");
@@ -596,7 +594,7 @@ fn base_mode_keeps_an_image_named_context() {
         describe_outcome(t, &out);
         println!("{}", indent(&squash_lines(&out.squashed.build.stderr)));
         assert_eq!(out.plain.image.layers.len(), base_ids.len() + 2);
-        assert_same_fs_and_config(t, &out);
+        assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
         assert_file(&out.squashed.fs, "/check", "a\none\n");
         let last = out.squashed.image.history().last().cloned().unwrap();
         assert_eq!(
@@ -642,9 +640,17 @@ RUN rm /leaked-then-deleted
         .run();
     describe_outcome(t, &out);
     assert_eq!(out.squashed.image.layers.len(), 1);
-    assert_same_fs_and_config(t, &out);
-    let plain_hits = layers_holding(&out.plain.image, SECRET.as_bytes());
-    let squashed_hits = layers_holding(&out.squashed.image, SECRET.as_bytes());
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
+    let plain_hits = out
+        .plain
+        .image
+        .layers_holding(SECRET.as_bytes())
+        .expect("reading the layers");
+    let squashed_hits = out
+        .squashed
+        .image
+        .layers_holding(SECRET.as_bytes())
+        .expect("reading the layers");
     println!("[{t}] layers holding the secret: plain {plain_hits:?}, squashed {squashed_hits:?}");
     assert!(
         squashed_hits.is_empty(),
@@ -673,12 +679,14 @@ RUN --mount=type=cache,target=/cache,id=squash-e2e-cache echo "cache-payload-$((
     let out = Scenario::new(t, body).run();
     describe_outcome(t, &out);
     assert_eq!(out.squashed.image.layers.len(), 1);
-    assert_same_fs_and_config(t, &out);
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
     for (side, img, fs) in [
         ("plain", &out.plain.image, &out.plain.fs),
         ("squashed", &out.squashed.image, &out.squashed.fs),
     ] {
-        let hits = layers_holding(img, b"cache-payload-42");
+        let hits = img
+            .layers_holding(b"cache-payload-42")
+            .expect("reading the layers");
         assert!(hits.is_empty(), "{side}: cache content in layers {hits:?}");
         assert!(
             !fs.contains("/cache/data"),
@@ -702,7 +710,7 @@ fn input_no_cache_reruns_the_squash() {
         .run();
     describe_outcome(t, &out);
     assert_eq!(out.squashed.image.layers.len(), 1);
-    assert_same_fs_and_config(t, &out);
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
     let log = &out.squashed.build.stderr;
     let ours = squash_steps(log);
     let theirs = run_copy_steps(log);
@@ -735,7 +743,7 @@ fn input_label_flag() {
         .run();
     describe_outcome(t, &out);
     assert_eq!(out.squashed.image.layers.len(), 1);
-    assert_same_fs_and_config(t, &out);
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
     let labels = &out.squashed.image.container_config()["Labels"];
     println!("[{t}] squashed labels: {labels}");
     assert_eq!(labels["org.example.flag"], "from the command line");
@@ -764,7 +772,7 @@ EOF
     describe_outcome(t, &out);
     assert_eq!(out.plain.image.layers.len(), 4);
     assert_eq!(out.squashed.image.layers.len(), 1);
-    assert_same_fs_and_config(t, &out);
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
     let fs = &out.squashed.fs;
     assert_file(fs, "/opt/h/run.txt", "from a heredoc RUN\n");
     assert_file(fs, "/opt/h/copied.txt", "from a heredoc COPY\n");
@@ -1301,7 +1309,7 @@ fn upstream_frontend_image() {
         pair.squashed.build.stderr
     );
     assert_eq!(pair.squashed.image.layers.len(), 1);
-    assert_same_built(t, &pair.plain, &pair.squashed);
+    assert_same(t, &pair.plain, &pair.squashed, &CompareOptions::new());
     assert_squash_history(t, &pair.plain.image, &pair.squashed.image, 0);
 }
 

@@ -9,6 +9,7 @@ use integration::context::TestContext;
 use integration::docker::{BuildOutput, Buildx};
 use integration::progress::error_lines;
 use integration::scenario::{frontend_image_from_env, squash_dockerfile};
+use integration::show::indent;
 
 /// Builds a Dockerfile (written as given) without loading the result.
 fn build(t: &str, dockerfile: &str, args: &[&str]) -> BuildOutput {

@@ -10,11 +10,15 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use integration::blob::sha256_hex;
+use integration::check::{assert_not_tagged, assert_same};
+use integration::compare::CompareOptions;
 use integration::context::TestContext;
 use integration::docker::{self, Buildx, Store};
 use integration::scenario::{
     frontend_image_from_env, load_built, squash_dockerfile, Built, TagGuard,
 };
+use integration::show::{describe, human, indent};
 
 /// The squash variants of this store: (label, extra build arguments).
 fn squash_variants(store: Store) -> Vec<(&'static str, Vec<&'static str>)> {
@@ -233,7 +237,7 @@ fn security_frontend_image_is_one_binary_without_shell_or_network() {
     assert_eq!(layers.len(), 1, "[{t}] RootFS layers: {layers:?}");
     let saved = docker::save(&image);
     assert_eq!(saved.layers.len(), 1);
-    let entries = layer_entries(&saved.layers[0]);
+    let entries = saved.layers[0].entries().expect("reading a layer");
     println!(
         "[{t}] the one layer ({}): {:?}",
         human(saved.layers[0].uncompressed_size),
@@ -275,7 +279,7 @@ fn build_all(t: &str, body: &str, args: &[&str], check: impl Fn(&str, &Built)) {
         );
         let _s = TagGuard(vec![squashed.tag.clone()]);
         describe(t, &format!("{label:<9}"), &squashed.image);
-        assert_same_built(t, &plain, &squashed);
+        assert_same(t, &plain, &squashed, &CompareOptions::new());
         check(label, &squashed);
     }
     log.assert_no_panic(t);
@@ -297,7 +301,10 @@ RUN --mount=type=secret,id=tok test -s /run/secrets/tok && cp /run/secrets/tok /
 RUN --mount=type=secret,id=tok,target=/etc/app-token test -s /etc/app-token && echo used > /used\n\
 RUN echo after > /after\n";
     build_all(t, body, &["--secret", &secret_arg], |label, built| {
-        let holding = layers_holding(&built.image, secret.as_bytes());
+        let holding = built
+            .image
+            .layers_holding(secret.as_bytes())
+            .expect("reading the layers");
         println!(
             "[{t}] {label}: {} layer(s) scanned for the secret: found in {holding:?}",
             built.image.layers.len()
@@ -324,7 +331,10 @@ RUN ln /keys/id_key /keys/hardlink && echo public > /keys/id_key.pub\n\
 RUN rm -rf /keys/id_key /keys/hardlink /keys/backup && ls -la /keys\n"
     );
     build_all(t, &body, &[], |label, built| {
-        let holding = layers_holding(&built.image, marker.as_bytes());
+        let holding = built
+            .image
+            .layers_holding(marker.as_bytes())
+            .expect("reading the layers");
         println!(
             "[{t}] {label}: {} layer(s); the deleted secret's marker is in {holding:?}",
             built.image.layers.len()
@@ -341,6 +351,6 @@ RUN rm -rf /keys/id_key /keys/hardlink /keys/backup && ls -la /keys\n"
                 "[{t}] {label}: the deleted file's content is in layer(s) {holding:?}"
             );
         }
-        assert_eq!(children(&built.fs, "/keys"), ["id_key.pub"]);
+        assert_eq!(built.fs.children("/keys"), ["id_key.pub"]);
     });
 }
