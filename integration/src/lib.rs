@@ -38,6 +38,7 @@ pub mod check;
 pub mod compare;
 pub mod context;
 pub mod docker;
+pub mod fixtures;
 pub mod fs;
 pub mod image;
 pub mod progress;

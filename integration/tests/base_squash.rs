@@ -7,11 +7,12 @@
 
 mod common;
 
-use common::*;
+use common::start;
 use integration::check::{assert_keeps_base, assert_same, assert_same_run, assert_squash_history};
 use integration::compare::CompareOptions;
 use integration::context::TestContext;
 use integration::docker::{self, Store};
+use integration::fixtures::{BUSYBOX, LAYERS};
 use integration::progress::{base_method_used, squash_lines};
 use integration::scenario::{squash_dockerfile, Outcome, Scenario};
 use integration::show::{describe, describe_outcome, human, indent, KIB, MIB};
@@ -27,6 +28,21 @@ WORKDIR /base
 USER 65534
 CMD ["sh", "-c", "for p in /base /base/* /base/dir/* /srv/data/top; do stat -c '%n %F %a %u:%g %s' \"$p\"; done; cat /base/suid /base/dir/n /base/added.txt; test -e /base/big || echo big-is-gone; echo $SQUASH_BASE $SQUASH_STAGE"]
 "#;
+
+/// Deterministic pseudo-random bytes (xorshift64*), for context files whose
+/// content must be identical in both builds and not compressible.
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
 
 fn base_scenario(t: &str, method: Option<&str>) {
     let store = start(t);

@@ -17,13 +17,14 @@ mod common;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use common::*;
+use common::start;
 use integration::archive::{Archive, ManifestRef};
 use integration::blob::sha256_hex;
 use integration::check::{assert_same, assert_same_models, assert_squash_history};
 use integration::compare::CompareOptions;
 use integration::context::TestContext;
 use integration::docker::{self, Buildx, Run, Store, BUILD_TIMEOUT};
+use integration::fixtures::{BUSYBOX, LAYERS};
 use integration::fs::FsModel;
 use integration::image::created_by;
 use integration::image::{Image, Platform};
@@ -49,19 +50,78 @@ fn exclusive() -> RwLockWriteGuard<'static, ()> {
     CACHE.write().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Every test starts here: the engine (panics without one) and its store.
-#[track_caller]
-fn begin(t: &str) -> Store {
-    integration::docker::engine_or_panic();
-    start(t)
-}
-
 /// What the classic store says to a multi-platform `--load`.
 const MANIFEST_LIST_REFUSAL: &str =
     "docker exporter does not currently support exporting manifest lists";
 const OCI_REFUSAL: &str = "OCI exporter is not supported for the docker driver.";
 const CACHE_EXPORT_REFUSAL: &str = "Cache export is not supported for the docker driver.";
 const ATTESTATION_REFUSAL: &str = "Attestation is not supported for the docker driver.";
+
+/// `docker builder prune -af`: the whole build cache, for tests that need a
+/// cold one.
+#[track_caller]
+fn prune_build_cache() {
+    let out = docker::docker(&["builder", "prune", "-af"]);
+    assert!(out.success(), "docker builder prune -af failed: {out}");
+    println!(
+        "    docker builder prune -af: {}",
+        out.stdout.lines().last().unwrap_or("")
+    );
+}
+
+/// `docker tag SRC DST`, panicking on failure.
+#[track_caller]
+fn tag_image(src: &str, dst: &str) {
+    let out = docker::docker(&["tag", src, dst]);
+    assert!(out.success(), "docker tag {src} {dst} failed: {out}");
+}
+
+/// Builds one body with and without our syntax line (same files, same
+/// arguments) and asserts the engine refuses both with `needle` in the same
+/// `ERROR` lines: a store limit that our line neither hides nor changes.
+#[track_caller]
+fn assert_refused_alike(
+    test: &str,
+    body: &str,
+    files: &[(&str, &str)],
+    args: &[&str],
+    needle: &str,
+) {
+    let plain = TestContext::new(test, body);
+    let squashed = TestContext::new(test, &squash_dockerfile(body));
+    for (rel, content) in files {
+        plain.write(rel, content);
+        squashed.write(rel, content);
+    }
+    let p = Buildx::new(plain.path())
+        .args(args)
+        .timeout(BUILD_TIMEOUT)
+        .run()
+        .out;
+    let s = Buildx::new(squashed.path())
+        .args(args)
+        .timeout(BUILD_TIMEOUT)
+        .run()
+        .out;
+    for (side, out) in [("plain", &p), ("squashed", &s)] {
+        out.assert_failure();
+        assert!(
+            out.stderr.contains(needle),
+            "{side} build of {test}: expected the refusal {needle:?}:\n{out}"
+        );
+    }
+    assert_eq!(p.status.code(), s.status.code(), "same exit status");
+    assert_eq!(
+        error_lines(&p.stderr),
+        error_lines(&s.stderr),
+        "the refusal differs with our syntax line"
+    );
+    println!(
+        "[{test}] refused alike with and without our line ({}), args {args:?}:\n{}",
+        p.status,
+        indent(&error_lines(&s.stderr).join("\n"))
+    );
+}
 
 /// The content hash of a file in a model, panicking if it is not a file.
 #[track_caller]
@@ -196,7 +256,7 @@ const SCRATCH_FILES: [(&str, &str); 3] = [
 #[test]
 fn multi_platform_from_scratch() {
     let t = "multi_platform_from_scratch";
-    let store = begin(t);
+    let store = start(t);
     let _g = shared();
     if store == Store::Classic {
         assert_refused_alike(
@@ -253,7 +313,7 @@ const PER_ARCH_FILES: [(&str, &str); 2] = [
 #[test]
 fn multi_platform_per_arch_base() {
     let t = "multi_platform_per_arch_base";
-    let store = begin(t);
+    let store = start(t);
     let _g = shared();
     if store == Store::Classic {
         assert_refused_alike(
@@ -357,7 +417,7 @@ RUN echo final > /final
 #[test]
 fn input_target_middle_stage() {
     let t = "input_target_middle_stage";
-    begin(t);
+    start(t);
     let _g = shared();
     let base_ids = diff_ids_of(LAYERS);
     for (mode, layers) in [("full", 1), ("base", base_ids.len() + 1)] {
@@ -396,7 +456,7 @@ ENV GREETING=${GREETING}
 #[test]
 fn input_build_args_before_from() {
     let t = "input_build_args_before_from";
-    begin(t);
+    start(t);
     let _g = shared();
     let base_ids = diff_ids_of(BUSYBOX);
     for (mode, layers) in [("full", 1), ("base", base_ids.len() + 1)] {
@@ -440,7 +500,7 @@ const DECOY: &str =
 #[test]
 fn input_dockerfile_by_other_name() {
     let t = "input_dockerfile_by_other_name";
-    begin(t);
+    start(t);
     let _g = shared();
     let mut sides = Vec::new();
     for side in ["plain", "squashed"] {
@@ -482,7 +542,7 @@ fn input_dockerfile_by_other_name() {
 #[test]
 fn input_dockerfile_from_stdin() {
     let t = "input_dockerfile_from_stdin";
-    begin(t);
+    start(t);
     let _g = shared();
     let body = "FROM squash-test/busybox:latest\nCOPY from-context.txt /from-context.txt\nRUN echo from-stdin > /stdin.txt\n";
     let mut sides = Vec::new();
@@ -521,7 +581,7 @@ fn input_dockerfile_from_stdin() {
 #[test]
 fn input_dockerignore() {
     let t = "input_dockerignore";
-    begin(t);
+    start(t);
     let _g = shared();
     let out = Scenario::new(t, FILE_BODY)
         .file(
@@ -543,7 +603,7 @@ fn input_dockerignore() {
 #[test]
 fn input_named_build_context() {
     let t = "input_named_build_context";
-    begin(t);
+    start(t);
     let _g = shared();
     let extra = tempfile::Builder::new()
         .prefix("squash-e2e-extra-")
@@ -578,7 +638,7 @@ RUN cat /from-extra/extra.txt > /check
 #[test]
 fn base_mode_keeps_an_image_named_context() {
     let t = "base_mode_keeps_an_image_named_context";
-    begin(t);
+    start(t);
     let _g = shared();
     let body = "FROM base\nCOPY a.txt /a.txt\nRUN cat /a.txt /base/dir/one > /check\n";
     let base_ids = diff_ids_of(LAYERS);
@@ -619,7 +679,7 @@ const SECRET: &str = "squash-e2e-secret-7f3a9c1e5b2d";
 #[test]
 fn input_secret_in_no_layer() {
     let t = "input_secret_in_no_layer";
-    begin(t);
+    start(t);
     let _g = shared();
     let dir = tempfile::Builder::new()
         .prefix("squash-e2e-secret-")
@@ -670,7 +730,7 @@ RUN rm /leaked-then-deleted
 #[test]
 fn input_cache_mount_not_in_image() {
     let t = "input_cache_mount_not_in_image";
-    begin(t);
+    start(t);
     let _g = shared();
     // The payload is computed in the build, so it is only in the cache mount.
     let body = r#"FROM squash-test/busybox:latest
@@ -699,7 +759,7 @@ RUN --mount=type=cache,target=/cache,id=squash-e2e-cache echo "cache-payload-$((
 #[test]
 fn input_no_cache_reruns_the_squash() {
     let t = "input_no_cache_reruns_the_squash";
-    begin(t);
+    start(t);
     let _g = shared();
     let body = "FROM squash-test/busybox:latest\nCOPY a.txt /a.txt\nRUN echo no-cache > /n\n";
     // Warm the cache first, so that "not CACHED" means something.
@@ -735,7 +795,7 @@ fn input_no_cache_reruns_the_squash() {
 #[test]
 fn input_label_flag() {
     let t = "input_label_flag";
-    begin(t);
+    start(t);
     let _g = shared();
     let body = "FROM squash-test/busybox:latest\nLABEL org.example.in-file=yes\nRUN echo l > /l\n";
     let out = Scenario::new(t, body)
@@ -753,7 +813,7 @@ fn input_label_flag() {
 #[test]
 fn input_heredoc_run_and_copy() {
     let t = "input_heredoc_run_and_copy";
-    begin(t);
+    start(t);
     let _g = shared();
     let body = r#"FROM squash-test/busybox:latest
 RUN <<EOF
@@ -798,7 +858,7 @@ EOF
 #[test]
 fn print_unanswered_request_fails_alike() {
     let t = "print_unanswered_request_fails_alike";
-    begin(t);
+    start(t);
     let _g = shared();
     let body = "FROM squash-test/busybox:latest\nRUN echo one > /one\n";
     let plain = TestContext::new(t, body);
@@ -858,7 +918,7 @@ const CACHE_FILES: [(&str, &str); 2] = [("a.txt", "cache a\n"), ("b.txt", "cache
 #[test]
 fn cache_rebuild_is_fully_cached() {
     let t = "cache_rebuild_is_fully_cached";
-    begin(t);
+    start(t);
     let _g = shared();
     let mut timings = Vec::new();
     let mut tags = Vec::new();
@@ -942,7 +1002,7 @@ fn cache_rebuild_is_fully_cached() {
 #[test]
 fn cache_export_and_import_local() {
     let t = "cache_export_and_import_local";
-    let store = begin(t);
+    let store = start(t);
     let dir = tempfile::Builder::new()
         .prefix("squash-e2e-cache-")
         .tempdir()
@@ -1025,7 +1085,7 @@ const EPOCH_ISO: &str = "2023-11-14T22:13:20Z";
 #[test]
 fn reproducible_oci_output() {
     let t = "reproducible_oci_output";
-    let store = begin(t);
+    let store = start(t);
     let body = "FROM squash-test/busybox-layers:latest\nCOPY app.txt /app/app.txt\nRUN echo reproducible > /app/state && rm /base/big\n";
     let files = [("app.txt", "same bytes every time\n")];
     let rewrite = ",rewrite-timestamp=true";
@@ -1136,7 +1196,7 @@ fn statements(archive: &Archive, att: &ManifestRef) -> Vec<Value> {
 #[test]
 fn attestations_provenance_and_sbom() {
     let t = "attestations_provenance_and_sbom";
-    let store = begin(t);
+    let store = start(t);
     let _g = shared();
     let body = "FROM squash-test/busybox:latest\nCOPY sbom-marker /sbom-marker\nRUN echo attested > /attested\n";
     let files = [("sbom-marker", SBOM_MARKER)];
@@ -1245,7 +1305,7 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 #[test]
 fn upstream_frontend_image() {
     let t = "upstream_frontend_image";
-    begin(t);
+    start(t);
     let _g = shared();
     // No docker/dockerfile image offline: our own image under another name
     // stands in for one (it hands the build to the built-in frontend).
@@ -1316,7 +1376,7 @@ fn upstream_frontend_image() {
 #[test]
 fn upstream_missing_image_is_named() {
     let t = "upstream_missing_image_is_named";
-    begin(t);
+    start(t);
     let _g = shared();
     let missing = "local/squash-e2e-no-such-frontend:missing";
     let ctx = side_context(

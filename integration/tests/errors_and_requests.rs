@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::*;
+use common::start;
 use integration::context::TestContext;
 use integration::docker::{BuildOutput, Buildx};
 use integration::progress::error_lines;

@@ -19,11 +19,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::*;
+use common::start;
 use integration::check::{assert_keeps_base, assert_same, assert_same_run, assert_squash_history};
 use integration::compare::CompareOptions;
 use integration::context::TestContext;
 use integration::docker::{self, Buildx, Store, BUILD_TIMEOUT};
+use integration::fixtures::{BUSYBOX, DEBIAN, LAYERS};
 use integration::fs::{FsModel, Kind};
 use integration::image::created_by;
 use integration::image::Image;

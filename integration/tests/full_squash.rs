@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::*;
+use common::start;
 use integration::check::{assert_same, assert_same_run, assert_squash_history};
 use integration::compare::CompareOptions;
 use integration::fs::Kind;

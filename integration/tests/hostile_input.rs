@@ -8,11 +8,12 @@
 
 mod common;
 
-use common::*;
+use common::start;
 use integration::check::{assert_not_tagged, assert_same};
 use integration::compare::CompareOptions;
 use integration::context::TestContext;
 use integration::docker::{self, BuildOutput, Buildx, BUILD_TIMEOUT};
+use integration::fixtures::{DaemonLog, BUSYBOX};
 use integration::progress::{error_lines, squash_lines};
 use integration::scenario::{frontend_image_from_env, squash_dockerfile, Scenario};
 use integration::show::{describe_outcome, indent};

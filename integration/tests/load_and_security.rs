@@ -9,12 +9,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use common::start;
 use integration::blob::sha256_hex;
 use integration::check::{assert_not_tagged, assert_same};
 use integration::compare::CompareOptions;
 use integration::context::TestContext;
 use integration::docker::{self, Buildx, Store};
+use integration::fixtures::{DaemonLog, BUSYBOX, LAYERS};
 use integration::scenario::{
     frontend_image_from_env, load_built, squash_dockerfile, Built, TagGuard,
 };
