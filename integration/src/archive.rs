@@ -29,7 +29,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use crate::blob::{sha256_digest, summarize_file, Compression};
-use crate::image::{Image, Layer, Platform, Source};
+use crate::image::{strings, Image, Layer, Platform, Source};
 use crate::store::{blob_member, Store};
 
 /// Media type of an OCI image index.
@@ -496,15 +496,7 @@ impl Archive {
                 Arc::clone(&self.store),
             ));
         }
-        let repo_tags = entry
-            .get("RepoTags")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let repo_tags = strings(entry.get("RepoTags"));
         let platform = Platform::from_json(&config);
         let mut image = Image {
             config,

@@ -272,48 +272,44 @@ mod tests {
         assert_same_models("t", (&pf, &plain), (&sf, &squashed), &CompareOptions::new());
     }
 
-    fn base_layers() -> Vec<Vec<u8>> {
-        vec![
+    /// A two-layer base, and an image of its layers (after `change`) and one
+    /// more.
+    fn on_the_base(change: impl FnOnce(&mut Vec<Vec<u8>>)) -> (Image, Image) {
+        let layers = vec![
             gzip(&layer(&[("base/1", b"1")])),
             layer(&[("base/2", b"2")]),
-        ]
+        ];
+        let base = image_of(&ImageSpec::new(layers.clone()));
+        let mut on_top = layers;
+        change(&mut on_top);
+        on_top.push(layer(&[("top", b"t")]));
+        (base, image_of(&ImageSpec::new(on_top)))
     }
 
     #[test]
     fn the_base_layers_kept_and_one_more() {
-        let base = image_of(&ImageSpec::new(base_layers()));
-        let mut layers = base_layers();
-        layers.push(layer(&[("top", b"t")]));
-        let img = image_of(&ImageSpec::new(layers));
+        let (base, img) = on_the_base(|_| {});
         assert_keeps_base("t", &base, &img);
     }
 
     #[test]
     #[should_panic(expected = "[t] base mode: the base's 2 layers + 1, got 2")]
     fn no_layer_on_top_of_the_base() {
-        let base = image_of(&ImageSpec::new(base_layers()));
+        let (base, _) = on_the_base(|_| {});
         assert_keeps_base("t", &base, &base);
     }
 
     #[test]
     #[should_panic(expected = "[t] layer 0: blob digest differs from the base's")]
     fn a_recompressed_base_layer() {
-        let base = image_of(&ImageSpec::new(base_layers()));
-        let mut layers = base_layers();
-        layers[0] = layer(&[("base/1", b"1")]);
-        layers.push(layer(&[("top", b"t")]));
-        let img = image_of(&ImageSpec::new(layers));
+        let (base, img) = on_the_base(|layers| layers[0] = layer(&[("base/1", b"1")]));
         assert_keeps_base("t", &base, &img);
     }
 
     #[test]
     #[should_panic(expected = "[t] layer 1: diffID differs from the base's")]
     fn a_changed_base_layer() {
-        let base = image_of(&ImageSpec::new(base_layers()));
-        let mut layers = base_layers();
-        layers[1] = layer(&[("base/2", b"changed")]);
-        layers.push(layer(&[("top", b"t")]));
-        let img = image_of(&ImageSpec::new(layers));
+        let (base, img) = on_the_base(|layers| layers[1] = layer(&[("base/2", b"changed")]));
         assert_keeps_base("t", &base, &img);
     }
 

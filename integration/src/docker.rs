@@ -769,12 +769,10 @@ mod tests {
 
     #[test]
     fn buildx_ends_a_build_at_its_timeout() {
-        let dir = tempfile::tempdir().unwrap();
-        let fake = fake_docker(dir.path(), "echo started >&2; exec sleep 30");
-        let run = Buildx::new(Path::new("/ctx"))
-            .timeout(Duration::from_millis(300))
-            .run_program(fake.as_os_str())
-            .unwrap();
+        let run = run_fake(
+            "echo started >&2; exec sleep 30",
+            Buildx::new(Path::new("/ctx")).timeout(Duration::from_millis(300)),
+        );
         assert!(run.timed_out && !run.cancelled);
         assert!(!run.out.success());
         assert!(run.elapsed < Duration::from_secs(20), "{:?}", run.elapsed);
@@ -789,54 +787,47 @@ mod tests {
         );
     }
 
+    /// `build` run with a fake docker that runs `script`.
+    fn run_fake(script: &str, build: Buildx) -> Run {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = fake_docker(dir.path(), script);
+        build.run_program(fake.as_os_str()).unwrap()
+    }
+
     #[test]
     fn buildx_cancels_a_delay_after_a_line() {
-        let dir = tempfile::tempdir().unwrap();
         let sleeping = |l: &str| l.contains("sleeping") && !l.contains("RUN ");
-        let fake = fake_docker(
-            dir.path(),
-            "echo '#5 [2/2] RUN echo sleeping' >&2; echo '#5 0.2 sleeping' >&2; exec sleep 30",
-        );
+        let header = "echo '#5 [2/2] RUN echo sleeping' >&2";
+        let build = Buildx::new(Path::new("/ctx"));
         // The timeout no longer applies once the line has come.
-        let run = Buildx::new(Path::new("/ctx"))
-            .timeout(Duration::from_millis(100))
-            .cancel_after(sleeping, Duration::from_millis(500))
-            .run_program(fake.as_os_str())
-            .unwrap();
+        let run = run_fake(
+            &format!("{header}; echo '#5 0.2 sleeping' >&2; exec sleep 30"),
+            build
+                .clone()
+                .timeout(Duration::from_millis(100))
+                .cancel_after(sleeping, Duration::from_millis(500)),
+        );
         assert!(run.cancelled && !run.timed_out, "{run:?}");
         assert!(!run.out.success());
-        assert!(
-            run.elapsed >= Duration::from_millis(500),
-            "{:?}",
-            run.elapsed
-        );
-        assert!(run.elapsed < Duration::from_secs(20), "{:?}", run.elapsed);
-        assert!(
-            run.out.stderr.ends_with("#5 0.2 sleeping\n"),
-            "{}",
-            run.out.stderr
-        );
-
+        let elapsed = run.elapsed;
+        assert!(elapsed >= Duration::from_millis(500), "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
+        assert!(run.out.stderr.ends_with("#5 0.2 sleeping\n"), "{run:?}");
         // A client that ends by itself within the delay is not cancelled.
-        let dir = tempfile::tempdir().unwrap();
-        let quick = fake_docker(dir.path(), "echo '#5 0.2 sleeping' >&2; exit 0");
-        let run = Buildx::new(Path::new("/ctx"))
-            .cancel_after(sleeping, Duration::from_secs(20))
-            .run_program(quick.as_os_str())
-            .unwrap();
-        assert!(run.out.success() && !run.cancelled && !run.timed_out);
-
-        // Without the line, the timeout ends it.
-        let dir = tempfile::tempdir().unwrap();
-        let silent = fake_docker(
-            dir.path(),
-            "echo '#5 [2/2] RUN echo sleeping' >&2; exec sleep 30",
+        let run = run_fake(
+            "echo '#5 0.2 sleeping' >&2; exit 0",
+            build
+                .clone()
+                .cancel_after(sleeping, Duration::from_secs(20)),
         );
-        let run = Buildx::new(Path::new("/ctx"))
-            .timeout(Duration::from_millis(300))
-            .cancel_after(sleeping, Duration::from_millis(100))
-            .run_program(silent.as_os_str())
-            .unwrap();
+        assert!(run.out.success() && !run.cancelled && !run.timed_out);
+        // Without the line, the timeout ends it.
+        let run = run_fake(
+            &format!("{header}; exec sleep 30"),
+            build
+                .timeout(Duration::from_millis(300))
+                .cancel_after(sleeping, Duration::from_millis(100)),
+        );
         assert!(run.timed_out && !run.cancelled, "{run:?}");
     }
 

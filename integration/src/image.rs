@@ -245,15 +245,7 @@ impl Image {
 
     /// `rootfs.diff_ids` from the config.
     pub fn config_diff_ids(&self) -> Vec<String> {
-        self.config
-            .pointer("/rootfs/diff_ids")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
+        strings(self.config.pointer("/rootfs/diff_ids"))
     }
 
     /// The diffIDs computed from the layers.
@@ -324,6 +316,18 @@ impl Image {
     }
 }
 
+/// The strings of a JSON array, in order (other values left out); empty if
+/// `v` is not an array.
+pub(crate) fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Whether a history entry is marked `empty_layer: true`.
 pub fn is_empty_layer(entry: &Value) -> bool {
     entry.get("empty_layer").and_then(Value::as_bool) == Some(true)
@@ -350,6 +354,9 @@ mod tests {
         assert!(!is_empty_layer(&layer));
         assert!(!is_empty_layer(&serde_json::json!({})));
         assert_eq!(created_by(&serde_json::json!({"comment": "x"})), "");
+        assert_eq!(strings(Some(&serde_json::json!(["a", 1, "b"]))), ["a", "b"]);
+        assert!(strings(Some(&serde_json::json!("a"))).is_empty());
+        assert!(strings(None).is_empty());
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use crate::compare::{compare_configs, compare_fs, CompareOptions, Report};
 use crate::context::TestContext;
-use crate::docker::{self, BuildOutput, Buildx, BUILD_TIMEOUT};
+use crate::docker::{self, BuildOutput, Buildx, Store, BUILD_TIMEOUT};
 use crate::fs::FsModel;
 use crate::image::Image;
 
@@ -74,6 +74,51 @@ pub fn has_syntax_directive(dockerfile: &str) -> bool {
         }
     }
     false
+}
+
+/// One way of squashing an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Variant {
+    /// `full`, `base/auto` or `base/sync`.
+    pub label: &'static str,
+    /// The build arguments that choose it (none for full mode, the default).
+    pub args: &'static [&'static str],
+    /// The base-mode method expected to run (`None` in full mode).
+    pub method: Option<&'static str>,
+}
+
+/// Every way of squashing this store offers: full mode; base mode with the
+/// auto method (diff on the containerd store, sync on the classic one); and
+/// on the containerd store, base mode with the sync method.
+pub fn variants(store: Store) -> Vec<Variant> {
+    let mut v = vec![
+        Variant {
+            label: "full",
+            args: &[],
+            method: None,
+        },
+        Variant {
+            label: "base/auto",
+            args: &["--build-arg", "SQUASH_MODE=base"],
+            method: Some(match store {
+                Store::Containerd => "diff",
+                Store::Classic => "sync",
+            }),
+        },
+    ];
+    if store == Store::Containerd {
+        v.push(Variant {
+            label: "base/sync",
+            args: &[
+                "--build-arg",
+                "SQUASH_MODE=base",
+                "--build-arg",
+                "SQUASH_METHOD=sync",
+            ],
+            method: Some("sync"),
+        });
+    }
+    v
 }
 
 /// A Dockerfile to build both ways; see the module docs.
@@ -455,6 +500,31 @@ mod tests {
                 "--no-cache",
                 "--build-arg",
                 "ONLY_SQUASHED=1"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_variants_of_each_store() {
+        let shown = |store| {
+            variants(store)
+                .iter()
+                .map(|v| format!("{} {:?} {:?}", v.label, v.args, v.method))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            shown(Store::Classic),
+            [
+                r#"full [] None"#,
+                r#"base/auto ["--build-arg", "SQUASH_MODE=base"] Some("sync")"#,
+            ]
+        );
+        assert_eq!(
+            shown(Store::Containerd),
+            [
+                r#"full [] None"#,
+                r#"base/auto ["--build-arg", "SQUASH_MODE=base"] Some("diff")"#,
+                r#"base/sync ["--build-arg", "SQUASH_MODE=base", "--build-arg", "SQUASH_METHOD=sync"] Some("sync")"#,
             ]
         );
     }

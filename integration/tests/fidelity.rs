@@ -23,13 +23,13 @@ use common::start;
 use integration::check::{assert_keeps_base, assert_same, assert_same_run, assert_squash_history};
 use integration::compare::CompareOptions;
 use integration::context::TestContext;
-use integration::docker::{self, Buildx, Store, BUILD_TIMEOUT};
+use integration::docker::{self, Buildx, BUILD_TIMEOUT};
 use integration::fixtures::{BUSYBOX, DEBIAN, LAYERS};
 use integration::fs::{FsModel, Kind};
 use integration::image::created_by;
 use integration::image::Image;
 use integration::progress::{base_method_used, squash_lines};
-use integration::scenario::{load_built_timed, squash_dockerfile, Built, TagGuard};
+use integration::scenario::{load_built_timed, squash_dockerfile, variants, Built, TagGuard};
 use integration::show::{describe, human, indent};
 
 /// Longest one squashed build of a fidelity scenario may take: a guard against a
@@ -37,46 +37,6 @@ use integration::show::{describe, human, indent};
 /// that explodes with 50,000 files), not a speed target; those are the
 /// benchmark's. Such builds take 5 to 40 s here.
 const SLOW_BUILD: Duration = Duration::from_secs(300);
-
-/// One way of squashing.
-struct Variant {
-    label: &'static str,
-    args: &'static [&'static str],
-    /// The base-mode method expected to run (`None` in full mode).
-    method: Option<&'static str>,
-}
-
-/// Every squash variant this store offers.
-fn variants(store: Store) -> Vec<Variant> {
-    let mut v = vec![
-        Variant {
-            label: "full",
-            args: &[],
-            method: None,
-        },
-        Variant {
-            label: "base/auto",
-            args: &["--build-arg", "SQUASH_MODE=base"],
-            method: Some(match store {
-                Store::Containerd => "diff",
-                Store::Classic => "sync",
-            }),
-        },
-    ];
-    if store == Store::Containerd {
-        v.push(Variant {
-            label: "base/sync",
-            args: &[
-                "--build-arg",
-                "SQUASH_MODE=base",
-                "--build-arg",
-                "SQUASH_METHOD=sync",
-            ],
-            method: Some("sync"),
-        });
-    }
-    v
-}
 
 /// A Dockerfile body (no syntax line), its context files and build arguments.
 struct Fidelity<'a> {
@@ -635,10 +595,9 @@ RUN echo later > /sparse/later
     let build = |label: &str, dockerfile: &str, args: &[&str]| {
         let ctx = TestContext::new(&format!("{t}-{label}"), dockerfile);
         let tag = ctx.tag(label);
-        let mut argv = vec!["--load", "-t", tag.as_str()];
-        argv.extend_from_slice(args);
         let run = Buildx::new(ctx.path())
-            .args(&argv)
+            .args(&["--load", "-t", &tag])
+            .args(args)
             .timeout(BUILD_TIMEOUT)
             .run();
         let guard = TagGuard(vec![tag.clone()]);

@@ -38,10 +38,9 @@ fn assert_refused(
     let log = DaemonLog::mark();
     let ctx = TestContext::new(t, dockerfile);
     let tag = ctx.tag("refused");
-    let mut argv = vec!["--load", "-t", tag.as_str()];
-    argv.extend_from_slice(args);
     let run = Buildx::new(ctx.path())
-        .args(&argv)
+        .args(&["--load", "-t", &tag])
+        .args(args)
         .timeout(BUILD_TIMEOUT)
         .run();
     let out = run.out;
@@ -334,10 +333,9 @@ fn assert_fails_as_plain(t: &str, case: &str, body: &str, args: &[&str], needle:
     let mut outs = Vec::new();
     for (side, ctx) in [("plain", &plain_ctx), ("squashed", &squashed_ctx)] {
         let tag = ctx.tag(side);
-        let mut argv = vec!["--load", "-t", tag.as_str()];
-        argv.extend_from_slice(args);
         let run = Buildx::new(ctx.path())
-            .args(&argv)
+            .args(&["--load", "-t", &tag])
+            .args(args)
             .timeout(BUILD_TIMEOUT)
             .run();
         assert_not_tagged(t, &tag);

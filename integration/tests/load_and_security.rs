@@ -14,32 +14,12 @@ use integration::blob::sha256_hex;
 use integration::check::{assert_not_tagged, assert_same};
 use integration::compare::CompareOptions;
 use integration::context::TestContext;
-use integration::docker::{self, Buildx, Store};
+use integration::docker::{self, Buildx};
 use integration::fixtures::{DaemonLog, BUSYBOX, LAYERS};
 use integration::scenario::{
-    frontend_image_from_env, load_built, squash_dockerfile, Built, TagGuard,
+    frontend_image_from_env, load_built, squash_dockerfile, variants, Built, TagGuard,
 };
 use integration::show::{describe, human, indent};
-
-/// The squash variants of this store: (label, extra build arguments).
-fn squash_variants(store: Store) -> Vec<(&'static str, Vec<&'static str>)> {
-    let mut v = vec![
-        ("full", vec![]),
-        ("base/auto", vec!["--build-arg", "SQUASH_MODE=base"]),
-    ];
-    if store == Store::Containerd {
-        v.push((
-            "base/sync",
-            vec![
-                "--build-arg",
-                "SQUASH_MODE=base",
-                "--build-arg",
-                "SQUASH_METHOD=sync",
-            ],
-        ));
-    }
-    v
-}
 
 /// A unique string for this run (never in any image before).
 fn unique(prefix: &str) -> String {
@@ -269,9 +249,10 @@ fn build_all(t: &str, body: &str, args: &[&str], check: impl Fn(&str, &Built)) {
     let _p = TagGuard(vec![plain.tag.clone()]);
     describe(t, "plain    ", &plain.image);
     check("plain", &plain);
-    for (label, extra) in squash_variants(store) {
+    for v in variants(store) {
+        let label = v.label;
         let mut argv = args.to_vec();
-        argv.extend(extra);
+        argv.extend_from_slice(v.args);
         let squashed = load_built(
             label,
             TestContext::new(t, &squash_dockerfile(body)),
