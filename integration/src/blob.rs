@@ -143,7 +143,7 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", sha256_hex(bytes))
 }
 
-/// The hex sha256 of a byte slice (what [`crate::fs::Entry::sha256`] holds).
+/// The hex sha256 of a byte slice (what a filesystem model's entries hold).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }

@@ -1292,10 +1292,7 @@ mod tests {
         b.file("app/run", b"v2", 0o755);
         let spec = ImageSpec::new(vec![gzip(&a.finish()), b.finish()]);
         let tar = docker_save_classic(&spec, "squash-e2e/t:fs");
-        let img = crate::archive::Archive::from_reader(&tar[..])
-            .unwrap()
-            .image()
-            .unwrap();
+        let img = read_image(&tar);
         let m = FsModel::from_image(&img).unwrap();
         assert_eq!(m.layers_applied(), 2);
         assert_eq!(

@@ -4,10 +4,10 @@
 //! An [`Image`] holds the image config as a [`serde_json::Value`] and the
 //! ordered list of [`Layer`]s, each with its diffID (sha256 of the
 //! uncompressed tar, computed, not trusted), its blob digest and size, and
-//! its uncompressed size. [`crate::archive`] finds these pieces in a `docker
-//! save` archive or an OCI layout; what is *inside* a layer is the business of
-//! [`crate::fs`]. An image and its layers keep the unpacked archive alive for
-//! as long as any of them exists.
+//! its uncompressed size. The `archive` module finds these pieces in a
+//! `docker save` archive or an OCI layout; what is *inside* a layer is the
+//! business of the `fs` module. An image and its layers keep the unpacked
+//! archive alive for as long as any of them exists.
 
 use std::fmt;
 use std::fs::File;

@@ -8,7 +8,7 @@
 //! both archives are self-consistent ([`crate::image::Image::verify`]) and
 //! applies their layers into filesystem models. The test then asserts on
 //! layer counts, [`Outcome::fs_report`] and [`Outcome::config_report`], or
-//! with the shared assertions of [`crate::check`].
+//! with the shared assertions of the `check` module.
 //!
 //! A failing build panics with its full output, naming which side failed;
 //! tests that expect a build to fail use [`crate::context::TestContext`]

@@ -550,10 +550,15 @@ pub fn oci_layout_multi(specs: &[&ImageSpec]) -> Vec<u8> {
     w.finish()
 }
 
-/// The image of `spec`, read back from an OCI layout.
-pub fn image_of(spec: &ImageSpec) -> crate::image::Image {
-    crate::archive::Archive::from_reader(&oci_layout_single(spec)[..])
+/// The image of an archive.
+pub fn read_image(archive: &[u8]) -> crate::image::Image {
+    crate::archive::Archive::from_reader(archive)
         .unwrap()
         .image()
         .unwrap()
+}
+
+/// The image of `spec`, read back from an OCI layout.
+pub fn image_of(spec: &ImageSpec) -> crate::image::Image {
+    read_image(&oci_layout_single(spec))
 }
