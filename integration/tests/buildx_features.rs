@@ -26,8 +26,7 @@ use integration::context::TestContext;
 use integration::docker::{self, Buildx, Run, Store, BUILD_TIMEOUT};
 use integration::fixtures::{BUSYBOX, LAYERS};
 use integration::fs::FsModel;
-use integration::image::created_by;
-use integration::image::{Image, Platform};
+use integration::image::{created_by, Image, Platform};
 use integration::progress::{
     error_lines, run_copy_steps, show_steps, squash_lines, squash_steps, Step,
 };
