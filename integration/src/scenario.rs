@@ -19,6 +19,8 @@
 //! another Dockerfile name, one plain image against several squashed ones)
 //! use [`load_built`], the scenario's own way of building one side, and
 //! [`Outcome::new`] or a [`TagGuard`] to have the images removed.
+//! Tests that squash in every way a store offers take the list from
+//! [`variants`].
 
 use std::fs;
 use std::path::PathBuf;
