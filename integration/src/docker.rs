@@ -4,31 +4,29 @@
 //! [`std::process::Command`] with an argument vector (never a shell string),
 //! inheriting the process environment: the task runner that starts the
 //! engine sets `DOCKER_HOST`, `DOCKER_CONFIG` and `PATH`, and nothing here
-//! overrides them. Builds run with `BUILDX_NO_DEFAULT_ATTESTATIONS=1` so that
-//! `--load`ed images carry no provenance manifests.
+//! overrides them. Every build goes through [`Buildx`], with
+//! `BUILDX_NO_DEFAULT_ATTESTATIONS=1` so that `--load`ed images carry no
+//! provenance manifests.
 //!
 //! Failures of the *harness* (docker missing, engine unreachable, `docker
 //! save` failing) panic with the command's stderr: the end-to-end tests must
 //! never pass silently without an engine, which is why every test starts with
 //! [`engine_or_panic`]. Failures of the *thing under test* (a build that
 //! fails) are returned ([`CmdOutput`]) so tests can assert on them.
-//!
-//! Image tags must not collide between tests running in parallel (or two
-//! runs of one test): [`unique_tag`] and [`TestContext::tag`] put the test
-//! name, the process id and a counter in every tag.
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path, PathBuf};
-use std::process::{Command, ExitStatus};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::io::{self, BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{mpsc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use crate::archive::Archive;
 use crate::image::Image;
 
 /// The docker CLI, found on `PATH`.
@@ -227,28 +225,239 @@ pub fn store() -> Store {
 }
 
 // ---------------------------------------------------------------------------
+// Builds
+// ---------------------------------------------------------------------------
+
+/// A timeout for [`Buildx::timeout`] far above anything the tests build
+/// (seconds), so that a hanging build fails its test instead of the whole run.
+pub const BUILD_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// How often a running build is looked at for its end, timeout or cancel.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Which line of a build's output [`Buildx::cancel_after`] waits for.
+pub type LineFilter = fn(&str) -> bool;
+
+/// One `docker buildx build --progress=plain ARGS... DIR`: the one way the
+/// harness and the tests run a build.
+///
+/// It runs with `BUILDX_NO_DEFAULT_ATTESTATIONS=1` (unless
+/// [`Buildx::default_attestations`]) and an empty standard input (unless
+/// [`Buildx::stdin`]). A failing build is returned, not a panic. The client
+/// is the process started here, and only it is ended, by its handle: at the
+/// [`Buildx::timeout`], or [`Buildx::cancel_after`] a line; ending the client
+/// cancels the build.
+#[derive(Debug, Clone)]
+pub struct Buildx {
+    dir: PathBuf,
+    args: Vec<String>,
+    stdin: Option<Vec<u8>>,
+    env: Vec<(String, String)>,
+    default_attestations: bool,
+    timeout: Option<Duration>,
+    cancel: Option<(LineFilter, Duration)>,
+}
+
+/// What a [`Buildx`] run gave.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit status, stdout and stderr (buildx writes its progress there).
+    pub out: BuildOutput,
+    /// Wall time from the start of the client to its end.
+    pub elapsed: Duration,
+    /// The build was still running at its timeout and was ended.
+    pub timed_out: bool,
+    /// The build was still running [`Buildx::cancel_after`]'s delay after
+    /// the line it waited for, and was ended.
+    pub cancelled: bool,
+}
+
+impl Buildx {
+    /// A build of the context directory `dir`, with no arguments yet.
+    pub fn new(dir: &Path) -> Buildx {
+        Buildx {
+            dir: dir.to_path_buf(),
+            args: Vec::new(),
+            stdin: None,
+            env: Vec::new(),
+            default_attestations: false,
+            timeout: None,
+            cancel: None,
+        }
+    }
+
+    /// Arguments after `--progress=plain`, before the context directory
+    /// (`--load -t TAG`, `--output ...`, `--build-arg ...`); added in order.
+    pub fn args<S: AsRef<str>>(mut self, args: &[S]) -> Self {
+        self.args.extend(args.iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Written to the client's standard input (for `-f -`).
+    pub fn stdin(mut self, data: &[u8]) -> Self {
+        self.stdin = Some(data.to_vec());
+        self
+    }
+
+    /// An environment variable for the client, on top of the process's own.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Leaves buildx's default attestations as they are (no
+    /// `BUILDX_NO_DEFAULT_ATTESTATIONS`), as a user's own command would.
+    pub fn default_attestations(mut self) -> Self {
+        self.default_attestations = true;
+        self
+    }
+
+    /// Ends the client if the build runs longer than `limit`.
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
+        self
+    }
+
+    /// Ends the client `delay` after the first line of its stderr that
+    /// `line` accepts, if it is still running then. Once that line has come,
+    /// the [`Buildx::timeout`] no longer applies.
+    pub fn cancel_after(mut self, line: LineFilter, delay: Duration) -> Self {
+        self.cancel = Some((line, delay));
+        self
+    }
+
+    fn command(&self, program: &OsStr) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.args(["buildx", "build", "--progress=plain"])
+            .args(&self.args)
+            .arg(&self.dir);
+        if !self.default_attestations {
+            cmd.env("BUILDX_NO_DEFAULT_ATTESTATIONS", "1");
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs the build to its end (or timeout, or cancel); panics only if
+    /// docker cannot be started.
+    #[track_caller]
+    pub fn run(&self) -> Run {
+        self.run_program(OsStr::new(DOCKER))
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    fn run_program(&self, program: &OsStr) -> Result<Run> {
+        let mut cmd = self.command(program);
+        cmd.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let started = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("could not start {cmd:?} (is docker on PATH?)"))?;
+        let writer = match (&self.stdin, child.stdin.take()) {
+            (Some(data), Some(mut pipe)) => {
+                let data = data.clone();
+                Some(thread::spawn(move || {
+                    let _ = pipe.write_all(&data);
+                }))
+            }
+            _ => None,
+        };
+        let (seen_tx, seen_rx) = mpsc::channel();
+        let stdout = read_pipe(child.stdout.take(), None);
+        let watch = self.cancel.map(|(line, _)| (line, seen_tx));
+        let stderr = read_pipe(child.stderr.take(), watch);
+        let mut seen: Option<Instant> = None;
+        let (mut timed_out, mut cancelled) = (false, false);
+        let status = loop {
+            if let Some(status) = child.try_wait().context("waiting for docker buildx")? {
+                break status;
+            }
+            if seen.is_none() {
+                seen = seen_rx.try_recv().ok();
+            }
+            let (deadline, cancelling) = match (seen, self.cancel) {
+                (Some(at), Some((_, delay))) => (Some(at + delay), true),
+                _ => (self.timeout.map(|limit| started + limit), false),
+            };
+            if deadline.is_some_and(|d| Instant::now() > d) {
+                timed_out = !cancelling;
+                cancelled = cancelling;
+                let _ = child.kill();
+                break child
+                    .wait()
+                    .context("waiting for the ended docker buildx")?;
+            }
+            thread::sleep(POLL);
+        };
+        let elapsed = started.elapsed();
+        if let Some(w) = writer {
+            let _ = w.join();
+        }
+        let stdout = String::from_utf8_lossy(&stdout.join().unwrap_or_default()).into_owned();
+        let mut stderr = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
+        if timed_out {
+            let limit = self.timeout.unwrap_or_default();
+            stderr.push_str(&format!(
+                "\n[test harness] the build was still running after {limit:?} and was killed\n"
+            ));
+        }
+        Ok(Run {
+            out: CmdOutput {
+                status,
+                stdout,
+                stderr,
+            },
+            elapsed,
+            timed_out,
+            cancelled,
+        })
+    }
+}
+
+/// Reads a pipe to its end in a thread. With `watch`, sends the time the
+/// first line that `watch` accepts was read.
+fn read_pipe(
+    pipe: Option<impl Read + Send + 'static>,
+    watch: Option<(LineFilter, mpsc::Sender<Instant>)>,
+) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut all = Vec::new();
+        let Some(pipe) = pipe else {
+            return all;
+        };
+        let mut reader = io::BufReader::new(pipe);
+        let mut watch = watch;
+        loop {
+            let from = all.len();
+            match reader.read_until(b'\n', &mut all) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            if let Some((accepts, seen)) = &watch {
+                let line = String::from_utf8_lossy(&all[from..]);
+                if accepts(line.trim_end_matches(['\n', '\r'])) {
+                    let _ = seen.send(Instant::now());
+                    watch = None;
+                }
+            }
+        }
+        all
+    })
+}
+
+// ---------------------------------------------------------------------------
 // Commands
 // ---------------------------------------------------------------------------
 
-fn build_command(program: &OsStr, ctx_dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.args(["buildx", "build", "--progress=plain"])
-        .args(args)
-        .arg(ctx_dir)
-        .env("BUILDX_NO_DEFAULT_ATTESTATIONS", "1");
-    cmd
-}
-
-/// `docker buildx build --progress=plain ARGS... CTX_DIR` with
-/// `BUILDX_NO_DEFAULT_ATTESTATIONS=1`. Pass `--load -t TAG` (or `--output`)
-/// in `args`. A failing build is returned, not a panic.
-#[track_caller]
-pub fn build(ctx_dir: &Path, args: &[&str]) -> BuildOutput {
-    run_command(build_command(OsStr::new(DOCKER), ctx_dir, args))
-        .unwrap_or_else(|e| panic!("{e:#}"))
-}
-
-/// `docker save IMAGE` into a temporary file, read with [`Image::load`].
+/// `docker save IMAGE` into a temporary file, read with [`Archive::image`].
 pub fn try_save(image: &str) -> Result<Image> {
     let dir = tempfile::Builder::new()
         .prefix("squash-e2e-save-")
@@ -266,7 +475,9 @@ pub fn try_save(image: &str) -> Result<Image> {
     if !out.success() {
         bail!("`docker save {image}` failed: {out}");
     }
-    Image::load(&file).with_context(|| format!("reading `docker save {image}`"))
+    Archive::open(&file)
+        .and_then(|archive| archive.image())
+        .with_context(|| format!("reading `docker save {image}`"))
 }
 
 /// [`try_save`], panicking on failure.
@@ -275,15 +486,15 @@ pub fn save(image: &str) -> Image {
     try_save(image).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// Runs IMAGE with ARGS to its end → (status, stdout, stderr).
+/// Runs IMAGE with ARGS to its end; see [`run_with`].
 #[track_caller]
-pub fn run(image: &str, args: &[&str]) -> (ExitStatus, String, String) {
+pub fn run(image: &str, args: &[&str]) -> CmdOutput {
     run_with(&[], image, args)
 }
 
-/// Runs IMAGE with `docker run` OPTIONS and ARGS to its end → (status,
-/// stdout, stderr). If the container cannot be created or started, the
-/// status and stderr are `docker run`'s own.
+/// Runs IMAGE with `docker run` OPTIONS and ARGS to its end: the
+/// container's exit status, stdout and stderr. If the container cannot be
+/// created or started, the status and output are `docker run`'s own.
 ///
 /// Why not an attached `docker run --rm`: on the containerd store under
 /// load it once returned exit 0 with an empty stdout for a container that
@@ -292,7 +503,7 @@ pub fn run(image: &str, args: &[&str]) -> (ExitStatus, String, String) {
 /// wrote from its log, which the daemon has finished writing when `wait`
 /// returns.
 #[track_caller]
-pub fn run_with(options: &[&str], image: &str, args: &[&str]) -> (ExitStatus, String, String) {
+pub fn run_with(options: &[&str], image: &str, args: &[&str]) -> CmdOutput {
     use std::os::unix::process::ExitStatusExt;
     let mut argv: Vec<&str> = vec!["run", "--detach"];
     argv.extend_from_slice(options);
@@ -304,7 +515,7 @@ pub fn run_with(options: &[&str], image: &str, args: &[&str]) -> (ExitStatus, St
         if !id.is_empty() {
             rm_container(&id);
         }
-        return (started.status, started.stdout, started.stderr);
+        return started;
     }
     let waited = docker(&["wait", &id]);
     let logs = docker(&["logs", &id]);
@@ -312,14 +523,29 @@ pub fn run_with(options: &[&str], image: &str, args: &[&str]) -> (ExitStatus, St
     let waited_ok = waited.success();
     let code: Option<i32> = waited.stdout.trim().parse().ok();
     match (waited_ok, code, logs.success()) {
-        (true, Some(code), true) => (
+        (true, Some(code), true) => CmdOutput {
             // A wait status: the exit code in the second byte.
-            ExitStatus::from_raw((code & 0xff) << 8),
-            logs.stdout,
-            logs.stderr,
-        ),
+            status: ExitStatus::from_raw((code & 0xff) << 8),
+            stdout: logs.stdout,
+            stderr: logs.stderr,
+        },
         _ => panic!("running {image}: `docker wait {id}`: {waited}; `docker logs {id}`: {logs}"),
     }
+}
+
+/// [`run_with`] of a container that must exit 0 (panics with its output
+/// otherwise); its stdout.
+#[track_caller]
+pub fn run_ok(options: &[&str], image: &str, args: &[&str]) -> String {
+    let out = run_with(options, image, args);
+    if !out.success() {
+        panic!(
+            "`docker run {} {image} {}` failed: {out}",
+            options.join(" "),
+            args.join(" ")
+        );
+    }
+    out.stdout
 }
 
 /// `docker rm -f ID`, best effort (for cleanup).
@@ -337,6 +563,11 @@ pub fn rmi(images: &[&str]) -> bool {
     run_command(command(OsStr::new(DOCKER), &argv))
         .map(|o| o.success())
         .unwrap_or(false)
+}
+
+/// Whether `docker image inspect IMAGE` finds an image.
+pub fn image_exists(image: &str) -> bool {
+    docker(&["image", "inspect", "--format", "{{.Id}}", image]).success()
 }
 
 /// `docker history --no-trunc` as one JSON object per row, newest first
@@ -365,164 +596,9 @@ fn parse_json_lines(s: &str) -> Result<Vec<Value>> {
         .collect()
 }
 
-// ---------------------------------------------------------------------------
-// Names and contexts
-// ---------------------------------------------------------------------------
-
-fn sanitize(s: &str, keep: impl Fn(char) -> bool, max: usize) -> String {
-    let mapped: String = s
-        .chars()
-        .map(|c| if keep(c) { c } else { '-' })
-        .take(max)
-        .collect();
-    mapped
-        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
-        .to_owned()
-}
-
-/// An image tag unique to this test, process and call:
-/// `squash-e2e-<test name>:<suffix>-<pid>-<n>`, sanitised to what image
-/// references allow.
-pub fn unique_tag(test_name: &str, suffix: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let lower = test_name.to_ascii_lowercase();
-    let repo = sanitize(
-        &lower,
-        |c| c.is_ascii_lowercase() || c.is_ascii_digit(),
-        100,
-    );
-    let repo = if repo.is_empty() {
-        "test".to_owned()
-    } else {
-        repo
-    };
-    let suffix = sanitize(
-        suffix,
-        |c| c.is_ascii_alphanumeric() || c == '_' || c == '.',
-        80,
-    );
-    let suffix = if suffix.is_empty() {
-        "t".to_owned()
-    } else {
-        suffix
-    };
-    format!("squash-e2e-{repo}:{suffix}-{}-{n}", std::process::id())
-}
-
-fn checked_relative(rel: &Path) -> PathBuf {
-    assert!(
-        !rel.as_os_str().is_empty()
-            && rel
-                .components()
-                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir)),
-        "context paths must be relative and stay inside the context: {}",
-        rel.display()
-    );
-    rel.to_path_buf()
-}
-
-/// A build context in a temporary directory: a Dockerfile and other files,
-/// removed when dropped.
-#[derive(Debug)]
-pub struct TestContext {
-    dir: tempfile::TempDir,
-    name: String,
-}
-
-impl TestContext {
-    /// A context holding `Dockerfile` with this content.
-    #[track_caller]
-    pub fn new(test_name: &str, dockerfile: &str) -> TestContext {
-        let dir = tempfile::Builder::new()
-            .prefix("squash-e2e-ctx-")
-            .tempdir()
-            .unwrap_or_else(|e| panic!("creating a context directory: {e}"));
-        let ctx = TestContext {
-            dir,
-            name: test_name.to_owned(),
-        };
-        ctx.write("Dockerfile", dockerfile);
-        ctx
-    }
-
-    /// The context directory.
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// The test name given at creation.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Writes a file (creating parent directories), relative to the context.
-    #[track_caller]
-    pub fn write(&self, rel: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> &Self {
-        let path = self.path().join(checked_relative(rel.as_ref()));
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)
-                .unwrap_or_else(|e| panic!("creating {}: {e}", parent.display()));
-        }
-        fs::write(&path, contents).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-        self
-    }
-
-    /// Writes a file and sets its permission bits.
-    #[track_caller]
-    pub fn write_mode(
-        &self,
-        rel: impl AsRef<Path>,
-        contents: impl AsRef<[u8]>,
-        mode: u32,
-    ) -> &Self {
-        self.write(rel.as_ref(), contents);
-        let path = self.path().join(rel.as_ref());
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-            .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
-        self
-    }
-
-    /// Creates a directory (and its parents).
-    #[track_caller]
-    pub fn mkdir(&self, rel: impl AsRef<Path>) -> &Self {
-        let path = self.path().join(checked_relative(rel.as_ref()));
-        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
-        self
-    }
-
-    /// Creates a symlink `rel -> target` (target written as given).
-    #[track_caller]
-    pub fn symlink(&self, rel: impl AsRef<Path>, target: impl AsRef<Path>) -> &Self {
-        let path = self.path().join(checked_relative(rel.as_ref()));
-        std::os::unix::fs::symlink(target.as_ref(), &path)
-            .unwrap_or_else(|e| panic!("symlinking {}: {e}", path.display()));
-        self
-    }
-
-    /// Reads back a file of the context.
-    #[track_caller]
-    pub fn read(&self, rel: impl AsRef<Path>) -> Vec<u8> {
-        let path = self.path().join(checked_relative(rel.as_ref()));
-        fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-    }
-
-    /// A tag unique to this test (see [`unique_tag`]).
-    pub fn tag(&self, suffix: &str) -> String {
-        unique_tag(&self.name, suffix)
-    }
-
-    /// [`build`] in this context.
-    #[track_caller]
-    pub fn build(&self, args: &[&str]) -> BuildOutput {
-        build(self.path(), args)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
 
     #[test]
     fn store_from_docker_info() {
@@ -546,89 +622,13 @@ mod tests {
         assert!(parse_store("not json").is_err());
     }
 
-    fn is_valid_reference(r: &str) -> bool {
-        let (repo, tag) = r.split_once(':').unwrap();
-        let repo_ok = !repo.is_empty()
-            && repo.len() <= 255
-            && repo
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && repo.as_bytes()[0].is_ascii_alphanumeric()
-            && repo.as_bytes()[repo.len() - 1].is_ascii_alphanumeric();
-        let tag_ok = !tag.is_empty()
-            && tag.len() <= 128
-            && (tag.as_bytes()[0].is_ascii_alphanumeric() || tag.as_bytes()[0] == b'_')
-            && tag
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-        repo_ok && tag_ok
-    }
-
     #[test]
-    fn tags_are_unique_and_valid() {
-        let mut seen = HashSet::new();
-        for (name, suffix) in [
-            ("tests::Copy_And_Run", "plain"),
-            ("tests::Copy_And_Run", "plain"),
-            ("", ""),
-            ("::weird name!!", "-squashed."),
-            (&"x".repeat(400)[..], &"y".repeat(400)[..]),
-        ] {
-            let t = unique_tag(name, suffix);
-            assert!(is_valid_reference(&t), "{t}");
-            assert!(seen.insert(t.clone()), "duplicate {t}");
-        }
-        let t = unique_tag("tests::copy_and_run", "plain");
-        assert!(
-            t.starts_with("squash-e2e-tests--copy-and-run:plain-"),
-            "{t}"
-        );
-        assert!(t.contains(&format!("-{}-", std::process::id())), "{t}");
-    }
-
-    #[test]
-    fn context_writes_files_and_is_removed_on_drop() {
-        let ctx = TestContext::new("ctx_test", "FROM scratch\n");
-        ctx.write("a/b/c.txt", "hello")
-            .write_mode("run.sh", "#!/bin/sh\n", 0o751)
-            .mkdir("empty/dir")
-            .symlink("link", "a/b/c.txt");
-        let root = ctx.path().to_path_buf();
-        assert_eq!(ctx.read("Dockerfile"), b"FROM scratch\n");
-        assert_eq!(fs::read_to_string(root.join("a/b/c.txt")).unwrap(), "hello");
-        assert_eq!(
-            fs::metadata(root.join("run.sh"))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o7777,
-            0o751
-        );
-        assert!(root.join("empty/dir").is_dir());
-        assert_eq!(
-            fs::read_link(root.join("link")).unwrap(),
-            Path::new("a/b/c.txt")
-        );
-        assert_eq!(ctx.name(), "ctx_test");
-        assert!(ctx.tag("x").starts_with("squash-e2e-ctx-test:x-"));
-        assert!(root.is_dir());
-        drop(ctx);
-        assert!(!root.exists(), "context directory left behind");
-    }
-
-    #[test]
-    #[should_panic(expected = "must be relative")]
-    fn context_refuses_escaping_paths() {
-        TestContext::new("escape", "FROM scratch\n").write("../outside", "x");
-    }
-
-    #[test]
-    fn build_command_shape() {
-        let cmd = build_command(
-            OsStr::new("docker"),
-            Path::new("/tmp/ctx"),
-            &["--load", "-t", "squash-e2e-x:plain"],
-        );
+    fn buildx_command_shape() {
+        let build = Buildx::new(Path::new("/tmp/ctx"))
+            .args(&["--load", "-t"])
+            .args(&["squash-e2e-x:plain"])
+            .env("BUILDX_EXPERIMENTAL", "1");
+        let cmd = build.command(OsStr::new("docker"));
         let args: Vec<&OsStr> = cmd.get_args().collect();
         assert_eq!(
             args,
@@ -644,19 +644,32 @@ mod tests {
             .map(OsStr::new)
         );
         let envs: Vec<(&OsStr, Option<&OsStr>)> = cmd.get_envs().collect();
+        let env = |k: &'static str, v: &'static str| (OsStr::new(k), Some(OsStr::new(v)));
         assert_eq!(
             envs,
-            vec![(
-                OsStr::new("BUILDX_NO_DEFAULT_ATTESTATIONS"),
-                Some(OsStr::new("1"))
-            )]
+            vec![
+                env("BUILDX_EXPERIMENTAL", "1"),
+                env("BUILDX_NO_DEFAULT_ATTESTATIONS", "1")
+            ]
         );
+        let cmd = build.default_attestations().command(OsStr::new("docker"));
+        let envs: Vec<(&OsStr, Option<&OsStr>)> = cmd.get_envs().collect();
+        assert_eq!(envs, vec![env("BUILDX_EXPERIMENTAL", "1")]);
     }
 
+    /// An executable `docker` shell script in `dir`. A child process writes
+    /// it, so that this process never holds it open for writing: another
+    /// test's fork could inherit that descriptor, and running the script
+    /// would then fail (text file busy).
     fn fake_docker(dir: &Path, script: &str) -> PathBuf {
         let p = dir.join("docker");
-        fs::write(&p, format!("#!/bin/sh\n{script}\n")).unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        let written = Command::new("sh")
+            .args(["-c", r#"printf '%s\n' "$1" > "$2" && chmod 755 "$2""#, "sh"])
+            .arg(format!("#!/bin/sh\n{script}"))
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(written.success());
         p
     }
 
@@ -720,6 +733,102 @@ mod tests {
             out.assert_success();
         });
         assert!(r.is_err());
+    }
+
+    #[test]
+    fn buildx_gives_stdin_env_and_the_exit() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = fake_docker(
+            dir.path(),
+            r#"cat; echo "args $* attestations=$BUILDX_NO_DEFAULT_ATTESTATIONS x=$X" >&2; exit 3"#,
+        );
+        let run = Buildx::new(Path::new("/ctx"))
+            .args(&["-f", "-"])
+            .stdin(b"FROM scratch\n")
+            .env("X", "y")
+            .timeout(Duration::from_secs(60))
+            .run_program(fake.as_os_str())
+            .unwrap();
+        assert_eq!(run.out.status.code(), Some(3));
+        assert_eq!(run.out.stdout, "FROM scratch\n");
+        assert_eq!(
+            run.out.stderr,
+            "args buildx build --progress=plain -f - /ctx attestations=1 x=y\n"
+        );
+        assert!(!run.timed_out && !run.cancelled);
+        // Without stdin, the client reads an empty one.
+        let run = Buildx::new(Path::new("/ctx"))
+            .run_program(fake.as_os_str())
+            .unwrap();
+        assert_eq!(run.out.stdout, "");
+        let err = Buildx::new(Path::new("/ctx"))
+            .run_program(dir.path().join("no-such-docker").as_os_str())
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("could not start"), "{err:#}");
+    }
+
+    #[test]
+    fn buildx_ends_a_build_at_its_timeout() {
+        let run = run_fake(
+            "echo started >&2; exec sleep 30",
+            Buildx::new(Path::new("/ctx")).timeout(Duration::from_millis(300)),
+        );
+        assert!(run.timed_out && !run.cancelled);
+        assert!(!run.out.success());
+        assert!(run.elapsed < Duration::from_secs(20), "{:?}", run.elapsed);
+        assert!(
+            run.out.stderr.starts_with("started\n")
+                && run
+                    .out
+                    .stderr
+                    .contains("still running after 300ms and was killed"),
+            "{}",
+            run.out.stderr
+        );
+    }
+
+    /// `build` run with a fake docker that runs `script`.
+    fn run_fake(script: &str, build: Buildx) -> Run {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = fake_docker(dir.path(), script);
+        build.run_program(fake.as_os_str()).unwrap()
+    }
+
+    #[test]
+    fn buildx_cancels_a_delay_after_a_line() {
+        let sleeping = |l: &str| l.contains("sleeping") && !l.contains("RUN ");
+        let header = "echo '#5 [2/2] RUN echo sleeping' >&2";
+        let build = Buildx::new(Path::new("/ctx"));
+        // The timeout no longer applies once the line has come.
+        let run = run_fake(
+            &format!("{header}; echo '#5 0.2 sleeping' >&2; exec sleep 30"),
+            build
+                .clone()
+                .timeout(Duration::from_millis(100))
+                .cancel_after(sleeping, Duration::from_millis(500)),
+        );
+        assert!(run.cancelled && !run.timed_out, "{run:?}");
+        assert!(!run.out.success());
+        let elapsed = run.elapsed;
+        assert!(elapsed >= Duration::from_millis(500), "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
+        assert!(run.out.stderr.ends_with("#5 0.2 sleeping\n"), "{run:?}");
+        // A client that ends by itself within the delay is not cancelled.
+        let run = run_fake(
+            "echo '#5 0.2 sleeping' >&2; exit 0",
+            build
+                .clone()
+                .cancel_after(sleeping, Duration::from_secs(20)),
+        );
+        assert!(run.out.success() && !run.cancelled && !run.timed_out);
+        // Without the line, the timeout ends it.
+        let run = run_fake(
+            &format!("{header}; exec sleep 30"),
+            build
+                .timeout(Duration::from_millis(300))
+                .cancel_after(sleeping, Duration::from_millis(100)),
+        );
+        assert!(run.timed_out && !run.cancelled, "{run:?}");
     }
 
     #[test]

@@ -45,7 +45,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use sha2::Digest;
 use tar::EntryType;
 
-use crate::image::{HashingWriter, Image};
+use crate::blob::{decompress, HashingWriter};
+use crate::image::Image;
 
 // ---------------------------------------------------------------------------
 // Paths
@@ -540,7 +541,7 @@ impl FsModel {
 
     /// Applies a layer blob, uncompressed, gzip or zstd (detected).
     pub fn apply_blob<R: Read>(&mut self, blob: R) -> Result<()> {
-        let (_, stream) = crate::image::decompress(blob)?;
+        let (_, stream) = decompress(blob)?;
         self.apply_layer(stream)
     }
 
@@ -741,6 +742,16 @@ impl FsModel {
         self.tree.contains_key(&FsPath::new(path))
     }
 
+    /// The names of a directory's children, sorted by bytes (non-UTF-8
+    /// bytes replaced).
+    pub fn children(&self, dir: impl AsRef<[u8]>) -> Vec<String> {
+        let dir = FsPath::new(dir);
+        self.paths()
+            .filter(|p| p.parent().as_ref() == Some(&dir) && !p.is_root())
+            .map(|p| String::from_utf8_lossy(p.file_name()).into_owned())
+            .collect()
+    }
+
     /// Every path, sorted by bytes, the root first.
     pub fn paths(&self) -> impl Iterator<Item = &FsPath> {
         self.tree.keys()
@@ -926,6 +937,24 @@ mod tests {
         assert_eq!(m.get("pipe").unwrap().kind, Kind::Fifo);
         assert_eq!(m.len(), 9); // root + 8
         assert!(m.hardlink_groups().is_empty());
+    }
+
+    #[test]
+    fn children_of_a_directory() {
+        let mut l = LayerBuilder::new();
+        l.dir("etc", 0o755)
+            .file("etc/b", b"", 0o644)
+            .file("etc/a", b"", 0o644)
+            .dir("etc/sub", 0o755)
+            .file("etc/sub/deep", b"", 0o644)
+            .file(b"etc/\xff", b"", 0o644)
+            .file("etc2", b"", 0o644);
+        let m = model(&[l.finish()]);
+        assert_eq!(m.children("/etc"), ["a", "b", "sub", "\u{fffd}"]);
+        assert_eq!(m.children("etc/sub"), ["deep"]);
+        assert_eq!(m.children("/"), ["etc", "etc2"]);
+        assert!(m.children("/etc/a").is_empty());
+        assert!(m.children("/nowhere").is_empty());
     }
 
     #[test]
@@ -1263,11 +1292,8 @@ mod tests {
         b.file("app/run", b"v2", 0o755);
         let spec = ImageSpec::new(vec![gzip(&a.finish()), b.finish()]);
         let tar = docker_save_classic(&spec, "squash-e2e/t:fs");
-        let img = crate::image::Archive::from_reader(&tar[..])
-            .unwrap()
-            .image()
-            .unwrap();
-        let m = img.fs().unwrap();
+        let img = read_image(&tar);
+        let m = FsModel::from_image(&img).unwrap();
         assert_eq!(m.layers_applied(), 2);
         assert_eq!(
             m.get("app/run").unwrap().sha256.as_deref(),

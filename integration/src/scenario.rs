@@ -7,17 +7,28 @@
 //! build --load` to unique tags (plain first), `docker save`s both, checks
 //! both archives are self-consistent ([`crate::image::Image::verify`]) and
 //! applies their layers into filesystem models. The test then asserts on
-//! layer counts, [`Outcome::fs_report`] and [`Outcome::config_report`].
+//! layer counts, [`Outcome::fs_report`] and [`Outcome::config_report`], or
+//! with the shared assertions of the `check` module.
 //!
 //! A failing build panics with its full output, naming which side failed;
-//! tests that expect a build to fail use [`crate::docker::TestContext`]
+//! tests that expect a build to fail use [`crate::context::TestContext`]
 //! directly. The images are removed when the [`Outcome`] is dropped, unless
 //! [`Scenario::keep_images`] was called.
+//!
+//! Tests that build a side the scenario does not cover (standard input,
+//! another Dockerfile name, one plain image against several squashed ones)
+//! use [`load_built`], the scenario's own way of building one side, and
+//! [`Outcome::new`] or a [`TagGuard`] to have the images removed.
+//! Tests that squash in every way a store offers take the list from
+//! [`variants`].
 
+use std::fs;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::compare::{compare_configs, compare_fs, CompareOptions, Report};
-use crate::docker::{self, BuildOutput, TestContext};
+use crate::context::TestContext;
+use crate::docker::{self, BuildOutput, Buildx, Store, BUILD_TIMEOUT};
 use crate::fs::FsModel;
 use crate::image::Image;
 
@@ -33,6 +44,17 @@ pub fn frontend_image_from_env() -> String {
             "{FRONTEND_IMAGE_ENV} is not set: it must name the squash-frontend image to put in `# syntax=`"
         ),
     }
+}
+
+/// `body` with the `# syntax=` line of the frontend image on top.
+fn with_syntax(frontend: &str, body: &str) -> String {
+    format!("# syntax={frontend}\n{body}")
+}
+
+/// `body` with the `# syntax=` line of [`frontend_image_from_env`] on top.
+#[track_caller]
+pub fn squash_dockerfile(body: &str) -> String {
+    with_syntax(&frontend_image_from_env(), body)
 }
 
 /// Whether a Dockerfile already starts with a `syntax` parser directive
@@ -54,6 +76,51 @@ pub fn has_syntax_directive(dockerfile: &str) -> bool {
         }
     }
     false
+}
+
+/// One way of squashing an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Variant {
+    /// `full`, `base/auto` or `base/sync`.
+    pub label: &'static str,
+    /// The build arguments that choose it (none for full mode, the default).
+    pub args: &'static [&'static str],
+    /// The base-mode method expected to run (`None` in full mode).
+    pub method: Option<&'static str>,
+}
+
+/// Every way of squashing this store offers: full mode; base mode with the
+/// auto method (diff on the containerd store, sync on the classic one); and
+/// on the containerd store, base mode with the sync method.
+pub fn variants(store: Store) -> Vec<Variant> {
+    let mut v = vec![
+        Variant {
+            label: "full",
+            args: &[],
+            method: None,
+        },
+        Variant {
+            label: "base/auto",
+            args: &["--build-arg", "SQUASH_MODE=base"],
+            method: Some(match store {
+                Store::Containerd => "diff",
+                Store::Classic => "sync",
+            }),
+        },
+    ];
+    if store == Store::Containerd {
+        v.push(Variant {
+            label: "base/sync",
+            args: &[
+                "--build-arg",
+                "SQUASH_MODE=base",
+                "--build-arg",
+                "SQUASH_METHOD=sync",
+            ],
+            method: Some("sync"),
+        });
+    }
+    v
 }
 
 /// A Dockerfile to build both ways; see the module docs.
@@ -143,7 +210,7 @@ impl Scenario {
     pub fn dockerfiles(&self, frontend: &str) -> (String, String) {
         (
             self.dockerfile.clone(),
-            format!("# syntax={frontend}\n{}", self.dockerfile),
+            with_syntax(frontend, &self.dockerfile),
         )
     }
 
@@ -200,22 +267,82 @@ impl Scenario {
         let tag = context.tag(side);
         let args = self.args_for(&tag, squashed);
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let build = context.build(&argv);
-        if !build.success() {
-            docker::rmi(&[&tag]);
-            panic!(
-                "the {side} build of scenario {} failed.\nDockerfile:\n{dockerfile}\n{build}",
-                self.name
-            );
-        }
-        match Built::load(tag, context, build) {
-            Ok(built) => built,
-            Err((tag, e)) => {
-                if !self.keep_images {
-                    docker::rmi(&[&tag]);
-                }
-                panic!("the {side} image {tag} of scenario {}: {e:#}", self.name);
+        build_and_load(side, context, tag, &argv, None, None, self.keep_images).0
+    }
+}
+
+/// Builds `context` with `--load -t <unique tag> ARGS...` (and `stdin`),
+/// within [`BUILD_TIMEOUT`], then [`Built::load`]s it, as one side of a
+/// [`Scenario`] is built; panics with the build's output if the build or the
+/// loading fails, removing the image.
+#[track_caller]
+pub fn load_built(side: &str, context: TestContext, args: &[&str], stdin: Option<&[u8]>) -> Built {
+    load_built_timed(side, context, args, stdin).0
+}
+
+/// [`load_built`], with the build's wall time (the build alone, not the
+/// saving and modelling).
+#[track_caller]
+pub fn load_built_timed(
+    side: &str,
+    context: TestContext,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> (Built, Duration) {
+    let tag = context.tag(side);
+    let mut argv = vec!["--load", "-t", tag.as_str()];
+    argv.extend_from_slice(args);
+    build_and_load(
+        side,
+        context,
+        tag.clone(),
+        &argv,
+        stdin,
+        Some(BUILD_TIMEOUT),
+        false,
+    )
+}
+
+/// Builds `context` with `args` (which load the image as `tag`) and loads
+/// the image; panics if either fails, removing the image (unless
+/// `keep_images`, when the build worked but the image is unsound).
+#[track_caller]
+fn build_and_load(
+    side: &str,
+    context: TestContext,
+    tag: String,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    timeout: Option<Duration>,
+    keep_images: bool,
+) -> (Built, Duration) {
+    let mut build = Buildx::new(context.path()).args(args);
+    if let Some(data) = stdin {
+        build = build.stdin(data);
+    }
+    if let Some(limit) = timeout {
+        build = build.timeout(limit);
+    }
+    let run = build.run();
+    let name = context.name().to_owned();
+    if !run.out.success() {
+        docker::rmi(&[&tag]);
+        panic!(
+            "the {side} build of {name} failed after {:.1?}.\nDockerfile:\n{}\n{}",
+            run.elapsed,
+            String::from_utf8_lossy(&stdin.map(<[u8]>::to_vec).unwrap_or_else(|| {
+                fs::read(context.path().join("Dockerfile")).unwrap_or_default()
+            })),
+            run.out
+        );
+    }
+    match Built::load(tag, context, run.out) {
+        Ok(built) => (built, run.elapsed),
+        Err((tag, e)) => {
+            if !keep_images {
+                docker::rmi(&[&tag]);
             }
+            panic!("the {side} image {tag} of {name}: {e:#}");
         }
     }
 }
@@ -272,6 +399,16 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Both sides of a comparison built otherwise than by [`Scenario::run`]
+    /// (e.g. with [`load_built`]); their images are removed when dropped.
+    pub fn new(plain: Built, squashed: Built) -> Outcome {
+        Outcome {
+            plain,
+            squashed,
+            keep_images: false,
+        }
+    }
+
     /// Filesystem differences, plain (left) vs squashed (right).
     pub fn fs_report(&self, opts: &CompareOptions) -> Report {
         compare_fs(&self.plain.fs, &self.squashed.fs, opts).with_names("plain", "squashed")
@@ -282,16 +419,6 @@ impl Outcome {
         compare_configs(&self.plain.image.config, &self.squashed.image.config)
             .with_names("plain", "squashed")
     }
-
-    /// Panics with both reports unless filesystem and config are equal.
-    #[track_caller]
-    pub fn assert_same(&self, opts: &CompareOptions) {
-        let fs = self.fs_report(opts);
-        let config = self.config_report();
-        if !fs.is_empty() || !config.is_empty() {
-            panic!("{fs}\n{config}");
-        }
-    }
 }
 
 impl Drop for Outcome {
@@ -299,6 +426,17 @@ impl Drop for Outcome {
         if !self.keep_images {
             docker::rmi(&[&self.plain.tag, &self.squashed.tag]);
         }
+    }
+}
+
+/// Image tags removed when dropped.
+#[derive(Debug)]
+pub struct TagGuard(pub Vec<String>);
+
+impl Drop for TagGuard {
+    fn drop(&mut self) {
+        let tags: Vec<&str> = self.0.iter().map(String::as_str).collect();
+        docker::rmi(&tags);
     }
 }
 
@@ -364,6 +502,31 @@ mod tests {
                 "--no-cache",
                 "--build-arg",
                 "ONLY_SQUASHED=1"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_variants_of_each_store() {
+        let shown = |store| {
+            variants(store)
+                .iter()
+                .map(|v| format!("{} {:?} {:?}", v.label, v.args, v.method))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            shown(Store::Classic),
+            [
+                r#"full [] None"#,
+                r#"base/auto ["--build-arg", "SQUASH_MODE=base"] Some("sync")"#,
+            ]
+        );
+        assert_eq!(
+            shown(Store::Containerd),
+            [
+                r#"full [] None"#,
+                r#"base/auto ["--build-arg", "SQUASH_MODE=base"] Some("diff")"#,
+                r#"base/sync ["--build-arg", "SQUASH_MODE=base", "--build-arg", "SQUASH_METHOD=sync"] Some("sync")"#,
             ]
         );
     }

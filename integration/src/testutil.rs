@@ -8,7 +8,8 @@ use std::path::Path;
 use serde_json::{json, Value};
 use tar::{EntryType, Header};
 
-use crate::image::{sha256_digest, summarize_blob, Compression, OCI_INDEX, OCI_MANIFEST};
+use crate::archive::{OCI_INDEX, OCI_MANIFEST};
+use crate::blob::{sha256_digest, summarize_blob, Compression};
 
 fn os_path(p: &[u8]) -> &Path {
     Path::new(OsStr::from_bytes(p))
@@ -547,4 +548,17 @@ pub fn oci_layout_multi(specs: &[&ImageSpec]) -> Vec<u8> {
     );
     w.file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
     w.finish()
+}
+
+/// The image of an archive.
+pub fn read_image(archive: &[u8]) -> crate::image::Image {
+    crate::archive::Archive::from_reader(archive)
+        .unwrap()
+        .image()
+        .unwrap()
+}
+
+/// The image of `spec`, read back from an OCI layout.
+pub fn image_of(spec: &ImageSpec) -> crate::image::Image {
+    read_image(&oci_layout_single(spec))
 }

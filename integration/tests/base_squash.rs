@@ -7,9 +7,15 @@
 
 mod common;
 
-use common::*;
-use integration::docker::{self, Store, TestContext};
-use integration::scenario::{frontend_image_from_env, Outcome, Scenario};
+use common::start;
+use integration::check::{assert_keeps_base, assert_same, assert_same_run, assert_squash_history};
+use integration::compare::CompareOptions;
+use integration::context::TestContext;
+use integration::docker::{self, Store};
+use integration::fixtures::{BUSYBOX, LAYERS};
+use integration::progress::{base_method_used, squash_lines};
+use integration::scenario::{squash_dockerfile, Outcome, Scenario};
+use integration::show::{describe, describe_outcome, human, indent, KIB, MIB};
 
 const BASE_DOCKERFILE: &str = r#"FROM squash-test/busybox-layers:latest
 RUN rm /base/big /base/hl-b
@@ -23,48 +29,19 @@ USER 65534
 CMD ["sh", "-c", "for p in /base /base/* /base/dir/* /srv/data/top; do stat -c '%n %F %a %u:%g %s' \"$p\"; done; cat /base/suid /base/dir/n /base/added.txt; test -e /base/big || echo big-is-gone; echo $SQUASH_BASE $SQUASH_STAGE"]
 "#;
 
-/// Checks the bottom `base.layers.len()` layers of `img` are the base's, by
-/// diffID and by blob digest; prints them.
-#[track_caller]
-fn assert_keeps_base_layers(
-    t: &str,
-    base: &integration::image::Image,
-    img: &integration::image::Image,
-) {
-    let n = base.layers.len();
-    assert_eq!(
-        img.layers.len(),
-        n + 1,
-        "base mode: the base's {n} layers + 1, got {}",
-        img.layers.len()
-    );
-    for (i, (b, s)) in base.layers.iter().zip(&img.layers).enumerate() {
-        println!(
-            "[{t}] layer {i}: base diff_id {} digest {} | squashed diff_id {} digest {}",
-            &b.diff_id[..19],
-            &b.digest[..19],
-            &s.diff_id[..19],
-            &s.digest[..19]
-        );
-        assert_eq!(
-            b.diff_id, s.diff_id,
-            "layer {i}: diffID differs from the base's"
-        );
-        assert_eq!(
-            b.digest, s.digest,
-            "layer {i}: blob digest differs from the base's (same diffID {}, recompressed?)",
-            b.diff_id
-        );
-        assert_eq!(
-            b.size, s.size,
-            "layer {i}: blob size differs from the base's"
-        );
+/// Deterministic pseudo-random bytes (xorshift64*), for context files whose
+/// content must be identical in both builds and not compressible.
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
     }
-    assert_eq!(
-        img.config_diff_ids()[..n],
-        base.config_diff_ids()[..],
-        "config rootfs.diff_ids of the base layers"
-    );
+    out.truncate(len);
+    out
 }
 
 fn base_scenario(t: &str, method: Option<&str>) {
@@ -93,8 +70,8 @@ fn base_scenario(t: &str, method: Option<&str>) {
     assert_eq!(used, expected, "squash method used on the {store:?} store");
 
     let (plain, squashed) = (&out.plain.image, &out.squashed.image);
-    assert_keeps_base_layers(t, &base, squashed);
-    assert_same_fs_and_config(t, &out);
+    assert_keeps_base(t, &base, squashed);
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
 
     let fs = &out.squashed.fs;
     // Deleted base files are gone (the whiteouts are in the one new layer).
@@ -113,7 +90,7 @@ fn base_scenario(t: &str, method: Option<&str>) {
         hl.hardlinks
     );
     // The emptied and refilled dir holds only the new content.
-    assert_eq!(children(fs, "/base/dir"), ["n"]);
+    assert_eq!(fs.children("/base/dir"), ["n"]);
     // The modified base file: content, mode and owner.
     let suid = fs.get("/base/suid").expect("/base/suid");
     assert_eq!(suid.mode, 0o0750);
@@ -126,7 +103,7 @@ fn base_scenario(t: &str, method: Option<&str>) {
     // The new layer is small: it holds what the Dockerfile did, no copy of
     // the 5 MiB base file.
     let top = squashed.layers.last().unwrap();
-    let entries = layer_entries(top);
+    let entries = top.entries().expect("reading a layer");
     println!(
         "[{t}] new layer: {} entries, {} uncompressed: {:?}",
         entries.len(),
@@ -144,7 +121,7 @@ fn base_scenario(t: &str, method: Option<&str>) {
     );
     assert_squash_history(t, plain, squashed, base.layers.len());
 
-    let printed = assert_same_run(t, &out, &[]);
+    let printed = assert_same_run(t, &out.plain, &out.squashed, &[]);
     assert!(printed.contains("big-is-gone"), "{printed}");
     assert!(
         printed.contains("/base/suid regular file 750 65534:65534 9"),
@@ -192,9 +169,9 @@ fn base_new_layer_holds_no_copy_of_base_files() {
             .run();
         describe_outcome(t, &out);
         let used = base_method_used(&out.squashed.build.stderr);
-        assert_keeps_base_layers(t, &base, &out.squashed.image);
+        assert_keeps_base(t, &base, &out.squashed.image);
         let top = out.squashed.image.layers.last().unwrap();
-        let entries = layer_entries(top);
+        let entries = top.entries().expect("reading a layer");
         let limit = MIB + 64 * KIB;
         println!(
             "[{t}] method {used}: new layer {} uncompressed (limit {}), entries {:?}",
@@ -211,7 +188,7 @@ fn base_new_layer_holds_no_copy_of_base_files() {
             !entries.iter().any(|(p, _)| p.contains("base/big")),
             "the unchanged 5 MiB base file is copied into the new layer: {entries:?}"
         );
-        assert_same_fs_and_config(t, &out);
+        assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
     }
 }
 
@@ -239,9 +216,9 @@ CMD ["/bin/busybox", "cat", "/hello.txt", "/stage.txt"]
         1,
         "FROM scratch has no base layers to keep: one layer"
     );
-    assert_same_fs_and_config(t, &out);
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
     assert_squash_history(t, &out.plain.image, &out.squashed.image, 0);
-    let printed = assert_same_run(t, &out, &[]);
+    let printed = assert_same_run(t, &out.plain, &out.squashed, &[]);
     assert_eq!(printed, "hello from the context\nfrom-the-stage\n");
 }
 
@@ -264,11 +241,11 @@ CMD ["sh", "-c", "cat /opt/both /opt/extra; stat -c '%a' /opt/suid"]
         .run();
     describe_outcome(t, &out);
     assert_eq!(out.plain.image.layers.len(), 4);
-    assert_keeps_base_layers(t, &base, &out.squashed.image);
-    assert_same_fs_and_config(t, &out);
+    assert_keeps_base(t, &base, &out.squashed.image);
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
     assert!(!out.squashed.fs.contains("/base"));
     assert_squash_history(t, &out.plain.image, &out.squashed.image, 1);
-    let printed = assert_same_run(t, &out, &[]);
+    let printed = assert_same_run(t, &out.plain, &out.squashed, &[]);
     assert_eq!(printed, "one\ntwo\nextra\n4755\n");
 }
 
@@ -300,10 +277,10 @@ CMD ["cat", "/root-stage", "/middle-stage", "/copied", "/top-stage"]
         .run();
     describe_outcome(t, &out);
     assert_eq!(out.plain.image.layers.len(), base.layers.len() + 4);
-    assert_keeps_base_layers(t, &base, &out.squashed.image);
-    assert_same_fs_and_config(t, &out);
+    assert_keeps_base(t, &base, &out.squashed.image);
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
     assert!(!out.squashed.fs.contains("/base/hl-a"));
-    let printed = assert_same_run(t, &out, &[]);
+    let printed = assert_same_run(t, &out.plain, &out.squashed, &[]);
     assert_eq!(printed, "root\nmiddle\nunrelated\ntop\n");
 }
 
@@ -334,8 +311,8 @@ fn mode_from_directive() {
         (6, 5),
         "# squash=base keeps the 4 base layers + 1"
     );
-    assert_same_fs_and_config(t, &out);
-    assert_same_run(t, &out, &[]);
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
+    assert_same_run(t, &out.plain, &out.squashed, &[]);
 }
 
 /// `# squash-method=sync` below `# squash=base`: on the containerd store
@@ -353,8 +330,8 @@ fn method_from_directive() {
     let used = base_method_used(&out.squashed.build.stderr);
     println!("[{t}] # squash-method=sync on {store:?}: method used {used}");
     assert_eq!(used, "sync");
-    assert_same_fs_and_config(t, &out);
-    assert_same_run(t, &out, &[]);
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
+    assert_same_run(t, &out.plain, &out.squashed, &[]);
 }
 
 #[test]
@@ -365,7 +342,7 @@ fn mode_from_build_arg() {
         .squash_args(&["--build-arg", "SQUASH_MODE=base"])
         .run();
     assert_eq!(layer_counts(t, &out), (6, 5));
-    assert_same_fs_and_config(t, &out);
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
     drop(out);
     // Values are case-insensitive.
     let out = Scenario::new(t, MODE_BODY)
@@ -394,7 +371,7 @@ fn mode_precedence_build_arg_beats_directive() {
         (6, 1),
         "the build argument SQUASH_MODE=full beats # squash=base"
     );
-    assert_same_fs_and_config(t, &out);
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
     drop(out);
 
     let out = Scenario::new(t, &format!("# squash=full\n{MODE_BODY}"))
@@ -423,7 +400,7 @@ fn mode_off_directive_gives_the_plain_image() {
         out.squashed.image.history(),
         "off mode leaves the history alone"
     );
-    assert_same_fs_and_config(t, &out);
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
 }
 
 // ---------------------------------------------------------------------------
@@ -442,8 +419,7 @@ fn method_diff_per_store() {
     ];
     match store {
         Store::Classic => {
-            let df = format!("# syntax={}\n{MODE_BODY}", frontend_image_from_env());
-            let ctx = TestContext::new(t, &df);
+            let ctx = TestContext::new(t, &squash_dockerfile(MODE_BODY));
             let tag = ctx.tag("diff");
             let mut argv = vec!["--load", "-t", tag.as_str()];
             argv.extend(args);
@@ -467,8 +443,8 @@ fn method_diff_per_store() {
             let out = Scenario::new(t, MODE_BODY).squash_args(&args).run();
             assert_eq!(layer_counts(t, &out), (6, 5));
             assert_eq!(base_method_used(&out.squashed.build.stderr), "diff");
-            assert_same_fs_and_config(t, &out);
-            assert_same_run(t, &out, &[]);
+            assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
+            assert_same_run(t, &out.plain, &out.squashed, &[]);
         }
     }
 }

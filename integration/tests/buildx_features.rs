@@ -17,11 +17,23 @@ mod common;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use common::*;
-use integration::docker::{self, Store, TestContext};
+use common::start;
+use integration::archive::{Archive, ManifestRef};
+use integration::blob::sha256_hex;
+use integration::check::{assert_same, assert_same_models, assert_squash_history};
+use integration::compare::CompareOptions;
+use integration::context::TestContext;
+use integration::docker::{self, Buildx, Run, Store, BUILD_TIMEOUT};
+use integration::fixtures::{BUSYBOX, LAYERS};
 use integration::fs::FsModel;
-use integration::image::{sha256_digest, Archive, Image, ManifestRef, Platform};
-use integration::scenario::{frontend_image_from_env, Built, Scenario};
+use integration::image::{created_by, Image, Platform};
+use integration::progress::{
+    error_lines, run_copy_steps, show_steps, squash_lines, squash_steps, Step,
+};
+use integration::scenario::{
+    frontend_image_from_env, load_built, squash_dockerfile, Built, Outcome, Scenario,
+};
+use integration::show::{describe, describe_outcome, indent};
 use serde_json::Value;
 
 static CACHE: RwLock<()> = RwLock::new(());
@@ -37,13 +49,6 @@ fn exclusive() -> RwLockWriteGuard<'static, ()> {
     CACHE.write().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Every test starts here: the engine (panics without one) and its store.
-#[track_caller]
-fn begin(t: &str) -> Store {
-    integration::docker::engine_or_panic();
-    start(t)
-}
-
 /// What the classic store says to a multi-platform `--load`.
 const MANIFEST_LIST_REFUSAL: &str =
     "docker exporter does not currently support exporting manifest lists";
@@ -51,10 +56,70 @@ const OCI_REFUSAL: &str = "OCI exporter is not supported for the docker driver."
 const CACHE_EXPORT_REFUSAL: &str = "Cache export is not supported for the docker driver.";
 const ATTESTATION_REFUSAL: &str = "Attestation is not supported for the docker driver.";
 
-fn sha_hex(data: &[u8]) -> String {
-    sha256_digest(data)
-        .trim_start_matches("sha256:")
-        .to_string()
+/// `docker builder prune -af`: the whole build cache, for tests that need a
+/// cold one.
+#[track_caller]
+fn prune_build_cache() {
+    let out = docker::docker(&["builder", "prune", "-af"]);
+    assert!(out.success(), "docker builder prune -af failed: {out}");
+    println!(
+        "    docker builder prune -af: {}",
+        out.stdout.lines().last().unwrap_or("")
+    );
+}
+
+/// `docker tag SRC DST`, panicking on failure.
+#[track_caller]
+fn tag_image(src: &str, dst: &str) {
+    let out = docker::docker(&["tag", src, dst]);
+    assert!(out.success(), "docker tag {src} {dst} failed: {out}");
+}
+
+/// Builds one body with and without our syntax line (same files, same
+/// arguments) and asserts the engine refuses both with `needle` in the same
+/// `ERROR` lines: a store limit that our line neither hides nor changes.
+#[track_caller]
+fn assert_refused_alike(
+    test: &str,
+    body: &str,
+    files: &[(&str, &str)],
+    args: &[&str],
+    needle: &str,
+) {
+    let plain = TestContext::new(test, body);
+    let squashed = TestContext::new(test, &squash_dockerfile(body));
+    for (rel, content) in files {
+        plain.write(rel, content);
+        squashed.write(rel, content);
+    }
+    let p = Buildx::new(plain.path())
+        .args(args)
+        .timeout(BUILD_TIMEOUT)
+        .run()
+        .out;
+    let s = Buildx::new(squashed.path())
+        .args(args)
+        .timeout(BUILD_TIMEOUT)
+        .run()
+        .out;
+    for (side, out) in [("plain", &p), ("squashed", &s)] {
+        out.assert_failure();
+        assert!(
+            out.stderr.contains(needle),
+            "{side} build of {test}: expected the refusal {needle:?}:\n{out}"
+        );
+    }
+    assert_eq!(p.status.code(), s.status.code(), "same exit status");
+    assert_eq!(
+        error_lines(&p.stderr),
+        error_lines(&s.stderr),
+        "the refusal differs with our syntax line"
+    );
+    println!(
+        "[{test}] refused alike with and without our line ({}), args {args:?}:\n{}",
+        p.status,
+        indent(&error_lines(&s.stderr).join("\n"))
+    );
 }
 
 /// The content hash of a file in a model, panicking if it is not a file.
@@ -70,7 +135,7 @@ fn file_sha(fs: &FsModel, path: &str) -> String {
 fn assert_file(fs: &FsModel, path: &str, content: &str) {
     assert_eq!(
         file_sha(fs, path),
-        sha_hex(content.as_bytes()),
+        sha256_hex(content.as_bytes()),
         "{path} should hold {content:?}"
     );
 }
@@ -110,7 +175,10 @@ fn build_oci(
     let output = format!("type=oci,dest={}{output_extra}", dest.display());
     let mut argv = vec!["--output", output.as_str()];
     argv.extend_from_slice(args);
-    let run = buildx(ctx.path(), &argv, None, &[], BUILD_TIMEOUT);
+    let run = Buildx::new(ctx.path())
+        .args(&argv)
+        .timeout(BUILD_TIMEOUT)
+        .run();
     if !run.out.success() {
         panic!(
             "the {side} OCI build of {t} failed.\nargs: {argv:?}\nDockerfile:\n{}\n{}",
@@ -187,7 +255,7 @@ const SCRATCH_FILES: [(&str, &str); 3] = [
 #[test]
 fn multi_platform_from_scratch() {
     let t = "multi_platform_from_scratch";
-    let store = begin(t);
+    let store = start(t);
     let _g = shared();
     if store == Store::Classic {
         assert_refused_alike(
@@ -220,7 +288,7 @@ fn multi_platform_from_scratch() {
         assert_eq!(s_img.layers.len(), 1, "{platform}: squashed to one layer");
         assert_eq!(s_img.config["architecture"], arch, "{platform}: config");
         assert_eq!(s_img.config["os"], "linux");
-        assert_same_models(t, &p_fs, &p_img, &s_fs, &s_img);
+        assert_same_models(t, (&p_fs, &p_img), (&s_fs, &s_img), &CompareOptions::new());
         assert_squash_history(t, &p_img, &s_img, 0);
         assert_file(&s_fs, "/data/two.txt", "two\n");
     }
@@ -244,7 +312,7 @@ const PER_ARCH_FILES: [(&str, &str); 2] = [
 #[test]
 fn multi_platform_per_arch_base() {
     let t = "multi_platform_per_arch_base";
-    let store = begin(t);
+    let store = start(t);
     let _g = shared();
     if store == Store::Classic {
         assert_refused_alike(
@@ -313,7 +381,7 @@ fn multi_platform_per_arch_base() {
                 img.config["architecture"], *arch,
                 "{platform} {mode}: config"
             );
-            assert_same_models(t, &p_fs, &p_img, fs, img);
+            assert_same_models(t, (&p_fs, &p_img), (fs, img), &CompareOptions::new());
         }
         assert_squash_history(t, &p_img, &f_img, 0);
         assert_squash_history(t, &p_img, &b_img, 1);
@@ -348,7 +416,7 @@ RUN echo final > /final
 #[test]
 fn input_target_middle_stage() {
     let t = "input_target_middle_stage";
-    begin(t);
+    start(t);
     let _g = shared();
     let base_ids = diff_ids_of(LAYERS);
     for (mode, layers) in [("full", 1), ("base", base_ids.len() + 1)] {
@@ -359,7 +427,7 @@ fn input_target_middle_stage() {
         describe_outcome(t, &out);
         assert_eq!(out.plain.image.layers.len(), base_ids.len() + 2);
         assert_eq!(out.squashed.image.layers.len(), layers, "{mode} mode");
-        assert_same_fs_and_config(t, &out);
+        assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
         let fs = &out.squashed.fs;
         assert_file(fs, "/out/tested", "tested\n");
         assert!(!fs.contains("/final"), "the final stage was not built");
@@ -387,7 +455,7 @@ ENV GREETING=${GREETING}
 #[test]
 fn input_build_args_before_from() {
     let t = "input_build_args_before_from";
-    begin(t);
+    start(t);
     let _g = shared();
     let base_ids = diff_ids_of(BUSYBOX);
     for (mode, layers) in [("full", 1), ("base", base_ids.len() + 1)] {
@@ -407,7 +475,7 @@ fn input_build_args_before_from() {
             "busybox (from the build arg) + RUN"
         );
         assert_eq!(out.squashed.image.layers.len(), layers, "{mode} mode");
-        assert_same_fs_and_config(t, &out);
+        assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
         let fs = &out.squashed.fs;
         assert_file(fs, "/greeting", "bonjour\n");
         assert!(!fs.contains("/base"), "the default base was not used");
@@ -431,7 +499,7 @@ const DECOY: &str =
 #[test]
 fn input_dockerfile_by_other_name() {
     let t = "input_dockerfile_by_other_name";
-    begin(t);
+    start(t);
     let _g = shared();
     let mut sides = Vec::new();
     for side in ["plain", "squashed"] {
@@ -456,15 +524,15 @@ fn input_dockerfile_by_other_name() {
     }
     let squashed = sides.pop().unwrap();
     let plain = sides.pop().unwrap();
-    let pair = Pair { plain, squashed };
+    let pair = Outcome::new(plain, squashed);
     describe(t, "plain   ", &pair.plain.image);
     describe(t, "squashed", &pair.squashed.image);
     assert_eq!(pair.plain.image.layers.len(), 3);
     assert_eq!(pair.squashed.image.layers.len(), 1);
-    assert_same_built(t, &pair.plain, &pair.squashed);
+    assert_same(t, &pair.plain, &pair.squashed, &CompareOptions::new());
     let fs = &pair.squashed.fs;
     assert_eq!(
-        children(fs, "/ctx"),
+        fs.children("/ctx"),
         ["keep.txt"],
         "other.Dockerfile.dockerignore applied"
     );
@@ -473,7 +541,7 @@ fn input_dockerfile_by_other_name() {
 #[test]
 fn input_dockerfile_from_stdin() {
     let t = "input_dockerfile_from_stdin";
-    begin(t);
+    start(t);
     let _g = shared();
     let body = "FROM squash-test/busybox:latest\nCOPY from-context.txt /from-context.txt\nRUN echo from-stdin > /stdin.txt\n";
     let mut sides = Vec::new();
@@ -494,13 +562,13 @@ fn input_dockerfile_from_stdin() {
     }
     let squashed = sides.pop().unwrap();
     let plain = sides.pop().unwrap();
-    let pair = Pair { plain, squashed };
+    let pair = Outcome::new(plain, squashed);
     describe(t, "plain   ", &pair.plain.image);
     describe(t, "squashed", &pair.squashed.image);
     println!("{}", indent(&squash_lines(&pair.squashed.build.stderr)));
     assert_eq!(pair.plain.image.layers.len(), 3);
     assert_eq!(pair.squashed.image.layers.len(), 1);
-    assert_same_built(t, &pair.plain, &pair.squashed);
+    assert_same(t, &pair.plain, &pair.squashed, &CompareOptions::new());
     assert_file(&pair.squashed.fs, "/stdin.txt", "from-stdin\n");
     assert_file(
         &pair.squashed.fs,
@@ -512,7 +580,7 @@ fn input_dockerfile_from_stdin() {
 #[test]
 fn input_dockerignore() {
     let t = "input_dockerignore";
-    begin(t);
+    start(t);
     let _g = shared();
     let out = Scenario::new(t, FILE_BODY)
         .file(
@@ -525,16 +593,16 @@ fn input_dockerignore() {
         .run();
     describe_outcome(t, &out);
     assert_eq!(out.squashed.image.layers.len(), 1);
-    assert_same_fs_and_config(t, &out);
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
     let fs = &out.squashed.fs;
-    assert_eq!(children(fs, "/ctx"), ["kept.txt"]);
+    assert_eq!(fs.children("/ctx"), ["kept.txt"]);
     assert!(!fs.contains("/ctx/ignored.txt"));
 }
 
 #[test]
 fn input_named_build_context() {
     let t = "input_named_build_context";
-    begin(t);
+    start(t);
     let _g = shared();
     let extra = tempfile::Builder::new()
         .prefix("squash-e2e-extra-")
@@ -555,7 +623,7 @@ RUN cat /from-extra/extra.txt > /check
     describe_outcome(t, &out);
     assert_eq!(out.plain.image.layers.len(), 4);
     assert_eq!(out.squashed.image.layers.len(), 1);
-    assert_same_fs_and_config(t, &out);
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
     let fs = &out.squashed.fs;
     assert_file(fs, "/check", "from the extra context\n");
     assert_file(fs, "/from-extra/sub/deep.txt", "deep\n");
@@ -569,7 +637,7 @@ RUN cat /from-extra/extra.txt > /check
 #[test]
 fn base_mode_keeps_an_image_named_context() {
     let t = "base_mode_keeps_an_image_named_context";
-    begin(t);
+    start(t);
     let _g = shared();
     let body = "FROM base\nCOPY a.txt /a.txt\nRUN cat /a.txt /base/dir/one > /check\n";
     let base_ids = diff_ids_of(LAYERS);
@@ -585,7 +653,7 @@ fn base_mode_keeps_an_image_named_context() {
         describe_outcome(t, &out);
         println!("{}", indent(&squash_lines(&out.squashed.build.stderr)));
         assert_eq!(out.plain.image.layers.len(), base_ids.len() + 2);
-        assert_same_fs_and_config(t, &out);
+        assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
         assert_file(&out.squashed.fs, "/check", "a\none\n");
         let last = out.squashed.image.history().last().cloned().unwrap();
         assert_eq!(
@@ -610,7 +678,7 @@ const SECRET: &str = "squash-e2e-secret-7f3a9c1e5b2d";
 #[test]
 fn input_secret_in_no_layer() {
     let t = "input_secret_in_no_layer";
-    begin(t);
+    start(t);
     let _g = shared();
     let dir = tempfile::Builder::new()
         .prefix("squash-e2e-secret-")
@@ -631,9 +699,17 @@ RUN rm /leaked-then-deleted
         .run();
     describe_outcome(t, &out);
     assert_eq!(out.squashed.image.layers.len(), 1);
-    assert_same_fs_and_config(t, &out);
-    let plain_hits = layers_holding(&out.plain.image, SECRET.as_bytes());
-    let squashed_hits = layers_holding(&out.squashed.image, SECRET.as_bytes());
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
+    let plain_hits = out
+        .plain
+        .image
+        .layers_holding(SECRET.as_bytes())
+        .expect("reading the layers");
+    let squashed_hits = out
+        .squashed
+        .image
+        .layers_holding(SECRET.as_bytes())
+        .expect("reading the layers");
     println!("[{t}] layers holding the secret: plain {plain_hits:?}, squashed {squashed_hits:?}");
     assert!(
         squashed_hits.is_empty(),
@@ -653,7 +729,7 @@ RUN rm /leaked-then-deleted
 #[test]
 fn input_cache_mount_not_in_image() {
     let t = "input_cache_mount_not_in_image";
-    begin(t);
+    start(t);
     let _g = shared();
     // The payload is computed in the build, so it is only in the cache mount.
     let body = r#"FROM squash-test/busybox:latest
@@ -662,12 +738,14 @@ RUN --mount=type=cache,target=/cache,id=squash-e2e-cache echo "cache-payload-$((
     let out = Scenario::new(t, body).run();
     describe_outcome(t, &out);
     assert_eq!(out.squashed.image.layers.len(), 1);
-    assert_same_fs_and_config(t, &out);
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
     for (side, img, fs) in [
         ("plain", &out.plain.image, &out.plain.fs),
         ("squashed", &out.squashed.image, &out.squashed.fs),
     ] {
-        let hits = layers_holding(img, b"cache-payload-42");
+        let hits = img
+            .layers_holding(b"cache-payload-42")
+            .expect("reading the layers");
         assert!(hits.is_empty(), "{side}: cache content in layers {hits:?}");
         assert!(
             !fs.contains("/cache/data"),
@@ -680,7 +758,7 @@ RUN --mount=type=cache,target=/cache,id=squash-e2e-cache echo "cache-payload-$((
 #[test]
 fn input_no_cache_reruns_the_squash() {
     let t = "input_no_cache_reruns_the_squash";
-    begin(t);
+    start(t);
     let _g = shared();
     let body = "FROM squash-test/busybox:latest\nCOPY a.txt /a.txt\nRUN echo no-cache > /n\n";
     // Warm the cache first, so that "not CACHED" means something.
@@ -691,7 +769,7 @@ fn input_no_cache_reruns_the_squash() {
         .run();
     describe_outcome(t, &out);
     assert_eq!(out.squashed.image.layers.len(), 1);
-    assert_same_fs_and_config(t, &out);
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
     let log = &out.squashed.build.stderr;
     let ours = squash_steps(log);
     let theirs = run_copy_steps(log);
@@ -716,7 +794,7 @@ fn input_no_cache_reruns_the_squash() {
 #[test]
 fn input_label_flag() {
     let t = "input_label_flag";
-    begin(t);
+    start(t);
     let _g = shared();
     let body = "FROM squash-test/busybox:latest\nLABEL org.example.in-file=yes\nRUN echo l > /l\n";
     let out = Scenario::new(t, body)
@@ -724,7 +802,7 @@ fn input_label_flag() {
         .run();
     describe_outcome(t, &out);
     assert_eq!(out.squashed.image.layers.len(), 1);
-    assert_same_fs_and_config(t, &out);
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
     let labels = &out.squashed.image.container_config()["Labels"];
     println!("[{t}] squashed labels: {labels}");
     assert_eq!(labels["org.example.flag"], "from the command line");
@@ -734,7 +812,7 @@ fn input_label_flag() {
 #[test]
 fn input_heredoc_run_and_copy() {
     let t = "input_heredoc_run_and_copy";
-    begin(t);
+    start(t);
     let _g = shared();
     let body = r#"FROM squash-test/busybox:latest
 RUN <<EOF
@@ -753,7 +831,7 @@ EOF
     describe_outcome(t, &out);
     assert_eq!(out.plain.image.layers.len(), 4);
     assert_eq!(out.squashed.image.layers.len(), 1);
-    assert_same_fs_and_config(t, &out);
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
     let fs = &out.squashed.fs;
     assert_file(fs, "/opt/h/run.txt", "from a heredoc RUN\n");
     assert_file(fs, "/opt/h/copied.txt", "from a heredoc COPY\n");
@@ -779,7 +857,7 @@ EOF
 #[test]
 fn print_unanswered_request_fails_alike() {
     let t = "print_unanswered_request_fails_alike";
-    begin(t);
+    start(t);
     let _g = shared();
     let body = "FROM squash-test/busybox:latest\nRUN echo one > /one\n";
     let plain = TestContext::new(t, body);
@@ -787,10 +865,16 @@ fn print_unanswered_request_fails_alike() {
     let syntax_excerpt = format!(">>> # syntax={}", frontend_image_from_env());
     for what in ["lint", "squash-e2e-no-such-request"] {
         let flag = format!("--print={what}");
-        let env = [("BUILDX_EXPERIMENTAL", "1")];
-        let p = buildx(plain.path(), &[&flag], None, &env, BUILD_TIMEOUT).out;
-        let s = buildx(squashed.path(), &[&flag], None, &env, BUILD_TIMEOUT).out;
-        let (pe, se) = (error_lines_of(&p), error_lines_of(&s));
+        let request = |ctx: &TestContext| {
+            Buildx::new(ctx.path())
+                .args(&[&flag])
+                .env("BUILDX_EXPERIMENTAL", "1")
+                .timeout(BUILD_TIMEOUT)
+                .run()
+                .out
+        };
+        let (p, s) = (request(&plain), request(&squashed));
+        let (pe, se) = (error_lines(&p.stderr), error_lines(&s.stderr));
         println!(
             "[{t}] {flag}: plain {} / squashed {}\n  plain:\n{}\n  squashed:\n{}",
             p.status,
@@ -833,7 +917,7 @@ const CACHE_FILES: [(&str, &str); 2] = [("a.txt", "cache a\n"), ("b.txt", "cache
 #[test]
 fn cache_rebuild_is_fully_cached() {
     let t = "cache_rebuild_is_fully_cached";
-    begin(t);
+    start(t);
     let _g = shared();
     let mut timings = Vec::new();
     let mut tags = Vec::new();
@@ -843,13 +927,10 @@ fn cache_rebuild_is_fully_cached() {
         let mut ids = Vec::new();
         for round in ["first", "rebuild"] {
             let tag = ctx.tag(&format!("{side}-{round}"));
-            let run = buildx(
-                ctx.path(),
-                &["--load", "-t", &tag],
-                None,
-                &[],
-                BUILD_TIMEOUT,
-            );
+            let run = Buildx::new(ctx.path())
+                .args(&["--load", "-t", &tag])
+                .timeout(BUILD_TIMEOUT)
+                .run();
             tags.push(tag.clone());
             run.out.assert_success();
             ids.push(
@@ -920,7 +1001,7 @@ fn cache_rebuild_is_fully_cached() {
 #[test]
 fn cache_export_and_import_local() {
     let t = "cache_export_and_import_local";
-    let store = begin(t);
+    let store = start(t);
     let dir = tempfile::Builder::new()
         .prefix("squash-e2e-cache-")
         .tempdir()
@@ -945,24 +1026,18 @@ fn cache_export_and_import_local() {
         let to = format!("type=local,dest={}", cache.display());
         let from = format!("type=local,src={}", cache.display());
         let first = ctx.tag("export");
-        let run = buildx(
-            ctx.path(),
-            &["--load", "-t", &first, "--cache-to", &to],
-            None,
-            &[],
-            BUILD_TIMEOUT,
-        );
+        let run = Buildx::new(ctx.path())
+            .args(&["--load", "-t", &first, "--cache-to", &to])
+            .timeout(BUILD_TIMEOUT)
+            .run();
         docker::rmi(&[&first]);
         run.out.assert_success();
         prune_build_cache();
         let second = ctx.tag("import");
-        let run = buildx(
-            ctx.path(),
-            &["--load", "-t", &second, "--cache-from", &from],
-            None,
-            &[],
-            BUILD_TIMEOUT,
-        );
+        let run = Buildx::new(ctx.path())
+            .args(&["--load", "-t", &second, "--cache-from", &from])
+            .timeout(BUILD_TIMEOUT)
+            .run();
         run.out.assert_success();
         let img = docker::save(&second);
         docker::rmi(&[&second]);
@@ -1009,7 +1084,7 @@ const EPOCH_ISO: &str = "2023-11-14T22:13:20Z";
 #[test]
 fn reproducible_oci_output() {
     let t = "reproducible_oci_output";
-    let store = begin(t);
+    let store = start(t);
     let body = "FROM squash-test/busybox-layers:latest\nCOPY app.txt /app/app.txt\nRUN echo reproducible > /app/state && rm /base/big\n";
     let files = [("app.txt", "same bytes every time\n")];
     let rewrite = ",rewrite-timestamp=true";
@@ -1120,7 +1195,7 @@ fn statements(archive: &Archive, att: &ManifestRef) -> Vec<Value> {
 #[test]
 fn attestations_provenance_and_sbom() {
     let t = "attestations_provenance_and_sbom";
-    let store = begin(t);
+    let store = start(t);
     let _g = shared();
     let body = "FROM squash-test/busybox:latest\nCOPY sbom-marker /sbom-marker\nRUN echo attested > /attested\n";
     let files = [("sbom-marker", SBOM_MARKER)];
@@ -1229,7 +1304,7 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 #[test]
 fn upstream_frontend_image() {
     let t = "upstream_frontend_image";
-    begin(t);
+    start(t);
     let _g = shared();
     // No docker/dockerfile image offline: our own image under another name
     // stands in for one (it hands the build to the built-in frontend).
@@ -1240,13 +1315,10 @@ fn upstream_frontend_image() {
     let ctx = side_context(t, "squashed", body, &files);
     let tag = ctx.tag("squashed");
     let arg = format!("SQUASH_UPSTREAM={UPSTREAM}");
-    let run = buildx(
-        ctx.path(),
-        &["--load", "-t", &tag, "--build-arg", &arg],
-        None,
-        &[],
-        UPSTREAM_TIMEOUT,
-    );
+    let run = Buildx::new(ctx.path())
+        .args(&["--load", "-t", &tag, "--build-arg", &arg])
+        .timeout(UPSTREAM_TIMEOUT)
+        .run();
     let resolved: Vec<String> = run
         .out
         .stderr
@@ -1285,17 +1357,9 @@ fn upstream_frontend_image() {
                 .join("\n")
         );
     }
-    let image = docker::save(&tag);
-    image.verify().unwrap();
-    let fs = FsModel::from_image(&image).unwrap();
-    let squashed = Built {
-        tag,
-        context: ctx,
-        build: run.out,
-        image,
-        fs,
-    };
-    let pair = Pair { plain, squashed };
+    let squashed = Built::load(tag, ctx, run.out)
+        .unwrap_or_else(|(tag, e)| panic!("the squashed image {tag}: {e:#}"));
+    let pair = Outcome::new(plain, squashed);
     describe(t, "plain   ", &pair.plain.image);
     describe(t, "squashed", &pair.squashed.image);
     assert!(
@@ -1304,14 +1368,14 @@ fn upstream_frontend_image() {
         pair.squashed.build.stderr
     );
     assert_eq!(pair.squashed.image.layers.len(), 1);
-    assert_same_built(t, &pair.plain, &pair.squashed);
+    assert_same(t, &pair.plain, &pair.squashed, &CompareOptions::new());
     assert_squash_history(t, &pair.plain.image, &pair.squashed.image, 0);
 }
 
 #[test]
 fn upstream_missing_image_is_named() {
     let t = "upstream_missing_image_is_named";
-    begin(t);
+    start(t);
     let _g = shared();
     let missing = "local/squash-e2e-no-such-frontend:missing";
     let ctx = side_context(
@@ -1321,14 +1385,11 @@ fn upstream_missing_image_is_named() {
         &[],
     );
     let arg = format!("SQUASH_UPSTREAM={missing}");
-    let run = buildx(
-        ctx.path(),
-        &["--build-arg", &arg],
-        None,
-        &[],
-        UPSTREAM_TIMEOUT,
-    );
-    let errors = error_lines_of(&run.out);
+    let run = Buildx::new(ctx.path())
+        .args(&["--build-arg", &arg])
+        .timeout(UPSTREAM_TIMEOUT)
+        .run();
+    let errors = error_lines(&run.out.stderr);
     println!(
         "[{t}] {arg}: {} in {:.1}s:\n{}",
         run.out.status,

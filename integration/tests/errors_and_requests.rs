@@ -4,29 +4,17 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::*;
-use integration::docker::{BuildOutput, TestContext};
-use integration::scenario::frontend_image_from_env;
-
-fn with_syntax(body: &str) -> String {
-    format!("# syntax={}\n{body}", frontend_image_from_env())
-}
+use common::start;
+use integration::context::TestContext;
+use integration::docker::{BuildOutput, Buildx};
+use integration::progress::error_lines;
+use integration::scenario::{frontend_image_from_env, squash_dockerfile};
+use integration::show::indent;
 
 /// Builds a Dockerfile (written as given) without loading the result.
 fn build(t: &str, dockerfile: &str, args: &[&str]) -> BuildOutput {
     let ctx = TestContext::new(t, dockerfile);
     ctx.build(args)
-}
-
-/// The `ERROR: ...` lines of a build's output.
-fn error_lines(out: &BuildOutput) -> String {
-    out.stderr
-        .lines()
-        .filter(|l| l.contains("ERROR"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[track_caller]
@@ -35,7 +23,7 @@ fn assert_fails_with(t: &str, out: &BuildOutput, needle: &str) {
     println!(
         "[{t}] exit {}; errors:\n{}",
         out.status,
-        indent(&error_lines(out))
+        indent(&error_lines(&out.stderr).join("\n"))
     );
     assert!(
         out.stderr.contains(needle),
@@ -49,7 +37,11 @@ const BODY: &str = "FROM squash-test/busybox:latest\nRUN echo one > /one\nRUN ec
 fn invalid_mode_build_arg() {
     let t = "invalid_mode_build_arg";
     start(t);
-    let out = build(t, &with_syntax(BODY), &["--build-arg", "SQUASH_MODE=fast"]);
+    let out = build(
+        t,
+        &squash_dockerfile(BODY),
+        &["--build-arg", "SQUASH_MODE=fast"],
+    );
     assert_fails_with(
         t,
         &out,
@@ -61,7 +53,11 @@ fn invalid_mode_build_arg() {
 fn empty_mode_build_arg() {
     let t = "empty_mode_build_arg";
     start(t);
-    let out = build(t, &with_syntax(BODY), &["--build-arg", "SQUASH_MODE="]);
+    let out = build(
+        t,
+        &squash_dockerfile(BODY),
+        &["--build-arg", "SQUASH_MODE="],
+    );
     assert_fails_with(
         t,
         &out,
@@ -75,7 +71,7 @@ fn invalid_method_and_upstream_build_args() {
     start(t);
     let out = build(
         t,
-        &with_syntax(BODY),
+        &squash_dockerfile(BODY),
         &[
             "--build-arg",
             "SQUASH_MODE=base",
@@ -90,7 +86,7 @@ fn invalid_method_and_upstream_build_args() {
     );
     let out = build(
         t,
-        &with_syntax(BODY),
+        &squash_dockerfile(BODY),
         &["--build-arg", "SQUASH_UPSTREAM=not a ref"],
     );
     assert_fails_with(t, &out, "build argument SQUASH_UPSTREAM");
@@ -100,7 +96,11 @@ fn invalid_method_and_upstream_build_args() {
 fn invalid_mode_directive_names_the_line() {
     let t = "invalid_mode_directive_names_the_line";
     start(t);
-    let out = build(t, &with_syntax(&format!("# squash=fast\n{BODY}")), &[]);
+    let out = build(
+        t,
+        &squash_dockerfile(&format!("# squash=fast\n{BODY}")),
+        &[],
+    );
     assert_fails_with(
         t,
         &out,
@@ -114,7 +114,8 @@ fn misplaced_directive_names_the_line() {
     start(t);
     // Line 1 syntax, 2 FROM, 3 the directive: below FROM it is a plain
     // comment to BuildKit, so silently ignoring it would squash in full mode.
-    let df = with_syntax("FROM squash-test/busybox:latest\n# squash=base\nRUN echo one > /one\n");
+    let df =
+        squash_dockerfile("FROM squash-test/busybox:latest\n# squash=base\nRUN echo one > /one\n");
     let out = build(t, &df, &[]);
     assert_fails_with(
         t,
@@ -172,20 +173,16 @@ ARG SECRET_LEVEL
 COPY --from=builder /v /v
 "#;
 
+/// `--print=WHAT EXTRA...`, sent as a user's own command would send it (buildx's
+/// default attestations left as they are).
 fn print_request(ctx: &TestContext, what: &str, extra: &[&str]) -> BuildOutput {
-    let out = Command::new(integration::docker::DOCKER)
-        .args(["buildx", "build", "--progress=plain"])
-        .arg(format!("--print={what}"))
+    Buildx::new(ctx.path())
+        .args(&[&format!("--print={what}")])
         .args(extra)
-        .arg(ctx.path())
         .env("BUILDX_EXPERIMENTAL", "1")
-        .output()
-        .expect("running docker buildx build --print");
-    BuildOutput {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+        .default_attestations()
+        .run()
+        .out
 }
 
 #[test]
@@ -193,7 +190,7 @@ fn print_targets_and_outline_match_the_plain_frontend() {
     let t = "print_targets_and_outline_match_the_plain_frontend";
     start(t);
     let plain = TestContext::new(t, PRINT_BODY);
-    let squashed = TestContext::new(t, &with_syntax(PRINT_BODY));
+    let squashed = TestContext::new(t, &squash_dockerfile(PRINT_BODY));
     let requests: [(&str, &[&str]); 4] = [
         ("targets", &[]),
         ("outline", &[]),
@@ -234,7 +231,7 @@ fn failing_run_shows_the_dockerfile_line() {
     start(t);
     let body = "FROM squash-test/busybox:latest\nRUN echo step-one\nRUN echo about-to-fail && exit 7\nRUN echo never\n";
     let plain = build(t, body, &[]);
-    let squashed = build(t, &with_syntax(body), &[]);
+    let squashed = build(t, &squash_dockerfile(body), &[]);
     for (side, out) in [("plain", &plain), ("squashed", &squashed)] {
         out.assert_failure();
         let excerpt: Vec<&str> = out

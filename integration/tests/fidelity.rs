@@ -19,58 +19,23 @@ mod common;
 
 use std::time::Duration;
 
-use common::*;
-use integration::compare::{self, CompareOptions};
-use integration::docker::{self, Store, TestContext};
+use common::start;
+use integration::check::{assert_keeps_base, assert_same, assert_same_run, assert_squash_history};
+use integration::compare::CompareOptions;
+use integration::context::TestContext;
+use integration::docker::{self, Buildx, BUILD_TIMEOUT};
+use integration::fixtures::{BUSYBOX, DEBIAN, LAYERS};
 use integration::fs::{FsModel, Kind};
-use integration::image::Image;
-use integration::scenario::Built;
+use integration::image::{created_by, Image};
+use integration::progress::{base_method_used, squash_lines};
+use integration::scenario::{load_built_timed, squash_dockerfile, variants, Built, TagGuard};
+use integration::show::{describe, human, indent};
 
 /// Longest one squashed build of a fidelity scenario may take: a guard against a
 /// pathological cost (the 1 GiB sparse file written out in full, a per-file cost
 /// that explodes with 50,000 files), not a speed target; those are the
 /// benchmark's. Such builds take 5 to 40 s here.
 const SLOW_BUILD: Duration = Duration::from_secs(300);
-
-/// One way of squashing.
-struct Variant {
-    label: &'static str,
-    args: &'static [&'static str],
-    /// The base-mode method expected to run (`None` in full mode).
-    method: Option<&'static str>,
-}
-
-/// Every squash variant this store offers.
-fn variants(store: Store) -> Vec<Variant> {
-    let mut v = vec![
-        Variant {
-            label: "full",
-            args: &[],
-            method: None,
-        },
-        Variant {
-            label: "base/auto",
-            args: &["--build-arg", "SQUASH_MODE=base"],
-            method: Some(match store {
-                Store::Containerd => "diff",
-                Store::Classic => "sync",
-            }),
-        },
-    ];
-    if store == Store::Containerd {
-        v.push(Variant {
-            label: "base/sync",
-            args: &[
-                "--build-arg",
-                "SQUASH_MODE=base",
-                "--build-arg",
-                "SQUASH_METHOD=sync",
-            ],
-            method: Some("sync"),
-        });
-    }
-    v
-}
 
 /// A Dockerfile body (no syntax line), its context files and build arguments.
 struct Fidelity<'a> {
@@ -95,29 +60,14 @@ fn build_side(f: &Fidelity<'_>, side: &str, dockerfile: &str, extra: &[&str]) ->
     load_built_timed(side, context, &args, None)
 }
 
-/// The base image's layers are the squashed image's bottom layers, by diffID
-/// and blob digest, and there is exactly one more.
-#[track_caller]
-fn assert_keeps_base(t: &str, base: &Image, img: &Image) {
-    let n = base.layers.len();
-    assert_eq!(
-        img.layers.len(),
-        n + 1,
-        "[{t}] base mode: the base's {n} layers + 1"
-    );
-    for (i, (b, s)) in base.layers.iter().zip(&img.layers).enumerate() {
-        assert_eq!(b.diff_id, s.diff_id, "[{t}] layer {i}: diffID changed");
-        assert_eq!(b.digest, s.digest, "[{t}] layer {i}: blob digest changed");
-    }
-}
-
 /// The socket the Debian scenario leaves behind.
 const SOCKET: &str = "/x/socket";
 
-/// Filesystem and config of `squashed` equal `plain`'s; panics with both
-/// reports otherwise.
+/// Filesystem and config of `squashed` equal `plain`'s ([`assert_same`]), with what
+/// this suite's scenarios hold to their own rules: no socket where the plain image has
+/// none, and the hardlinks the build saw.
 #[track_caller]
-fn assert_same(t: &str, label: &str, plain: &Built, squashed: &Built) {
+fn assert_same_variant(t: &str, label: &str, plain: &Built, squashed: &Built) {
     let mut opts = CompareOptions::new();
     // BuildKit's layers leave a socket out. So do both ways of our full mode (the engine's
     // diff; our in-build sync where the engine has no DiffOp); the FileOp copy, used only
@@ -132,23 +82,11 @@ fn assert_same(t: &str, label: &str, plain: &Built, squashed: &Built) {
         assert_links_kept(t, label, plain, squashed);
         opts = opts.ignore_field("hardlinks");
     }
-    let fs = compare::compare_fs(&plain.fs, &squashed.fs, &opts).with_names("plain", "squashed");
-    let config = compare::compare_configs(&plain.image.config, &squashed.image.config)
-        .with_names("plain", "squashed");
-    if !fs.is_empty() || !config.is_empty() {
-        panic!(
-            "[{t}] {label}: the squashed image differs from the plain one ({} filesystem, {} config differences):\n{fs}\n{config}",
-            fs.len(),
-            config.len()
-        );
-    }
-    let mtimes = compare::compare_fs(&plain.fs, &squashed.fs, &CompareOptions::new().mtimes(true));
-    println!(
-        "[{t}] {label}: filesystem ({} paths) and config equal; mtime differences (not asserted): {}",
-        plain.fs.len(),
-        mtimes.len()
-    );
+    assert_same(&format!("{t}: {label}"), plain, squashed, &opts);
 }
+
+/// `docker run` options of the containers the checks run: no network.
+const OFFLINE: &[&str] = &["--network", "none"];
 
 /// Where a scenario records the hardlink groups its build saw (one group per line, paths
 /// separated by spaces), written by a last RUN step with `stat -c '%i %n'`.
@@ -165,7 +103,7 @@ const LINKS_AT_BUILD: &str = "/t/links-at-build";
 /// path's group is the plain image's. Contents and metadata are compared for every path.
 #[track_caller]
 fn assert_links_kept(t: &str, label: &str, plain: &Built, squashed: &Built) {
-    let out = run_in_container(&plain.tag, &["cat", LINKS_AT_BUILD]);
+    let out = docker::run_ok(OFFLINE, &plain.tag, &["cat", LINKS_AT_BUILD]);
     let mut recorded = std::collections::BTreeMap::new();
     for line in out.lines() {
         let group: Vec<String> = line.split(' ').map(str::to_string).collect();
@@ -267,7 +205,7 @@ fn fidelity(
                     assert_eq!(created(&squashed.image), created(&plain.image));
                 }
             }
-            assert_same(t, label, &plain, &squashed);
+            assert_same_variant(t, label, &plain, &squashed);
             check_squashed(label, &plain, &squashed);
         }));
         if result.is_err() {
@@ -279,17 +217,6 @@ fn fidelity(
         failed.is_empty(),
         "[{t}] squash variants that lost fidelity: {failed:?} (each one's report is printed above)"
     );
-}
-
-/// ARGS run in a container of `tag` with no network; must exit 0; returns stdout.
-#[track_caller]
-fn run_in_container(tag: &str, args: &[&str]) -> String {
-    let (status, out, err) = docker::run_with(&["--network", "none"], tag, args);
-    assert!(
-        status.success(),
-        "{args:?} in {tag} failed: {status}\n{err}"
-    );
-    out
 }
 
 #[track_caller]
@@ -309,7 +236,7 @@ fn entry(fs: &FsModel, path: impl AsRef<[u8]>) -> integration::fs::Entry {
 fn assert_links_as_a_container_sees_them(t: &str, tag: &str, fs: &FsModel, paths: &[&str]) {
     let mut args = vec!["stat", "-c", "%i %n"];
     args.extend_from_slice(paths);
-    let out = run_in_container(tag, &args);
+    let out = docker::run_ok(OFFLINE, tag, &args);
     let inode: std::collections::BTreeMap<String, String> = out
         .lines()
         .filter_map(|l| l.split_once(' '))
@@ -419,7 +346,7 @@ fn fidelity_tree_changes_and_special_files() {
             ] {
                 assert!(!fs.contains(gone), "{gone} should be gone");
             }
-            assert_eq!(children(fs, "/base/dir"), ["fresh"]);
+            assert_eq!(fs.children("/base/dir"), ["fresh"]);
             assert_eq!(entry(fs, "/t/dir-to-file").kind, Kind::File);
             assert_eq!(entry(fs, "/t/file-to-dir").kind, Kind::Dir);
             let m = entry(fs, "/t/modified");
@@ -481,7 +408,9 @@ fn fidelity_tree_changes_and_special_files() {
                 }
             }
             assert_eq!(entry(fs, "/t/empty/nested").mode, 0o000);
-            assert!(children(fs, "/t/empty/nested").contains(&"deeper".to_string()));
+            assert!(fs
+                .children("/t/empty/nested")
+                .contains(&"deeper".to_string()));
             assert_eq!(entry(fs, "/t/empty-later").mode, 0o700);
             assert!(fs.contains(b"/t/non-utf8-\xff\xfe-\xc3\x28"));
             assert!(fs.contains(b"/t/latin1-\xe9t\xe9/f\xfcr"));
@@ -499,7 +428,7 @@ fn fidelity_tree_changes_and_special_files() {
         |label, plain, squashed| {
             // Nothing but the config decides what runs: same output.
             if label == "full" {
-                assert_same_run_on(t, &plain.tag, &squashed.tag, &[]);
+                assert_same_run(t, plain, squashed, &[]);
             }
         },
     );
@@ -601,7 +530,7 @@ fn fidelity_capabilities_xattrs_sockets_on_debian() {
             );
             assert!(!fs.contains("/x/socket"), "BuildKit now keeps sockets");
             assert!(!fs.contains("/usr/share/doc"));
-            assert_eq!(children(fs, "/etc/apt/apt.conf.d"), ["99new"]);
+            assert_eq!(fs.children("/etc/apt/apt.conf.d"), ["99new"]);
             let perl = entry(fs, "/usr/bin/perl5.36.0");
             println!(
                 "[{t}] plain: /usr/bin/perl5.36.0 mode {:o}, hardlinks {:?}; /usr/bin/perl mode {:o}",
@@ -626,7 +555,7 @@ const LIST_IN_CONTAINER: &str = "find / -xdev \\( -path /etc/hosts -o -path /etc
 /// `LIST_IN_CONTAINER` in a container of `tag`.
 #[track_caller]
 fn list_in_container(tag: &str) -> String {
-    run_in_container(tag, &["sh", "-c", LIST_IN_CONTAINER])
+    docker::run_ok(OFFLINE, tag, &["sh", "-c", LIST_IN_CONTAINER])
 }
 
 /// `docker image inspect`'s layer diffIDs and size.
@@ -665,9 +594,11 @@ RUN echo later > /sparse/later
     let build = |label: &str, dockerfile: &str, args: &[&str]| {
         let ctx = TestContext::new(&format!("{t}-{label}"), dockerfile);
         let tag = ctx.tag(label);
-        let mut argv = vec!["--load", "-t", tag.as_str()];
-        argv.extend_from_slice(args);
-        let run = buildx(ctx.path(), &argv, None, &[], BUILD_TIMEOUT);
+        let run = Buildx::new(ctx.path())
+            .args(&["--load", "-t", &tag])
+            .args(args)
+            .timeout(BUILD_TIMEOUT)
+            .run();
         let guard = TagGuard(vec![tag.clone()]);
         assert!(
             run.out.success(),
@@ -759,7 +690,7 @@ RUN cd /many && seq -w 7 7 50000 | sed 's/^/f/' | xargs rm && echo later > f0000
     fidelity(
         &f,
         |plain| {
-            let n = children(&plain.fs, "/many").len();
+            let n = plain.fs.children("/many").len();
             println!(
                 "[{t}] plain: {n} files in /many, {} paths in all",
                 plain.fs.len()

@@ -4,9 +4,13 @@
 
 mod common;
 
-use common::*;
+use common::start;
+use integration::check::{assert_same, assert_same_run, assert_squash_history};
+use integration::compare::CompareOptions;
 use integration::fs::Kind;
+use integration::image::created_by;
 use integration::scenario::Scenario;
+use integration::show::{describe_outcome, human, MIB};
 use serde_json::{json, Value};
 
 /// Every runtime config instruction, so that the config comparison covers
@@ -53,12 +57,12 @@ fn full_big_file_added_then_deleted() {
     assert!(plain.layers.len() >= 4, "the plain build has its layers");
     // The 20 MiB file is in the plain image's layers but not in the squashed one.
     assert!(
-        uncompressed(plain) > uncompressed(squashed) + 20 * MIB,
+        plain.uncompressed_size() > squashed.uncompressed_size() + 20 * MIB,
         "the squashed image should be smaller by the deleted 20 MiB file: plain {}, squashed {}",
-        human(uncompressed(plain)),
-        human(uncompressed(squashed))
+        human(plain.uncompressed_size()),
+        human(squashed.uncompressed_size())
     );
-    assert_same_fs_and_config(t, &out);
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
 
     let fs = &out.squashed.fs;
     assert!(!fs.contains("/app/big.bin"), "deleted file is gone");
@@ -111,7 +115,7 @@ fn full_big_file_added_then_deleted() {
     assert_eq!(c["OnBuild"], json!(["RUN echo built-on-top"]));
 
     assert_squash_history(t, plain, squashed, 0);
-    let printed = assert_same_run(t, &out, &[]);
+    let printed = assert_same_run(t, &out.plain, &out.squashed, &[]);
     assert!(printed.contains("a message from the context"), "{printed}");
     assert!(
         printed.contains("user=65534:65534 pwd=/app greeting=hello squash"),
@@ -142,30 +146,35 @@ CMD ["/usr/local/bin/hello"]
     let (plain, squashed) = (&out.plain.image, &out.squashed.image);
     assert_eq!(squashed.layers.len(), 1, "full squash gives one layer");
     assert!(
-        uncompressed(squashed) < uncompressed(plain),
+        squashed.uncompressed_size() < plain.uncompressed_size(),
         "squashed {} should be smaller than plain {}",
-        human(uncompressed(squashed)),
-        human(uncompressed(plain))
+        human(squashed.uncompressed_size()),
+        human(plain.uncompressed_size())
     );
     println!(
         "[{t}] saved by squashing: {}; the squashed layer holds {} more than the debian base layer",
-        human(uncompressed(plain) - uncompressed(squashed)),
-        human(uncompressed(squashed).saturating_sub(plain.layers[0].uncompressed_size))
+        human(plain.uncompressed_size() - squashed.uncompressed_size()),
+        human(
+            squashed
+                .uncompressed_size()
+                .saturating_sub(plain.layers[0].uncompressed_size)
+        )
     );
-    assert_same_fs_and_config(t, &out);
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
     let fs = &out.squashed.fs;
     assert!(fs.contains("/usr/local/bin/hello"));
     assert!(!fs.contains("/usr/bin/gcc-12"), "gcc was purged");
     assert!(
-        children(fs, "/var/lib/apt/lists").is_empty(),
+        fs.children("/var/lib/apt/lists").is_empty(),
         "apt lists removed"
     );
     assert_squash_history(t, plain, squashed, 0);
-    let printed = assert_same_run(t, &out, &[]);
+    let printed = assert_same_run(t, &out.plain, &out.squashed, &[]);
     assert_eq!(printed, "hello from a squashed gcc build\n");
     assert_same_run(
         t,
-        &out,
+        &out.plain,
+        &out.squashed,
         &[
             "sh",
             "-c",
@@ -196,15 +205,15 @@ CMD ["sh", "-c", "cat /opt/result/*"]
     let (plain, squashed) = (&out.plain.image, &out.squashed.image);
     assert_eq!(squashed.layers.len(), 1, "full squash gives one layer");
     assert!(
-        uncompressed(squashed) < uncompressed(plain),
+        squashed.uncompressed_size() < plain.uncompressed_size(),
         "squashed {} should be smaller than plain {}",
-        human(uncompressed(squashed)),
-        human(uncompressed(plain))
+        human(squashed.uncompressed_size()),
+        human(plain.uncompressed_size())
     );
-    assert_same_fs_and_config(t, &out);
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
     let fs = &out.squashed.fs;
     assert_eq!(
-        children(fs, "/opt/result"),
+        fs.children("/opt/result"),
         ["big.sha", "combined", "from-env"]
     );
     assert!(
@@ -216,7 +225,7 @@ CMD ["sh", "-c", "cat /opt/result/*"]
     let env = squashed.container_config()["Env"].to_string();
     assert!(!env.contains("SQUASH_BASE"), "{env}");
     assert_squash_history(t, plain, squashed, 0);
-    let printed = assert_same_run(t, &out, &[]);
+    let printed = assert_same_run(t, &out.plain, &out.squashed, &[]);
     // `cat /opt/result/*`: big.sha (64 hex digits), combined, from-env.
     assert!(
         printed.contains("\none\ntwo\nbusybox-layers\n"),

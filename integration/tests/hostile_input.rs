@@ -8,9 +8,15 @@
 
 mod common;
 
-use common::*;
-use integration::docker::{self, BuildOutput, TestContext};
-use integration::scenario::{frontend_image_from_env, Scenario};
+use common::start;
+use integration::check::{assert_not_tagged, assert_same};
+use integration::compare::CompareOptions;
+use integration::context::TestContext;
+use integration::docker::{self, BuildOutput, Buildx, BUILD_TIMEOUT};
+use integration::fixtures::{DaemonLog, BUSYBOX};
+use integration::progress::{error_lines, squash_lines};
+use integration::scenario::{frontend_image_from_env, squash_dockerfile, Scenario};
+use integration::show::{describe_outcome, indent};
 
 const BODY: &str = "FROM squash-test/busybox:latest\nRUN echo one > /one\nRUN echo two > /two\n";
 
@@ -32,12 +38,14 @@ fn assert_refused(
     let log = DaemonLog::mark();
     let ctx = TestContext::new(t, dockerfile);
     let tag = ctx.tag("refused");
-    let mut argv = vec!["--load", "-t", tag.as_str()];
-    argv.extend_from_slice(args);
-    let run = buildx(ctx.path(), &argv, None, &[], BUILD_TIMEOUT);
+    let run = Buildx::new(ctx.path())
+        .args(&["--load", "-t", &tag])
+        .args(args)
+        .timeout(BUILD_TIMEOUT)
+        .run();
     let out = run.out;
     if out.success() {
-        let tagged = image_exists(&tag);
+        let tagged = docker::image_exists(&tag);
         let layers = if tagged {
             docker::save(&tag).layers.len()
         } else {
@@ -55,14 +63,14 @@ fn assert_refused(
         "[{t}] {case}: exit {} after {:.1?}; {}",
         out.status,
         run.elapsed,
-        error_lines_of(&out).join(" | ")
+        error_lines(&out.stderr).join(" | ")
     );
     assert_eq!(
         hits.len(),
         1,
         "[{t}] {case}: expected the message {needle:?} on exactly one line of the output:\n{out}"
     );
-    let errors = error_lines_of(&out);
+    let errors = error_lines(&out.stderr);
     assert_eq!(
         errors.len(),
         1,
@@ -75,10 +83,6 @@ fn assert_refused(
     );
     log.assert_no_panic(t);
     out
-}
-
-fn with_syntax(body: &str) -> String {
-    squash_dockerfile(body)
 }
 
 #[test]
@@ -95,7 +99,13 @@ fn hostile_unknown_mode() {
         let needle = format!(
             "squash-frontend: invalid build argument SQUASH_MODE {shown} (from a build argument): {MODE_CHOICES}"
         );
-        assert_refused(t, &arg, &with_syntax(BODY), &["--build-arg", &arg], &needle);
+        assert_refused(
+            t,
+            &arg,
+            &squash_dockerfile(BODY),
+            &["--build-arg", &arg],
+            &needle,
+        );
     }
     let needle = format!(
         r#"squash-frontend: invalid directive # squash= "fast" (from Dockerfile line 2): {MODE_CHOICES}"#
@@ -103,7 +113,7 @@ fn hostile_unknown_mode() {
     assert_refused(
         t,
         "# squash=fast",
-        &with_syntax(&format!("# squash=fast\n{BODY}")),
+        &squash_dockerfile(&format!("# squash=fast\n{BODY}")),
         &[],
         &needle,
     );
@@ -131,7 +141,7 @@ fn hostile_empty_values() {
             format!("squash-frontend: build argument SQUASH_UPSTREAM (from a build argument) is empty: {UPSTREAM_CHOICES}"),
         ),
     ] {
-        assert_refused(t, arg, &with_syntax(BODY), &["--build-arg", arg], &needle);
+        assert_refused(t, arg, &squash_dockerfile(BODY), &["--build-arg", arg], &needle);
     }
 }
 
@@ -149,7 +159,7 @@ fn hostile_empty_directive() {
     assert_refused(
         t,
         "# squash=",
-        &with_syntax(&format!("# squash=\n{BODY}")),
+        &squash_dockerfile(&format!("# squash=\n{BODY}")),
         &[],
         &needle,
     );
@@ -168,7 +178,7 @@ fn hostile_unknown_method() {
         assert_refused(
             t,
             &format!("{mode_arg} SQUASH_METHOD=copy"),
-            &with_syntax(BODY),
+            &squash_dockerfile(BODY),
             &[
                 "--build-arg",
                 &mode_arg,
@@ -184,7 +194,7 @@ fn hostile_unknown_method() {
     assert_refused(
         t,
         "# squash-method=fastest",
-        &with_syntax(&format!("# squash=base\n# squash-method=fastest\n{BODY}")),
+        &squash_dockerfile(&format!("# squash=base\n# squash-method=fastest\n{BODY}")),
         &[],
         &needle,
     );
@@ -215,7 +225,7 @@ fn conflicting_off_with_a_method_builds_unsquashed() {
         "SQUASH_MODE=off with SQUASH_METHOD=diff: the plain layers"
     );
     assert_eq!(out.plain.image.history(), out.squashed.image.history());
-    assert_same_fs_and_config(t, &out);
+    assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
     drop(out);
 
     let args = [
@@ -228,7 +238,7 @@ fn conflicting_off_with_a_method_builds_unsquashed() {
         assert_refused(
             t,
             "SQUASH_MODE=full with SQUASH_METHOD=diff on the classic store",
-            &with_syntax(BODY),
+            &squash_dockerfile(BODY),
             &args,
             "squash-frontend: squash method diff needs the engine's DiffOp (and MergeOp in base mode), which this engine does not offer (diffop: only enabled with containerd image store backend); set the squash method to sync or auto (valid values: auto, diff, sync)",
         );
@@ -240,7 +250,7 @@ fn conflicting_off_with_a_method_builds_unsquashed() {
             1,
             "SQUASH_MODE=full with SQUASH_METHOD=diff: one layer"
         );
-        assert_same_fs_and_config(t, &out);
+        assert_same(t, &out.plain, &out.squashed, &CompareOptions::new());
     }
     log.assert_no_panic(t);
 }
@@ -250,7 +260,8 @@ fn hostile_directive_in_the_wrong_place() {
     let t = "hostile_directive_in_the_wrong_place";
     start(t);
     // Line 1 syntax, 2 FROM, 3 the directive.
-    let df = with_syntax("FROM squash-test/busybox:latest\n# squash=base\nRUN echo one > /one\n");
+    let df =
+        squash_dockerfile("FROM squash-test/busybox:latest\n# squash=base\nRUN echo one > /one\n");
     assert_refused(
         t,
         "below FROM",
@@ -259,7 +270,7 @@ fn hostile_directive_in_the_wrong_place() {
         "squash-frontend: Dockerfile line 3: the # squash= directive is outside the comment block at the top of the Dockerfile, where directives are read; move it right below the # syntax= line",
     );
     // After a blank line the block has ended too.
-    let df = with_syntax(
+    let df = squash_dockerfile(
         "\n# squash-method=sync\nFROM squash-test/busybox:latest\nRUN echo one > /one\n",
     );
     assert_refused(
@@ -297,7 +308,7 @@ fn hostile_duplicated_directive() {
     assert_refused(
         t,
         "# squash= twice",
-        &with_syntax(&format!("# squash=base\n# squash=full\n{BODY}")),
+        &squash_dockerfile(&format!("# squash=base\n# squash=full\n{BODY}")),
         &[],
         "squash-frontend: Dockerfile line 3: the # squash= directive is given twice (first on line 2)",
     );
@@ -305,7 +316,7 @@ fn hostile_duplicated_directive() {
     assert_refused(
         t,
         "# squash= and # SQUASH=",
-        &with_syntax(&format!("# squash=base\n# SQUASH=base\n{BODY}")),
+        &squash_dockerfile(&format!("# squash=base\n# SQUASH=base\n{BODY}")),
         &[],
         "squash-frontend: Dockerfile line 3: the # squash= directive is given twice (first on line 2)",
     );
@@ -318,13 +329,15 @@ fn hostile_duplicated_directive() {
 fn assert_fails_as_plain(t: &str, case: &str, body: &str, args: &[&str], needle: &str) {
     let log = DaemonLog::mark();
     let plain_ctx = TestContext::new(t, &format!("# the plain build\n{body}"));
-    let squashed_ctx = TestContext::new(t, &with_syntax(body));
+    let squashed_ctx = TestContext::new(t, &squash_dockerfile(body));
     let mut outs = Vec::new();
     for (side, ctx) in [("plain", &plain_ctx), ("squashed", &squashed_ctx)] {
         let tag = ctx.tag(side);
-        let mut argv = vec!["--load", "-t", tag.as_str()];
-        argv.extend_from_slice(args);
-        let run = buildx(ctx.path(), &argv, None, &[], BUILD_TIMEOUT);
+        let run = Buildx::new(ctx.path())
+            .args(&["--load", "-t", &tag])
+            .args(args)
+            .timeout(BUILD_TIMEOUT)
+            .run();
         assert_not_tagged(t, &tag);
         assert!(
             !run.out.success(),
@@ -335,7 +348,7 @@ fn assert_fails_as_plain(t: &str, case: &str, body: &str, args: &[&str], needle:
             "[{t}] {case}: {side} exit {} after {:.1?}:\n{}",
             run.out.status,
             run.elapsed,
-            indent(&error_lines_of(&run.out).join("\n"))
+            indent(&error_lines(&run.out.stderr).join("\n"))
         );
         assert!(
             run.out.stderr.contains(needle),
@@ -355,7 +368,7 @@ fn assert_fails_as_plain(t: &str, case: &str, body: &str, args: &[&str], needle:
         "same exit status"
     );
     assert!(
-        !error_lines_of(&outs[1])
+        !error_lines(&outs[1].stderr)
             .iter()
             .any(|l| l.contains("squash-frontend: ")),
         "[{t}] {case}: not our error, so not under our name:\n{}",
@@ -369,7 +382,7 @@ fn assert_fails_as_plain(t: &str, case: &str, body: &str, args: &[&str], needle:
 /// either first (`failed to solve: ` or `failed to run Build function: `), with or without
 /// our line.
 fn error_messages(out: &BuildOutput) -> Vec<String> {
-    error_lines_of(out)
+    error_lines(&out.stderr)
         .into_iter()
         .map(|l| {
             let l = l.strip_prefix("ERROR: ").unwrap_or(&l);
@@ -448,37 +461,30 @@ fn hostile_upstream_that_is_not_a_frontend() {
     let log = DaemonLog::mark();
     // What BuildKit itself says for `# syntax=<busybox>`, for comparison.
     let direct = TestContext::new(t, &format!("# syntax={BUSYBOX}\n{BODY}"));
-    let d = buildx(
-        direct.path(),
-        &[],
-        None,
-        &[],
-        std::time::Duration::from_secs(60),
-    );
+    let d = Buildx::new(direct.path())
+        .timeout(std::time::Duration::from_secs(60))
+        .run();
     println!(
         "[{t}] BuildKit with `# syntax={BUSYBOX}`: {} after {:.1?} (timed out: {}): {}",
         d.out.status,
         d.elapsed,
         d.timed_out,
-        error_lines_of(&d.out).join(" | ")
+        error_lines(&d.out.stderr).join(" | ")
     );
-    let ctx = TestContext::new(t, &with_syntax(BODY));
+    let ctx = TestContext::new(t, &squash_dockerfile(BODY));
     let tag = ctx.tag("upstream");
     let arg = format!("SQUASH_UPSTREAM={BUSYBOX}");
-    let run = buildx(
-        ctx.path(),
-        &["--load", "-t", &tag, "--build-arg", &arg],
-        None,
-        &[],
-        std::time::Duration::from_secs(60),
-    );
+    let run = Buildx::new(ctx.path())
+        .args(&["--load", "-t", &tag, "--build-arg", &arg])
+        .timeout(std::time::Duration::from_secs(60))
+        .run();
     assert_not_tagged(t, &tag);
     println!(
         "[{t}] exit {} after {:.1?} (timed out: {}):\n{}",
         run.out.status,
         run.elapsed,
         run.timed_out,
-        indent(&error_lines_of(&run.out).join("\n"))
+        indent(&error_lines(&run.out.stderr).join("\n"))
     );
     assert!(
         !run.timed_out,
@@ -486,7 +492,7 @@ fn hostile_upstream_that_is_not_a_frontend() {
         run.out
     );
     assert!(!run.out.success(), "{}", run.out);
-    let errors = error_lines_of(&run.out).join("\n");
+    let errors = error_lines(&run.out.stderr).join("\n");
     assert!(
         errors.contains(BUSYBOX) && errors.contains("SQUASH_UPSTREAM"),
         "[{t}] the error should name the upstream image and the setting:\n{}",
@@ -504,7 +510,7 @@ fn hostile_huge_option_value() {
     let out = assert_refused(
         t,
         "SQUASH_MODE of 100 KiB",
-        &with_syntax(BODY),
+        &squash_dockerfile(BODY),
         &["--build-arg", &arg],
         "squash-frontend: build argument SQUASH_MODE (from a build argument) is 102400 bytes long; at most 4096 are accepted",
     );
@@ -517,7 +523,7 @@ fn hostile_huge_option_value() {
     assert_refused(
         t,
         "SQUASH_UPSTREAM of 100 KiB",
-        &with_syntax(BODY),
+        &squash_dockerfile(BODY),
         &["--build-arg", &arg],
         "squash-frontend: build argument SQUASH_UPSTREAM (from a build argument) is 102407 bytes long; at most 4096 are accepted",
     );
@@ -538,6 +544,12 @@ fn hostile_upstream_with_invalid_characters() {
         let needle = format!(
             "squash-frontend: invalid build argument SQUASH_UPSTREAM {shown} (from a build argument): {UPSTREAM_CHOICES}"
         );
-        assert_refused(t, &arg, &with_syntax(BODY), &["--build-arg", &arg], &needle);
+        assert_refused(
+            t,
+            &arg,
+            &squash_dockerfile(BODY),
+            &["--build-arg", &arg],
+            &needle,
+        );
     }
 }

@@ -7,34 +7,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::*;
-use integration::docker::{self, Store, TestContext};
-use integration::scenario::{frontend_image_from_env, Built};
-
-/// The squash variants of this store: (label, extra build arguments).
-fn squash_variants(store: Store) -> Vec<(&'static str, Vec<&'static str>)> {
-    let mut v = vec![
-        ("full", vec![]),
-        ("base/auto", vec!["--build-arg", "SQUASH_MODE=base"]),
-    ];
-    if store == Store::Containerd {
-        v.push((
-            "base/sync",
-            vec![
-                "--build-arg",
-                "SQUASH_MODE=base",
-                "--build-arg",
-                "SQUASH_METHOD=sync",
-            ],
-        ));
-    }
-    v
-}
+use common::start;
+use integration::blob::sha256_hex;
+use integration::check::{assert_not_tagged, assert_same};
+use integration::compare::CompareOptions;
+use integration::context::TestContext;
+use integration::docker::{self, Buildx};
+use integration::fixtures::{DaemonLog, BUSYBOX, LAYERS};
+use integration::scenario::{
+    frontend_image_from_env, load_built, squash_dockerfile, variants, Built, TagGuard,
+};
+use integration::show::{describe, human, indent};
 
 /// A unique string for this run (never in any image before).
 fn unique(prefix: &str) -> String {
@@ -147,49 +132,31 @@ fn load_cancelled_build_leaves_the_engine_usable() {
     };
     let ctx = TestContext::new(t, &squash_dockerfile(&body(30)));
     let tag = ctx.tag("cancelled");
-    let mut child = Command::new(docker::DOCKER)
-        .args(["buildx", "build", "--progress=plain", "--load", "-t", &tag])
-        .arg(ctx.path())
-        .env("BUILDX_NO_DEFAULT_ATTESTATIONS", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting docker buildx build");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("sleeping") && !line.contains("RUN ") {
-                let _ = tx.send(());
-            }
-            seen.push(line);
-        }
-        seen
-    });
-    let started = Instant::now();
-    // The sleep has started when the RUN prints `sleeping`; kill the client
-    // (this process's own child, by its handle) a few seconds into it.
-    let running = rx.recv_timeout(Duration::from_secs(90)).is_ok();
-    if running {
-        std::thread::sleep(Duration::from_secs(3));
-    }
-    let alive = child.try_wait().expect("polling the build").is_none();
-    let _ = child.kill();
-    let status = child.wait().expect("waiting for the killed build");
-    let seen = reader.join().unwrap_or_default();
+    // The sleep has started when the RUN prints `sleeping`; the client (this
+    // process's own child, ended by its handle) is ended a few seconds into it.
+    let run = Buildx::new(ctx.path())
+        .args(&["--load", "-t", &tag])
+        .timeout(Duration::from_secs(90))
+        .cancel_after(
+            |line| line.contains("sleeping") && !line.contains("RUN "),
+            Duration::from_secs(3),
+        )
+        .run();
+    let lines: Vec<&str> = run.out.stderr.lines().collect();
     println!(
-        "[{t}] killed the client {:.1?} after start (sleep running: {running}, client alive: {alive}); {status}; last lines:\n{}",
-        started.elapsed(),
-        indent(&seen[seen.len().saturating_sub(6)..].join("\n"))
+        "[{t}] ended the client {:.1?} after start (in its sleep: {}, timed out: {}); {}; last lines:\n{}",
+        run.elapsed,
+        run.cancelled,
+        run.timed_out,
+        run.out.status,
+        indent(&lines[lines.len().saturating_sub(6)..].join("\n"))
     );
     assert!(
-        running && alive,
+        run.cancelled,
         "[{t}] the build should have been in its `sleep 30` step when cancelled:\n{}",
-        seen.join("\n")
+        run.out.stderr
     );
-    assert!(!status.success());
+    assert!(!run.out.success());
     assert_not_tagged(t, &tag);
 
     // The engine is usable and the next build (sleep shortened) is right.
@@ -224,14 +191,17 @@ fn security_frontend_image_is_one_binary_without_shell_or_network() {
     start(t);
     let image = frontend_image_from_env();
     for shell in ["/bin/sh", "sh", "/bin/busybox"] {
-        let (status, out, err) = docker::run_with(&["--entrypoint", shell], &image, &["-c", "id"]);
+        let run = docker::run_with(&["--entrypoint", shell], &image, &["-c", "id"]);
         println!(
-            "[{t}] docker run --entrypoint {shell} {image}: {status}; {}",
-            err.trim()
+            "[{t}] docker run --entrypoint {shell} {image}: {}; {}",
+            run.status,
+            run.stderr.trim()
         );
         assert!(
-            !status.success(),
-            "[{t}] the frontend image runs {shell}: {out}{err}"
+            !run.success(),
+            "[{t}] the frontend image runs {shell}: {}{}",
+            run.stdout,
+            run.stderr
         );
     }
     let inspect = docker::inspect(&image);
@@ -248,7 +218,7 @@ fn security_frontend_image_is_one_binary_without_shell_or_network() {
     assert_eq!(layers.len(), 1, "[{t}] RootFS layers: {layers:?}");
     let saved = docker::save(&image);
     assert_eq!(saved.layers.len(), 1);
-    let entries = layer_entries(&saved.layers[0]);
+    let entries = saved.layers[0].entries().expect("reading a layer");
     println!(
         "[{t}] the one layer ({}): {:?}",
         human(saved.layers[0].uncompressed_size),
@@ -279,9 +249,10 @@ fn build_all(t: &str, body: &str, args: &[&str], check: impl Fn(&str, &Built)) {
     let _p = TagGuard(vec![plain.tag.clone()]);
     describe(t, "plain    ", &plain.image);
     check("plain", &plain);
-    for (label, extra) in squash_variants(store) {
+    for v in variants(store) {
+        let label = v.label;
         let mut argv = args.to_vec();
-        argv.extend(extra);
+        argv.extend_from_slice(v.args);
         let squashed = load_built(
             label,
             TestContext::new(t, &squash_dockerfile(body)),
@@ -290,7 +261,7 @@ fn build_all(t: &str, body: &str, args: &[&str], check: impl Fn(&str, &Built)) {
         );
         let _s = TagGuard(vec![squashed.tag.clone()]);
         describe(t, &format!("{label:<9}"), &squashed.image);
-        assert_same_built(t, &plain, &squashed);
+        assert_same(t, &plain, &squashed, &CompareOptions::new());
         check(label, &squashed);
     }
     log.assert_no_panic(t);
@@ -312,7 +283,10 @@ RUN --mount=type=secret,id=tok test -s /run/secrets/tok && cp /run/secrets/tok /
 RUN --mount=type=secret,id=tok,target=/etc/app-token test -s /etc/app-token && echo used > /used\n\
 RUN echo after > /after\n";
     build_all(t, body, &["--secret", &secret_arg], |label, built| {
-        let holding = layers_holding(&built.image, secret.as_bytes());
+        let holding = built
+            .image
+            .layers_holding(secret.as_bytes())
+            .expect("reading the layers");
         println!(
             "[{t}] {label}: {} layer(s) scanned for the secret: found in {holding:?}",
             built.image.layers.len()
@@ -339,7 +313,10 @@ RUN ln /keys/id_key /keys/hardlink && echo public > /keys/id_key.pub\n\
 RUN rm -rf /keys/id_key /keys/hardlink /keys/backup && ls -la /keys\n"
     );
     build_all(t, &body, &[], |label, built| {
-        let holding = layers_holding(&built.image, marker.as_bytes());
+        let holding = built
+            .image
+            .layers_holding(marker.as_bytes())
+            .expect("reading the layers");
         println!(
             "[{t}] {label}: {} layer(s); the deleted secret's marker is in {holding:?}",
             built.image.layers.len()
@@ -356,6 +333,6 @@ RUN rm -rf /keys/id_key /keys/hardlink /keys/backup && ls -la /keys\n"
                 "[{t}] {label}: the deleted file's content is in layer(s) {holding:?}"
             );
         }
-        assert_eq!(children(&built.fs, "/keys"), ["id_key.pub"]);
+        assert_eq!(built.fs.children("/keys"), ["id_key.pub"]);
     });
 }

@@ -1,0 +1,161 @@
+//! What the engine script (`scripts/engine.sh`) prepares for the tests: the
+//! base images their Dockerfiles start from, and the daemon's log, where
+//! BuildKit sends the frontends' stderr.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::docker::{self, Store};
+use crate::show::indent;
+
+/// One layer, busybox-static.
+pub const BUSYBOX: &str = "squash-test/busybox:latest";
+/// Four layers: /base/big (5 MiB), /base/dir/{one,two}, /base/suid, /base/hl-{a,b}.
+pub const LAYERS: &str = "squash-test/busybox-layers:latest";
+/// debootstrap minbase, one layer.
+pub const DEBIAN: &str = "squash-test/debian:bookworm";
+
+/// The engine's daemon log, where BuildKit sends the frontends' stderr:
+/// `$SQUASH_DAEMON_LOG`, else `scripts/engine.sh`'s
+/// `${SQUASH_ENGINE_STATE:-/var/tmp/squash-engine}/<mode>/dockerd.log`, the
+/// mode from `$SQUASH_ENGINE_MODE` or the store.
+pub fn daemon_log_path() -> PathBuf {
+    if let Ok(p) = std::env::var("SQUASH_DAEMON_LOG") {
+        return p.into();
+    }
+    let state =
+        std::env::var("SQUASH_ENGINE_STATE").unwrap_or_else(|_| "/var/tmp/squash-engine".into());
+    let mode = std::env::var("SQUASH_ENGINE_MODE").unwrap_or_else(|_| {
+        match docker::store() {
+            Store::Classic => "classic",
+            Store::Containerd => "c8d",
+        }
+        .into()
+    });
+    Path::new(&state).join(mode).join("dockerd.log")
+}
+
+/// A position in the daemon log, to read what was logged after it.
+#[derive(Debug)]
+pub struct DaemonLog {
+    path: PathBuf,
+    offset: u64,
+}
+
+impl DaemonLog {
+    /// The log's current end; panics if there is no log to read (set
+    /// `SQUASH_DAEMON_LOG` for an engine not started by `scripts/engine.sh`).
+    #[track_caller]
+    pub fn mark() -> DaemonLog {
+        DaemonLog::mark_at(daemon_log_path())
+    }
+
+    #[track_caller]
+    fn mark_at(path: PathBuf) -> DaemonLog {
+        let offset = fs::metadata(&path)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot read the daemon log {} ({e}); set SQUASH_DAEMON_LOG to the engine's log",
+                    path.display()
+                )
+            })
+            .len();
+        DaemonLog { path, offset }
+    }
+
+    /// Everything logged since the mark (lossily decoded).
+    pub fn since(&self) -> String {
+        let data = fs::read(&self.path).unwrap_or_default();
+        let from = (self.offset as usize).min(data.len());
+        String::from_utf8_lossy(&data[from..]).into_owned()
+    }
+
+    /// Lines logged since the mark that hold `needle`.
+    pub fn lines_with(&self, needle: &str) -> Vec<String> {
+        self.since()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// No process logged `panicked` (a Rust panic: our frontend or its
+    /// in-build sync step) since the mark.
+    #[track_caller]
+    pub fn assert_no_panic(&self, test: &str) {
+        let since = self.since();
+        let lines: Vec<&str> = since.lines().collect();
+        let hits: Vec<usize> = (0..lines.len())
+            .filter(|&i| lines[i].contains("panicked"))
+            .collect();
+        if let Some(&i) = hits.first() {
+            let from = i.saturating_sub(3);
+            let to = (i + 6).min(lines.len());
+            panic!(
+                "[{test}] the daemon log {} shows a panic ({} line(s) with `panicked`):\n{}",
+                self.path.display(),
+                hits.len(),
+                indent(&lines[from..to].join("\n"))
+            );
+        }
+        println!(
+            "[{test}] daemon log: no panic in {} new line(s); our frontend's lines: {}",
+            lines.len(),
+            lines
+                .iter()
+                .filter(|l| l.starts_with("squash-frontend"))
+                .count()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn append(path: &Path, text: &str) {
+        fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+
+    #[test]
+    fn the_log_since_a_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dockerd.log");
+        fs::write(&path, "before: panicked long ago\n").unwrap();
+        let log = DaemonLog::mark_at(path.clone());
+        assert_eq!(log.since(), "");
+        append(&path, "squash-frontend: one\nother\nsquash-frontend: two\n");
+        assert_eq!(
+            log.since(),
+            "squash-frontend: one\nother\nsquash-frontend: two\n"
+        );
+        assert_eq!(
+            log.lines_with("squash-frontend"),
+            ["squash-frontend: one", "squash-frontend: two"]
+        );
+        log.assert_no_panic("t");
+    }
+
+    #[test]
+    #[should_panic(expected = "shows a panic (1 line(s) with `panicked`)")]
+    fn a_panic_since_the_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dockerd.log");
+        fs::write(&path, "").unwrap();
+        let log = DaemonLog::mark_at(path.clone());
+        append(&path, "thread 'main' panicked at src/main.rs:1:1\n");
+        log.assert_no_panic("t");
+    }
+
+    #[test]
+    #[should_panic(expected = "set SQUASH_DAEMON_LOG")]
+    fn no_log_to_read() {
+        DaemonLog::mark_at(PathBuf::from("/nonexistent/squash-e2e/dockerd.log"));
+    }
+}

@@ -1,0 +1,306 @@
+//! Reading what a build prints with `--progress=plain`.
+//!
+//! This module owns the *build's own account* of what it did: the steps
+//! (`#N <name>`, then `#N CACHED`, `#N DONE 0.1s` or `#N ERROR: ...`), the
+//! `ERROR` lines buildx ends a failed build with, and which of our squash
+//! steps ran. Everything here reads text; nothing runs.
+
+use std::collections::HashMap;
+use std::fmt;
+
+/// The progress name of full mode's empty root (an input-less FileOp on
+/// scratch, the lower side of the diff). BuildKit shows an op without inputs
+/// as run (`DONE 0.0s`) on every build, as it shows sources; making an empty
+/// snapshot is no work.
+pub const EMPTY_ROOT_STEP: &str = "squash: an empty root";
+
+/// One step of a build's `--progress=plain` output: `#N <name>`, then
+/// `#N CACHED`, `#N DONE 0.1s` or `#N ERROR: ...`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// The number after `#`.
+    pub id: String,
+    /// What the first line said after the number.
+    pub name: String,
+    /// A `#N CACHED` line came.
+    pub cached: bool,
+    /// A `#N DONE` line came.
+    pub done: bool,
+    /// A `#N ERROR...` line came.
+    pub error: bool,
+    /// The time a `DONE 1.2s` line gave.
+    pub seconds: Option<f64>,
+}
+
+impl Step {
+    /// Cached, or the empty root done at once: nothing of the squash was
+    /// computed again.
+    pub fn reused(&self) -> bool {
+        self.cached
+            || (self.name == EMPTY_ROOT_STEP && self.done && self.seconds.is_some_and(|s| s < 0.5))
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = if self.cached {
+            "CACHED".to_string()
+        } else if self.error {
+            "ERROR".to_string()
+        } else if let (true, Some(s)) = (self.done, self.seconds) {
+            format!("DONE {s:.1}s")
+        } else if self.done {
+            "DONE".to_string()
+        } else {
+            "(no end)".to_string()
+        };
+        write!(f, "#{} {} => {state}", self.id, self.name)
+    }
+}
+
+/// The steps of a build's plain progress output, in order of appearance.
+pub fn steps(build_output: &str) -> Vec<Step> {
+    let mut order: Vec<String> = Vec::new();
+    let mut by_id: HashMap<String, Step> = HashMap::new();
+    for line in build_output.lines() {
+        let Some(rest) = line.strip_prefix('#') else {
+            continue;
+        };
+        let Some((id, text)) = rest.split_once(' ') else {
+            continue;
+        };
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        match by_id.get_mut(id) {
+            None => {
+                order.push(id.to_string());
+                by_id.insert(
+                    id.to_string(),
+                    Step {
+                        id: id.to_string(),
+                        name: text.to_string(),
+                        cached: false,
+                        done: false,
+                        error: false,
+                        seconds: None,
+                    },
+                );
+            }
+            Some(step) => {
+                if text == "CACHED" {
+                    step.cached = true;
+                } else if text == "DONE" || text.starts_with("DONE ") {
+                    step.done = true;
+                    step.seconds = text
+                        .strip_prefix("DONE ")
+                        .and_then(|t| t.trim().strip_suffix('s'))
+                        .and_then(|t| t.parse().ok());
+                } else if text.starts_with("ERROR") {
+                    step.error = true;
+                }
+            }
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|id| by_id.remove(&id))
+        .collect()
+}
+
+/// Our squash steps (named `squash: ...`).
+pub fn squash_steps(build_output: &str) -> Vec<Step> {
+    steps(build_output)
+        .into_iter()
+        .filter(|s| s.name.starts_with("squash:"))
+        .collect()
+}
+
+/// The Dockerfile's RUN and COPY steps (`[2/3] RUN ...`, `[stage 1/2] COPY ...`).
+pub fn run_copy_steps(build_output: &str) -> Vec<Step> {
+    steps(build_output)
+        .into_iter()
+        .filter(|s| {
+            s.name.starts_with('[')
+                && s.name
+                    .split_once("] ")
+                    .is_some_and(|(_, rest)| rest.starts_with("RUN ") || rest.starts_with("COPY "))
+        })
+        .collect()
+}
+
+/// Every step, one a line, for messages.
+pub fn show_steps(list: &[Step]) -> String {
+    list.iter()
+        .map(|s| format!("    {s}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The lines that start with `ERROR`: what buildx ends a failed build or
+/// request with (`ERROR: failed to solve: ...`), not a step's own
+/// `#N ERROR: ...` line.
+pub fn error_lines(build_output: &str) -> Vec<String> {
+    build_output
+        .lines()
+        .filter(|l| l.starts_with("ERROR"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Which squash graph a base-mode build used: the diff method's vertices
+/// are named `squash: diff against the base`; the sync method's step prints
+/// `squash-frontend sync:` (or is cached under the summary name).
+pub fn base_method_used(build_output: &str) -> &'static str {
+    if build_output.contains("squash: diff against the base") {
+        "diff"
+    } else {
+        "sync"
+    }
+}
+
+/// The lines of a build's output that mention the squash.
+pub fn squash_lines(build_output: &str) -> String {
+    build_output
+        .lines()
+        .filter(|l| l.contains("squash"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OUTPUT: &str = "\
+#0 building with \"default\" instance using docker driver
+
+#1 [internal] load build definition from Dockerfile
+#1 transferring dockerfile: 120B done
+#1 DONE 0.0s
+
+#2 [1/3] FROM docker.io/squash-test/busybox:latest
+#2 CACHED
+
+#3 [2/3] COPY a.txt /a.txt
+#3 DONE 0.1s
+
+#4 [stage-1 3/3] RUN echo one > /one
+#4 0.215 one
+#4 DONE 1.25s
+
+#5 squash: an empty root
+#5 DONE 0.0s
+
+#6 squash: diff against the base
+#6 CACHED
+
+#7 [2/3] RUN exit 7
+#7 ERROR: process \"/bin/sh -c exit 7\" did not complete successfully: exit code: 7
+
+#8 squash: 4 layers -> 1
+------
+ > [2/3] RUN exit 7:
+------
+Dockerfile:3
+ERROR: failed to solve: process \"/bin/sh -c exit 7\" did not complete successfully: exit code: 7
+ERROR
+";
+
+    #[test]
+    fn steps_in_order_with_their_end() {
+        let all = steps(OUTPUT);
+        let ids: Vec<&str> = all.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["0", "1", "2", "3", "4", "5", "6", "7", "8"]);
+        assert_eq!(
+            all[1].name,
+            "[internal] load build definition from Dockerfile"
+        );
+        assert!(all[1].done && !all[1].cached && !all[1].error);
+        assert_eq!(all[1].seconds, Some(0.0));
+        assert!(all[2].cached && !all[2].done);
+        assert_eq!(all[4].seconds, Some(1.25), "a log line is not an end");
+        assert!(all[7].error && !all[7].done);
+        assert!(!all[8].done && !all[8].cached && !all[8].error);
+        assert_eq!(
+            all[2].to_string(),
+            "#2 [1/3] FROM docker.io/squash-test/busybox:latest => CACHED"
+        );
+        assert_eq!(
+            all[4].to_string(),
+            "#4 [stage-1 3/3] RUN echo one > /one => DONE 1.2s"
+        );
+        assert_eq!(all[7].to_string(), "#7 [2/3] RUN exit 7 => ERROR");
+        assert_eq!(all[8].to_string(), "#8 squash: 4 layers -> 1 => (no end)");
+        let done = Step {
+            seconds: None,
+            ..all[1].clone()
+        };
+        assert!(done.to_string().ends_with("=> DONE"), "{done}");
+    }
+
+    #[test]
+    fn squash_and_dockerfile_steps() {
+        let ours: Vec<String> = squash_steps(OUTPUT)
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        assert_eq!(
+            ours,
+            [
+                "squash: an empty root",
+                "squash: diff against the base",
+                "squash: 4 layers -> 1"
+            ]
+        );
+        let theirs: Vec<String> = run_copy_steps(OUTPUT)
+            .iter()
+            .map(|s| s.id.clone())
+            .collect();
+        assert_eq!(theirs, ["3", "4", "7"]);
+        assert_eq!(
+            show_steps(&squash_steps(OUTPUT)[..2]),
+            "    #5 squash: an empty root => DONE 0.0s\n    #6 squash: diff against the base => CACHED"
+        );
+    }
+
+    #[test]
+    fn reused_is_cached_or_the_empty_root_done_at_once() {
+        let ours = squash_steps(OUTPUT);
+        assert!(ours[0].reused(), "the empty root done in 0.0s");
+        assert!(ours[1].reused(), "cached");
+        assert!(!ours[2].reused());
+        let slow_root = steps("#5 squash: an empty root\n#5 DONE 0.6s\n");
+        assert!(!slow_root[0].reused());
+        let other = steps("#5 squash: copy\n#5 DONE 0.0s\n");
+        assert!(!other[0].reused());
+    }
+
+    #[test]
+    fn error_lines_are_buildx_own() {
+        assert_eq!(
+            error_lines(OUTPUT),
+            [
+                "ERROR: failed to solve: process \"/bin/sh -c exit 7\" did not complete successfully: exit code: 7",
+                "ERROR"
+            ]
+        );
+        assert!(error_lines("#1 DONE 0.0s\n").is_empty());
+    }
+
+    #[test]
+    fn the_base_method_and_the_squash_lines() {
+        assert_eq!(base_method_used(OUTPUT), "diff");
+        assert_eq!(
+            base_method_used("#9 squash-frontend sync: 3 files\n"),
+            "sync"
+        );
+        assert_eq!(
+            squash_lines(OUTPUT),
+            "#2 [1/3] FROM docker.io/squash-test/busybox:latest\n\
+             #5 squash: an empty root\n\
+             #6 squash: diff against the base\n\
+             #8 squash: 4 layers -> 1"
+        );
+    }
+}
