@@ -697,9 +697,10 @@ pub fn assert_refused_alike(
 // ---------------------------------------------------------------------------
 
 /// The engine's daemon log, where BuildKit sends the frontends' stderr:
-/// `$SQUASH_DAEMON_LOG`, else `scripts/engine.sh`'s
-/// `${SQUASH_ENGINE_STATE:-/var/tmp/squash-engine}/<mode>/dockerd.log`, the
-/// mode from `$SQUASH_ENGINE_MODE` or the store.
+/// `$SQUASH_DAEMON_LOG` (which `scripts/engine.sh` exports), else that
+/// script's `${SQUASH_ENGINE_STATE:-/var/tmp/squash-engine}/<engine>-<mode>/dockerd.log`,
+/// the engine from `$SQUASH_ENGINE` (default 26), the mode from
+/// `$SQUASH_ENGINE_MODE` or the store.
 pub fn daemon_log_path() -> std::path::PathBuf {
     if let Ok(p) = std::env::var("SQUASH_DAEMON_LOG") {
         return p.into();
@@ -713,7 +714,10 @@ pub fn daemon_log_path() -> std::path::PathBuf {
         }
         .into()
     });
-    Path::new(&state).join(mode).join("dockerd.log")
+    let engine = std::env::var("SQUASH_ENGINE").unwrap_or_else(|_| "26".into());
+    Path::new(&state)
+        .join(format!("{engine}-{mode}"))
+        .join("dockerd.log")
 }
 
 /// A position in the daemon log, to read what was logged after it.
