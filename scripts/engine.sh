@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# engine.sh - private Docker engines (dockerd + buildx) for squash-frontend tests.
+# engine.sh - private Docker engines (dockerd + buildx) and a local registry for
+# squash-frontend tests.
 #
 # The dev/CI machines have a docker CLI but no engine, no buildx and no registry
 # access; only Debian's mirror is reachable. So the engines come from Debian's
-# packages (unpacked, never installed), runc from bookworm's, and base images are made locally from Debian packages.
+# packages (unpacked, never installed), runc and the registry from bookworm's,
+# and base images are made locally from Debian packages.
 #
 # Two engine generations, each in either image store (classic: overlay2;
 # c8d: the containerd image store):
@@ -15,19 +17,22 @@
 # by side. The exact package versions tested are pinned below (PINS).
 #
 # Usage (ENGINE is 26 or 28, and 26 when left out; STORE is classic or c8d):
-#   scripts/engine.sh install [ENGINE|all]       fetch + unpack into the cache (idempotent)
+#   scripts/engine.sh install [ENGINE|registry|all]  fetch + unpack into the cache (idempotent)
 #   scripts/engine.sh start [ENGINE] STORE       start (or reuse) an engine; prints `export` lines
 #   scripts/engine.sh env [ENGINE] STORE         print the `export` lines of a running engine
 #   scripts/engine.sh stop [ENGINE] [STORE]      stop what this script started (idempotent):
-#                                                no argument: every engine
+#                                                no argument: every engine and the registry
+#   scripts/engine.sh registry start|env|stop    a local registry on 127.0.0.1; start and env
+#                                                print `export SQUASH_REGISTRY=127.0.0.1:PORT`
 #   scripts/engine.sh images                     create the local base images in the engine
 #                                                the environment points at (idempotent)
-#   scripts/engine.sh status                     engines: running, versions, stores
-#   scripts/engine.sh selftest [[ENGINE] STORE]  build/run/save/network-host/syntax checks on
-#                                                that running engine (default: the one the
-#                                                environment points at)
+#   scripts/engine.sh status                     engines and registry: running, versions, stores
+#   scripts/engine.sh selftest [[ENGINE] STORE]  build/run/save/network-host/syntax/registry
+#                                                checks on that running engine (default: the
+#                                                one the environment points at)
 #
 #   eval "$(scripts/engine.sh start 28 c8d)" && scripts/engine.sh images
+#   eval "$(scripts/engine.sh registry start)"   # then: docker push "$SQUASH_REGISTRY/..."
 #
 # The `export` lines set DOCKER_HOST, DOCKER_CONFIG, PATH (the engine's own
 # docker CLI first), SQUASH_ENGINE (26|28), SQUASH_ENGINE_MODE (classic|c8d)
@@ -35,7 +40,7 @@
 #
 # Environment:
 #   SQUASH_ENGINE_CACHE   downloads + unpacked engines (default ~/.cache/squash-frontend/engine)
-#   SQUASH_ENGINE_STATE   daemon state per engine (default /var/tmp/squash-engine)
+#   SQUASH_ENGINE_STATE   daemon state per engine, registry (default /var/tmp/squash-engine)
 #   SQUASH_ENGINE_NET     first two octets of the engines' bridge networks (default 10.213)
 #   SQUASH_ENGINE_START_TIMEOUT  seconds to wait for dockerd (default 90)
 #   SQUASH_ENGINE_MIRROR  Debian mirror (default http://deb.debian.org/debian)
@@ -68,9 +73,10 @@ SUITE[28]=sid
 PINS[28]="docker.io=28.5.2+dfsg4-5 docker-cli=28.5.2+dfsg4-5
   containerd=2.1.9+ds1-5 docker-buildx=0.29.1+ds1-4 tini-static=0.19.0-6+b2"
 # For every engine, from the machine's release: runc (trixie's and sid's are
-# linked against a newer glibc than Debian 12's).
+# linked against a newer glibc than Debian 12's); and the local registry.
 HOST_SUITE=bookworm
 PINS_RUNC="runc=1.1.5+ds1-1+deb12u1"
+PINS_REGISTRY="docker-registry=2.8.2+ds1-1"
 
 log() { printf 'engine: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -207,14 +213,19 @@ fetch_pinned() {
   printf '%s\n' "${take[@]}" >>"$dir/versions"
 }
 
-# The cache: $CACHE/ENGINE/{root,client-bin,debs},
+# The cache: $CACHE/ENGINE/{root,client-bin,debs}, $CACHE/registry/{root,debs},
 # private apt trees in $CACHE/apt/SUITE-ARCH.
 eroot() { printf '%s/%s/root\n' "$CACHE" "$1"; }
 
-# What an install of ENGINE is made from; a root recorded for other pins is
-# installed anew.
-pins_line() { printf '%s: %s; %s: %s\n' "$(suite_of "$1")" "$(pins_of "$1")" "$HOST_SUITE" "$PINS_RUNC"; }
-installed() { # installed ENGINE
+# What an install of ENGINE (or "registry") is made from; a root recorded for
+# other pins is installed anew.
+pins_line() {
+  case $1 in
+    registry) printf '%s: %s\n' "$HOST_SUITE" "$PINS_REGISTRY" ;;
+    *) printf '%s: %s; %s: %s\n' "$(suite_of "$1")" "$(pins_of "$1")" "$HOST_SUITE" "$PINS_RUNC" ;;
+  esac
+}
+installed() { # installed ENGINE|registry
   local root
   root=$(eroot "$1")
   [ -s "$root/.installed" ] && grep -qxF "pins: $(pins_line "$1")" "$root/.installed"
@@ -222,7 +233,7 @@ installed() { # installed ENGINE
 # The package versions an installed root was made of, on one line.
 installed_versions() { sed -n 's/^took: //p' "$(eroot "$1")/.installed" 2>/dev/null; }
 
-# warn_unpinned ENGINE: loudly, every package of an installed root
+# warn_unpinned ENGINE|registry: loudly, every package of an installed root
 # that is not the version pinned (the mirror had moved on at install time).
 warn_unpinned() {
   local got pinned
@@ -286,10 +297,30 @@ install_engine() { # install_engine ENGINE
   log "installed engine $e in $((SECONDS - t0))s: $(installed_versions "$e")"
 }
 
+install_registry() {
+  local root t0=$SECONDS keyring debs=$CACHE/registry/debs
+  root=$(eroot registry)
+  lock
+  if installed registry; then
+    unlock
+    log "registry already installed in $root"
+    return 0
+  fi
+  log "installing the registry into $root"
+  rm -rf "$debs"
+  keyring=$(suite_keyring "$HOST_SUITE")
+  # shellcheck disable=SC2086
+  fetch_pinned "$HOST_SUITE" "$keyring" "$debs/$HOST_SUITE" $PINS_REGISTRY
+  unpack registry "$debs" usr/bin/docker-registry
+  unlock
+  log "installed the registry in $((SECONDS - t0))s: $(installed_versions registry)"
+}
+
 cmd_install() {
   local what=${1:-26}
   case $what in
-    all) install_engine 26; install_engine 28 ;;
+    all) install_engine 26; install_engine 28; install_registry ;;
+    registry) install_registry ;;
     *) check_engine "$what"; install_engine "$what" ;;
   esac
 }
@@ -650,10 +681,12 @@ cmd_stop() {
         for m in "${MODES[@]}"; do stop_pair "$e" "$m"; done
       done
       stop_legacy
+      registry_stop
       ;;
     1)
       case $1 in
         26 | 28) for m in "${MODES[@]}"; do stop_pair "$1" "$m"; done ;;
+        registry) registry_stop ;;
         *) check_mode "$1"; stop_pair 26 "$1" ;;
       esac
       ;;
@@ -686,9 +719,133 @@ cmd_status() {
   for m in $(legacy_running); do
     log "an engine of an older engine.sh runs from $STATE/$m (pid $(daemon_pid "$STATE/$m")); '$0 stop' ends it"
   done
+  local port
+  if pid=$(registry_pid); then
+    port=$(cat "$RDIR/port" 2>/dev/null || echo '?')
+    log "registry: running (pid $pid, 127.0.0.1:$port, $(installed_versions registry))"
+  else
+    log "registry: not running"
+  fi
   if [ "$any" = 0 ] && [ -n "${DOCKER_HOST:-}" ] && ! is_ours; then
     log "DOCKER_HOST=$DOCKER_HOST: $(store_of docker || echo unreachable) store"
   fi
+}
+
+# ---------------------------------------------------------------------------
+# the local registry: Debian's docker-registry on 127.0.0.1, storage in $RDIR
+
+RDIR=$STATE/registry
+
+registry_pid() {
+  local pid
+  [ -s "$RDIR/registry.pid" ] || return 1
+  pid=$(cat "$RDIR/registry.pid")
+  [ -r "/proc/$pid/cmdline" ] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$RDIR/config.yml" || return 1
+  printf '%s\n' "$pid"
+}
+
+listening_port() { # listening_port PID: a TCP port PID listens on
+  ss -Hltnp 2>/dev/null | awk -v p="pid=$1," 'index($0, p) { n = split($4, a, ":"); print a[n]; exit }'
+}
+port_free() { [ -z "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
+
+registry_answers() { # registry_answers PORT: GET /v2/ answers 200
+  local reply
+  # shellcheck disable=SC2016 # $1 is the inner shell's
+  reply=$(timeout 5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" >&3 && head -n 1 <&3' _ "$1" 2>/dev/null) || return 1
+  [[ $reply == HTTP/1.?\ 200* ]]
+}
+
+registry_running_port() { # the port of the running registry that answers, or fails
+  local port
+  registry_pid >/dev/null || return 1
+  port=$(cat "$RDIR/port" 2>/dev/null) || return 1
+  registry_answers "$port" || return 1
+  printf '%s\n' "$port"
+}
+
+registry_start() {
+  local pid port
+  if port=$(registry_running_port); then
+    log "registry already running (pid $(registry_pid)) on 127.0.0.1:$port"
+    printf 'export SQUASH_REGISTRY=%q\n' "127.0.0.1:$port"
+    return 0
+  fi
+  registry_stop # a stale pid file, or a registry that stopped answering
+  install_registry
+  mkdir -p "$RDIR/data"
+  # The port of last time if it is free (pushed images keep their names), else
+  # one the kernel picks (port 0), read back from the listening socket.
+  port=$(cat "$RDIR/port" 2>/dev/null || true)
+  if [ -z "$port" ] || ! port_free "$port"; then port=0; fi
+  cat >"$RDIR/config.yml" <<YAML
+version: 0.1
+log:
+  level: info
+storage:
+  filesystem:
+    rootdirectory: $RDIR/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$port
+YAML
+  printf '=== %s: registry start\n' "$(date -u +%FT%TZ)" >>"$RDIR/registry.log"
+  spawn "$RDIR/registry.log" "$(eroot registry)/usr/bin/docker-registry" serve "$RDIR/config.yml"
+  pid=$!
+  printf '%s\n' "$pid" >"$RDIR/registry.pid"
+  local waited=0 p
+  while :; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log "the registry exited during startup; log tail:"
+      tail -n 20 "$RDIR/registry.log" >&2
+      rm -f "$RDIR/registry.pid"
+      exit 1
+    fi
+    p=$port
+    if [ "$p" = 0 ]; then p=$(listening_port "$pid"); fi
+    if [ -n "$p" ] && registry_answers "$p"; then break; fi
+    if [ "$waited" -ge 40 ]; then
+      log "the registry did not answer within 20s; log tail:"
+      tail -n 20 "$RDIR/registry.log" >&2
+      registry_stop
+      exit 1
+    fi
+    sleep 0.5
+    waited=$((waited + 1))
+  done
+  printf '%s\n' "$p" >"$RDIR/port"
+  log "registry up on 127.0.0.1:$p (pid $pid, $(installed_versions registry), storage $RDIR/data)"
+  warn_unpinned registry
+  printf 'export SQUASH_REGISTRY=%q\n' "127.0.0.1:$p"
+}
+
+registry_stop() {
+  local pid n
+  if pid=$(registry_pid); then
+    log "stopping the registry (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((n = 0; n < 20; n++)); do
+      [ -d "/proc/$pid" ] || break
+      sleep 0.5
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$RDIR/registry.pid"
+}
+
+cmd_registry() {
+  local port
+  case ${1:-} in
+    start) registry_start ;;
+    env)
+      port=$(registry_running_port) || die "the registry is not running; run: eval \"\$($0 registry start)\""
+      printf 'export SQUASH_REGISTRY=%q\n' "127.0.0.1:$port"
+      ;;
+    stop) registry_stop ;;
+    *) die "usage: $0 registry start|env|stop" ;;
+  esac
 }
 
 # ---------------------------------------------------------------------------
@@ -846,7 +1003,7 @@ cmd_images() {
 
 # syntax_check DOCKERFILE-DIR REF WHERE: a build whose `# syntax=REF` names the
 # fake frontend (it exits 3) must fail with "exit code: 3": the engine found the
-# image (WHERE: e.g. "locally") and ran it; a failed lookup ends
+# image (WHERE: "locally", "in the registry") and ran it; a failed lookup ends
 # with "failed to resolve source metadata ...".
 syntax_check() {
   local tmp=$1 ref=$2 where=$3 out
@@ -890,8 +1047,36 @@ cmd_selftest() {
   printf 'FROM squash-test/busybox\nENTRYPOINT ["sh","-c","exit 3"]\n' >"$tmp/Dockerfile.fe"
   docker buildx build --load --provenance=false -t localtest/frontend:dev -f "$tmp/Dockerfile.fe" "$tmp" >&2
   syntax_check "$tmp" localtest/frontend:dev locally || { rm -rf "$tmp"; return 1; }
-  docker image rm squash-selftest/t1 squash-selftest/net localtest/frontend:dev >/dev/null 2>&1 || true
+
+  # The local registry (started here if it is not running, and stopped again):
+  # the engine pushes to it and pulls from it over plain HTTP (dockerd counts
+  # 127.0.0.0/8 as an insecure registry), and BuildKit resolves a # syntax=
+  # image from it, with no local copy left.
+  local reg started=0 sfx img fe
+  if ! reg=127.0.0.1:$(registry_running_port); then
+    reg=$(registry_start) || die "cannot start the registry"
+    reg=${reg#export SQUASH_REGISTRY=}
+    started=1
+    trap 'registry_stop' EXIT
+  fi
+  sfx=${SQUASH_ENGINE:-x}-${store%%(*}
+  img=$reg/squash-selftest/t1:$sfx
+  fe=$reg/squash-selftest/frontend:$sfx
+  docker tag squash-selftest/t1 "$img"
+  docker push -q "$img" >&2
+  docker image rm "$img" squash-selftest/t1 >/dev/null
+  docker pull -q "$img" >&2
+  [ "$(docker run --rm "$img")" = built-by-selftest ] || die "the image pulled from $reg runs wrong"
+  log "ok: push to and pull from $reg"
+  docker tag localtest/frontend:dev "$fe"
+  docker push -q "$fe" >&2
+  docker image rm "$fe" localtest/frontend:dev >/dev/null
+  local rc=0
+  syntax_check "$tmp" "$fe" "in the registry $reg" || rc=1
+  docker image rm squash-selftest/net "$img" >/dev/null 2>&1 || true
+  if [ "$started" = 1 ]; then registry_stop; trap - EXIT; fi
   rm -rf "$tmp"
+  [ "$rc" = 0 ] || return 1
   log "selftest passed"
 }
 
@@ -905,6 +1090,7 @@ main() {
     start) cmd_start "$@" ;;
     env) cmd_env "$@" ;;
     stop) cmd_stop "$@" ;;
+    registry) cmd_registry "$@" ;;
     images) cmd_images ;;
     status) cmd_status ;;
     selftest) cmd_selftest "$@" ;;
