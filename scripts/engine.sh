@@ -358,9 +358,12 @@ parse_pair() {
 pdir() { printf '%s/%s-%s\n' "$STATE" "$1" "$2"; } # pdir ENGINE STORE: its state dir
 sock() { printf '%s/docker.sock\n' "$(pdir "$1" "$2")"; }
 
-# Each pair's networks: its bridge on $NET.N.0/24, and the networks the engine
-# makes itself (docker network create) in /24s of $NET.16N.0/20, N = 1..4.
-# None of them is docker0's (172.17.0.0/16) or in Docker's default pools.
+# Each pair's bridge: $NET.N.0/24, N = 1..4, not docker0's 172.17.0.0/16.
+# Networks an engine makes itself (docker network create) come from Docker's
+# default pools, which skip ranges the host already routes. No engine gets
+# default-address-pools: a dockerd that has them deletes any interface named
+# docker0 when it restarts on an existing state, whatever its --bridge (and
+# docker0 may be another engine's).
 pair_index() {
   case $1-$2 in
     26-classic) echo 1 ;;
@@ -371,7 +374,6 @@ pair_index() {
 }
 bridge_of() { printf 'sqe-%s-%s\n' "$1" "$2"; }
 bridge_cidr() { printf '%s.%s.1/24\n' "$NET" "$(pair_index "$1" "$2")"; } # the bridge's own address
-pool_of() { printf '%s.%s.0/20\n' "$NET" "$(($(pair_index "$1" "$2") * 16))"; }
 
 # bridge_users BRIDGE: pids of the dockerds started with --bridge=BRIDGE.
 bridge_users() { pgrep -f -- "--bridge=$1( |\$)" | tr '\n' ' ' | sed 's/ $//' || true; }
@@ -488,11 +490,11 @@ try_external() { # try_external ENGINE STORE ENGINE-NAMED(0|1)
   return 0
 }
 
-write_daemon_config() { # write_daemon_config ENGINE STORE FILE
-  local feature=true driver=''
-  if [ "$2" = classic ]; then feature=false driver='"storage-driver": "overlay2", '; fi
-  printf '{\n  %s"features": {"containerd-snapshotter": %s},\n  "default-address-pools": [{"base": "%s", "size": 24}]\n}\n' \
-    "$driver" "$feature" "$(pool_of "$1" "$2")" >"$3"
+write_daemon_config() { # write_daemon_config STORE FILE (no default-address-pools: see pair_index)
+  case $1 in
+    classic) printf '{\n  "storage-driver": "overlay2",\n  "features": {"containerd-snapshotter": false}\n}\n' ;;
+    c8d) printf '{\n  "features": {"containerd-snapshotter": true}\n}\n' ;;
+  esac >"$2"
 }
 
 # spawn LOG CMD...: run CMD in a session of its own, stdin /dev/null, output
@@ -537,7 +539,7 @@ cmd_start() {
   # This generation's buildx, found through DOCKER_CONFIG: each pair has its own.
   ln -sfn "$root/usr/libexec/docker/cli-plugins/docker-buildx" "$d/docker-config/cli-plugins/docker-buildx"
   [ -e "$d/docker-config/config.json" ] || printf '{}\n' >"$d/docker-config/config.json"
-  write_daemon_config "$e" "$m" "$d/daemon.json"
+  write_daemon_config "$m" "$d/daemon.json"
   rm -f "$d/docker.sock"
   bridge_up "$e" "$m"
 
