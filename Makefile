@@ -3,25 +3,28 @@
 #   make test   every test: format, lints, unit tests, then end-to-end on both engine stores
 #   make check  format, lints and unit tests only (no engine)
 #   make e2e MODE=classic|c8d   end-to-end tests on one store
+#   ENGINE=26|28 (default 26) picks the engine generation of e2e, demo, bench, frontend-image
 #   make fuzz   every fuzz target for FUZZ_SECONDS each (nightly + cargo-fuzz)
 #   make bench  benchmarks (not part of the tests)
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 MODE ?= c8d
+ENGINE ?= 26
 FUZZ_SECONDS ?= 60
 EXAMPLE ?= examples/toolchain
 FRONTEND_IMAGE ?= squash-frontend:dev
-ENGINE := scripts/engine.sh
-# Runs its argument with the environment of a started engine (store $(MODE)).
-WITH_ENGINE = eval "$$($(ENGINE) start $(MODE))" && $(ENGINE) images >&2 &&
+ENGINE_SH := scripts/engine.sh
+# Runs its argument with the environment of a started engine (generation $(ENGINE), store $(MODE)).
+WITH_ENGINE = eval "$$($(ENGINE_SH) start $(ENGINE) $(MODE))" && $(ENGINE_SH) images >&2 &&
 
 .PHONY: test check e2e demo bench fuzz frontend-image stop
 
 test: check
 	fuzz/run.sh 10
 	$(MAKE) e2e MODE=classic
+	$(ENGINE_SH) stop $(ENGINE) classic
 	$(MAKE) e2e MODE=c8d
-	$(ENGINE) stop
+	$(ENGINE_SH) stop
 
 check:
 	cargo fmt --all --check
@@ -48,4 +51,4 @@ frontend-image:
 	$(WITH_ENGINE) scripts/frontend-image.sh $(FRONTEND_IMAGE)
 
 stop:
-	$(ENGINE) stop
+	$(ENGINE_SH) stop

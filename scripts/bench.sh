@@ -35,7 +35,9 @@
 #   BENCH_APPEND       1 keeps the last run's figures and adds (or redoes) the workloads of
 #                      BENCH_WORKLOADS, e.g. to finish a run that was interrupted
 #   FRONTEND_IMAGE     the frontend image to benchmark (default squash-frontend:dev)
-#   SQUASH_ENGINE_STATE  where scripts/engine.sh keeps the daemon log (default /var/tmp/squash-engine)
+#   SQUASH_DAEMON_LOG    the engine's daemon log (scripts/engine.sh's `export` lines set it;
+#                        else $SQUASH_ENGINE_STATE/${SQUASH_ENGINE:-26}-c8d/dockerd.log, the state
+#                        dir defaulting to /var/tmp/squash-engine)
 #
 # Cold builds: `docker builder prune -af` before each one. That empties BuildKit's cache
 # (every step of the workload, and our squash step, runs again) but keeps the image store,
@@ -53,7 +55,8 @@ PROBE_RUNS=${BENCH_PROBE_RUNS:-1}
 OUT=${BENCH_OUT:-BENCHMARKS.md}
 KEEP=${BENCH_KEEP:-0}
 STATE=${SQUASH_ENGINE_STATE:-/var/tmp/squash-engine}
-DLOG=$STATE/c8d/dockerd.log
+DLOG=${SQUASH_DAEMON_LOG:-$STATE/${SQUASH_ENGINE:-26}-c8d/dockerd.log}
+EDIR=$(dirname "$DLOG") # the engine's state dir, where scripts/engine.sh started it
 # The ways built for the table; import is derived from the plain build of the same run.
 BUILD_WAYS=(plain multistage full base)
 ALL_WAYS=(plain multistage full base import)
@@ -147,7 +150,7 @@ TICKS=$(getconf CLK_TCK)
 ENGINE_PIDS=""
 engine_pids() {
   local f pid
-  for f in "$STATE/c8d/docker.pid" "$STATE/c8d/exec/containerd/containerd.pid"; do
+  for f in "$EDIR/docker.pid" "$EDIR/exec/containerd/containerd.pid"; do
     pid=$(cat "$f" 2>/dev/null || true)
     if [ -n "$pid" ] && [ -r "/proc/$pid/stat" ]; then printf '%s ' "$pid"; fi
   done

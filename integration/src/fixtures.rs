@@ -5,7 +5,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use serde_json::Value;
+
 use crate::docker::{self, Store};
+use crate::image::Image;
 use crate::show::indent;
 
 /// One layer, busybox-static.
@@ -15,10 +18,60 @@ pub const LAYERS: &str = "squash-test/busybox-layers:latest";
 /// debootstrap minbase, one layer.
 pub const DEBIAN: &str = "squash-test/debian:bookworm";
 
+/// Loads into the engine, as `tag`, an image with `from`'s layers and `from`'s config as `edit`
+/// leaves it: how tests make bases that other image tools write (no history, fewer or more
+/// history entries than layers), which `docker build` never makes. The image goes in as a
+/// `docker save` archive (manifest.json, config, uncompressed layers), which both stores load.
+#[track_caller]
+pub fn load_edited(tag: &str, from: &Image, edit: impl FnOnce(&mut Value)) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let archive = dir.path().join("image.tar");
+    let mut config = from.config.clone();
+    edit(&mut config);
+    let file = fs::File::create(&archive).expect("create the archive");
+    let mut tar = tar::Builder::new(file);
+    let mut add = |name: &str, data: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, name, data)
+            .unwrap_or_else(|e| panic!("writing {name} into the archive: {e}"));
+    };
+    let mut names = Vec::new();
+    for layer in &from.layers {
+        let mut data = Vec::new();
+        layer
+            .open()
+            .and_then(|mut r| Ok(std::io::Read::read_to_end(&mut r, &mut data)?))
+            .unwrap_or_else(|e| panic!("reading layer {} of the source image: {e:#}", layer.index));
+        let name = format!("layer{}.tar", layer.index);
+        add(&name, &data);
+        names.push(name);
+    }
+    add("config.json", &serde_json::to_vec(&config).expect("JSON"));
+    let manifest =
+        serde_json::json!([{"Config": "config.json", "RepoTags": [tag], "Layers": names}]);
+    add(
+        "manifest.json",
+        &serde_json::to_vec(&manifest).expect("JSON"),
+    );
+    tar.into_inner()
+        .expect("finish the archive")
+        .sync_all()
+        .expect("write the archive");
+    let out = docker::docker(&["load", "-i", &archive.to_string_lossy()]);
+    assert!(
+        out.success(),
+        "docker load of the edited image {tag} failed: {out}"
+    );
+}
+
 /// The engine's daemon log, where BuildKit sends the frontends' stderr:
-/// `$SQUASH_DAEMON_LOG`, else `scripts/engine.sh`'s
-/// `${SQUASH_ENGINE_STATE:-/var/tmp/squash-engine}/<mode>/dockerd.log`, the
-/// mode from `$SQUASH_ENGINE_MODE` or the store.
+/// `$SQUASH_DAEMON_LOG` (which `scripts/engine.sh` exports), else that
+/// script's `${SQUASH_ENGINE_STATE:-/var/tmp/squash-engine}/<engine>-<mode>/dockerd.log`,
+/// the engine from `$SQUASH_ENGINE` (default 26), the mode from
+/// `$SQUASH_ENGINE_MODE` or the store.
 pub fn daemon_log_path() -> PathBuf {
     if let Ok(p) = std::env::var("SQUASH_DAEMON_LOG") {
         return p.into();
@@ -32,7 +85,10 @@ pub fn daemon_log_path() -> PathBuf {
         }
         .into()
     });
-    Path::new(&state).join(mode).join("dockerd.log")
+    let engine = std::env::var("SQUASH_ENGINE").unwrap_or_else(|_| "26".into());
+    Path::new(&state)
+        .join(format!("{engine}-{mode}"))
+        .join("dockerd.log")
 }
 
 /// A position in the daemon log, to read what was logged after it.
