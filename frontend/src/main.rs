@@ -114,7 +114,11 @@ fn sync(args: &[OsString]) -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    let options = treesync::SyncOptions::default();
+    // The changes of BASE become the squashed layer, through BuildKit's layer differ.
+    let options = treesync::SyncOptions {
+        for_layer_differ: true,
+        ..Default::default()
+    };
     match treesync::sync_tree(final_dir.as_ref(), base_dir.as_ref(), &options) {
         Ok(stats) => {
             eprintln!("squash-frontend sync: {stats}");

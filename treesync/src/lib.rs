@@ -58,6 +58,13 @@ pub struct SyncOptions {
     pub verify_content: bool,
     /// Which xattrs are compared and copied.
     pub xattrs: XattrPolicy,
+    /// The destination's changes become an image layer through a differ that compares
+    /// metadata, not links (BuildKit's overlay differ). An entry rewritten only to be linked to
+    /// new names then looks unchanged to it and is left out of the layer, keeping its old
+    /// links in the image; with this set, such an entry's mtime is moved by one nanosecond
+    /// within its second, which the differ sees and a layer tar (whole seconds) does not keep.
+    /// The destination then differs from the source by that nanosecond.
+    pub for_layer_differ: bool,
 }
 
 /// What a sync did. Every source entry is counted once as created,

@@ -468,6 +468,11 @@ impl Walker<'_> {
         } else {
             self.stats.created += 1;
         }
+        // Rewritten only to join its group: to a layer differ that compares metadata (and not
+        // links) the new entry looks unchanged, and it would leave it out of the layer, where
+        // the old entry's links then stay. See [`mark_rewritten`].
+        let unchanged_but_for_links =
+            d.filter(|d| self.opts.for_layer_differ && compare::stat_equal(s, d));
         match first {
             None => {
                 self.create(src_dir, dst_dir, name, s)?;
@@ -486,8 +491,33 @@ impl Walker<'_> {
                     .map_err(|e| SyncError::io("link", self.dst_here(), e))?;
             }
         }
+        if let Some(old) = unchanged_but_for_links {
+            mark_rewritten(dst_dir, name, s, &old)
+                .map_err(|e| SyncError::io("set times", self.dst_here(), e))?;
+        }
         Ok(())
     }
+}
+
+/// Moves the mtime of `dst_dir/name` (which has `s`'s metadata, and replaced an entry `old`
+/// with the same) by one nanosecond within its second, away from `old`'s. Layer differs leave
+/// out an entry whose mode, owner, size and mtime equal the lower one's (BuildKit's overlay
+/// differ, `util/overlay` `sameDirent`); they do not look at hardlinks, so an entry rewritten
+/// only to be linked to new names would be left out, and the image would keep its old links.
+/// Layer tars hold whole seconds of mtime, so the image shows the source's time all the same.
+fn mark_rewritten(
+    dst_dir: BorrowedFd<'_>,
+    name: &CStr,
+    s: &Meta,
+    old: &Meta,
+) -> Result<(), rustix::io::Errno> {
+    let mut mtime = s.mtime;
+    mtime.nsec = if old.mtime.nsec == 0 {
+        1
+    } else {
+        old.mtime.nsec - 1
+    };
+    sys::set_times_at(dst_dir, name, s.atime, mtime)
 }
 
 #[cfg(test)]

@@ -696,6 +696,47 @@ fn hardlink_to_unchanged_base_file() {
 }
 
 #[test]
+fn hardlink_to_a_linked_base_file_for_a_layer_differ() {
+    // The base has a + b; the build linked c to a (a's content and metadata unchanged): a is
+    // rewritten, linked to c, and marked so that a metadata-comparing differ sees it; b stays.
+    let p = pair();
+    p.src
+        .file("a", b"base")
+        .file("b", b"base")
+        .hardlink("c", "a");
+    p.dst.file("a", b"base").hardlink("b", "a");
+    p.src.finish();
+    p.dst.finish();
+    let meta = |root: &Path, rel: &str| std::fs::symlink_metadata(root.join(rel)).unwrap();
+    let a_before = meta(&p.dst.root, "a");
+    let o = SyncOptions {
+        for_layer_differ: true,
+        ..opts()
+    };
+    let st = sync_tree(&p.src.root, &p.dst.root, &o).unwrap();
+    assert_eq!((st.replaced, st.created), (1, 1), "{st}");
+    let (a, b, c) = (
+        meta(&p.dst.root, "a"),
+        meta(&p.dst.root, "b"),
+        meta(&p.dst.root, "c"),
+    );
+    assert_eq!(a.ino(), c.ino(), "a and c linked");
+    assert_ne!(a.ino(), b.ino(), "b on its own");
+    assert_eq!(b.ino(), a_before.ino(), "b untouched");
+    assert_eq!(a.mtime(), a_before.mtime(), "the same second");
+    assert_ne!(a.mtime_nsec(), a_before.mtime_nsec(), "another nanosecond");
+    // Without the option, an exact mirror.
+    let q = pair();
+    q.src
+        .file("a", b"base")
+        .file("b", b"base")
+        .hardlink("c", "a");
+    q.dst.file("a", b"base").hardlink("b", "a");
+    check(&q, &opts(), &[b"a", b"b", b""]);
+    assert_eq!(ino(&q.dst.root, "a"), ino(&q.dst.root, "c"));
+}
+
+#[test]
 fn hardlink_group_with_new_content_is_rebuilt() {
     let p = pair();
     p.src
