@@ -42,6 +42,8 @@
 #   SQUASH_ENGINE_CACHE   downloads + unpacked engines (default ~/.cache/squash-frontend/engine)
 #   SQUASH_ENGINE_STATE   daemon state per engine, registry (default /var/tmp/squash-engine)
 #   SQUASH_ENGINE_NET     first two octets of the engines' bridge networks (default 10.213)
+#   SQUASH_ENGINE_BRIDGE  prefix of the bridges' names (default sqe; at most 4 characters);
+#                         with STATE and NET, lets two sets of engines run on one machine
 #   SQUASH_ENGINE_START_TIMEOUT  seconds to wait for dockerd (default 90)
 #   SQUASH_ENGINE_MIRROR  Debian mirror (default http://deb.debian.org/debian)
 #
@@ -53,6 +55,7 @@ STATE=${SQUASH_ENGINE_STATE:-/var/tmp/squash-engine}
 MIRROR=${SQUASH_ENGINE_MIRROR:-http://deb.debian.org/debian}
 START_TIMEOUT=${SQUASH_ENGINE_START_TIMEOUT:-90}
 NET=${SQUASH_ENGINE_NET:-10.213}
+BRIDGE_PREFIX=${SQUASH_ENGINE_BRIDGE:-sqe}
 ARCH=$(dpkg --print-architecture)
 BASE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
@@ -372,7 +375,7 @@ pair_index() {
     28-c8d) echo 4 ;;
   esac
 }
-bridge_of() { printf 'sqe-%s-%s\n' "$1" "$2"; }
+bridge_of() { printf '%s-%s-%s\n' "$BRIDGE_PREFIX" "$1" "$2"; }
 bridge_cidr() { printf '%s.%s.1/24\n' "$NET" "$(pair_index "$1" "$2")"; } # the bridge's own address
 
 # bridge_users BRIDGE: pids of the dockerds started with --bridge=BRIDGE.
