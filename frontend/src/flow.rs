@@ -9,13 +9,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::config;
 use crate::directives::{self, DirectiveError, Directives};
 use crate::gateway::{error_status, Gateway, GatewayError};
-use crate::inspect::{self, InspectError, Inspection};
 use crate::llb::{self, LlbError};
 use crate::plan::{self, Caps, Inputs, Plan, PlanError, Received, Tool};
 use crate::request::{
     Mode, OptionError, Opts, Request, Start, DOCKERFILE_SOURCE, NESTED, SETTINGS, UPSTREAM,
 };
 use crate::result::{self, ResultError, Squashed};
+use crate::scan;
 
 /// Why a build failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +25,7 @@ pub enum BuildError {
     #[error("{}", .0.message)]
     Upstream(rpc::Status),
     /// Our own squash step failed (e.g. the in-build sync): said to be ours, details kept.
-    #[error("the squash step failed: {}", .0.message)]
+    #[error("{}the squash step failed: {}", unrepresentable(&.0.message), .0.message)]
     Squash(rpc::Status),
     /// Our own squash solve gave something other than one ref.
     #[error("the engine answered the squash step with no single result ref")]
@@ -42,9 +42,6 @@ pub enum BuildError {
     /// The squash cannot be planned.
     #[error(transparent)]
     Plan(#[from] PlanError),
-    /// The inspection of the finished image stops the squash.
-    #[error(transparent)]
-    Inspect(#[from] InspectError),
     /// A graph of our own could not be made.
     #[error("could not hand the Dockerfile frontend the Dockerfile: {0}")]
     Llb(#[from] LlbError),
@@ -62,6 +59,15 @@ pub enum BuildError {
         /// What BuildKit answered (details carry source locations).
         status: rpc::Status,
     },
+}
+
+/// What an exit code of our in-build steps means, as the start of the message.
+fn unrepresentable(message: &str) -> &'static str {
+    if message.ends_with(&format!("exit code: {}", scan::EXIT_UNREPRESENTABLE)) {
+        "the build made a file no image layer can hold (the step's output above names it); "
+    } else {
+        ""
+    }
 }
 
 impl BuildError {
@@ -210,9 +216,6 @@ async fn build(gw: &mut Gateway, start: &Start) -> Result<gateway::Result, Build
             result::meta(&built, result::BASE_CONFIG, platform),
         )?;
         describe_base(gw, &mut received, &inputs, what).await;
-        if let Some(def) = received.inspection(&inputs)? {
-            inspect(gw, def, &request, what).await?;
-        }
         let squash = match plan::plan(received, &inputs)? {
             Plan::Unchanged { reason } => {
                 eprintln!("squash-frontend: {what}: {reason}");
@@ -281,29 +284,6 @@ async fn delegate(
         }
         BuildError::Upstream(status)
     })
-}
-
-/// Runs the in-build `inspect` step and stops the build if what it found cannot be squashed.
-async fn inspect(
-    gw: &mut Gateway,
-    def: pb::Definition,
-    request: &Request,
-    what: &str,
-) -> Result<(), BuildError> {
-    let solved = gw
-        .solve(gateway::SolveRequest {
-            definition: Some(def),
-            cache_imports: request.cache_imports.clone(),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| BuildError::Squash(e.status))?;
-    let Some(gateway::result::Result::Ref(reference)) = solved.result else {
-        return Err(BuildError::UnexpectedResult);
-    };
-    let bytes = gw.read_file(&reference.id, inspect::FILE).await?;
-    Inspection::parse(&bytes)?.check(what)?;
-    Ok(())
 }
 
 /// Resolves the base image's config where base mode needs it and the Dockerfile frontend did not

@@ -8,8 +8,7 @@
 //! - [`llb`]: taking in received LLB graphs verbatim and building our own ops.
 //! - [`base`]: finding the base image of the result in its graph.
 //! - [`plan`]: planning the squash of one image (graph + config).
-//! - [`inspect`]: what the in-build `inspect` step found in a finished image.
-//! - [`scan`]: walking a mounted tree inside the build (the `inspect` step's I/O).
+//! - [`scan`]: walking a mounted tree inside the build (what our in-build steps check).
 //! - [`config`]: rewriting the image config's history for the new layers.
 //! - [`result`]: mapping the Dockerfile frontend's result (refs, metadata) to ours.
 //! - [`gateway`]: the only module that knows gRPC: BuildKit's gateway API over stdio.
@@ -24,7 +23,6 @@ pub mod config;
 pub mod directives;
 pub mod flow;
 pub mod gateway;
-pub mod inspect;
 pub mod llb;
 pub mod plan;
 pub mod request;

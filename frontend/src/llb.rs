@@ -388,8 +388,8 @@ pub const SYNC_FINAL: &str = "/squash/final";
 /// Where the sync step mounts the base image (writable; its changes become the new layer).
 pub const SYNC_BASE: &str = "/squash/base";
 
-/// Where the inspect step writes its findings (a writable mount that starts empty; output 0).
-pub const INSPECT_OUT: &str = "/squash/out";
+/// Where the inspect step mounts the base (writable, left as it is; output 0).
+pub const INSPECT_BASE: &str = "/squash/base";
 
 /// A run of our own binary's `sync` subcommand, in our own image, that makes a writable mount of
 /// `base` (an empty one for `None`) equal to `finished`; output 0 is that mount: the base plus
@@ -416,24 +416,21 @@ pub fn sync_exec(
 }
 
 /// A run of our own binary's `inspect` subcommand, in our own image, over `finished` (mounted
-/// read-only); output 0 is a mount holding only its findings, in `file`.
+/// read-only); it fails when `finished` holds what no layer can hold. Output 0 is its writable
+/// mount of `base` (an empty one for `None`), which it leaves as it was: a new snapshot with
+/// `base`'s content, outside `finished`'s chain.
 pub fn inspect_exec(
     tool: &Output,
     exe: &str,
     finished: &Output,
-    file: &str,
+    base: Option<&Output>,
     platform: pb::Platform,
 ) -> pb::Op {
     tool_exec(
         tool,
-        vec![
-            exe.to_string(),
-            "inspect".into(),
-            format!("{INSPECT_OUT}/{file}"),
-            SYNC_FINAL.into(),
-        ],
+        vec![exe.to_string(), "inspect".into(), SYNC_FINAL.into()],
         finished,
-        (None, INSPECT_OUT),
+        (base, INSPECT_BASE),
         platform,
     )
 }

@@ -8,12 +8,12 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use squash_frontend::{flow, gateway, request};
+use squash_frontend::{flow, gateway, request, scan};
 
 const USAGE: &str =
     "usage: squash-frontend            (run by BuildKit as a frontend, gRPC on stdio)
        squash-frontend sync FINAL BASE   (make the tree BASE equal to FINAL)
-       squash-frontend inspect OUT ROOT  (write what the squash must know of ROOT to OUT)";
+       squash-frontend inspect FINAL     (check FINAL for what no image layer can hold)";
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -80,31 +80,29 @@ fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The in-build `inspect` step: what the squash must know of the finished tree, written as JSON
-/// for the flow to read back.
+/// The in-build `inspect` step: fails with [`scan::EXIT_UNREPRESENTABLE`] when the finished
+/// tree holds what no image layer can hold, naming it.
 fn inspect(args: &[OsString]) -> ExitCode {
-    let [out, root] = args else {
+    let [final_dir] = args else {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    let found = match squash_frontend::scan::reserved_names(root.as_ref()) {
-        Ok(reserved) => squash_frontend::inspect::Inspection {
-            version: squash_frontend::inspect::VERSION,
-            reserved,
-        },
+    check(final_dir.as_ref()).unwrap_or(ExitCode::SUCCESS)
+}
+
+/// The exit code to stop with, if `final_dir` cannot be squashed (said on stderr, which BuildKit
+/// shows as the step's output).
+fn check(final_dir: &std::path::Path) -> Option<ExitCode> {
+    match scan::reserved_names(final_dir) {
+        Ok(reserved) => scan::refusal(&reserved).map(|why| {
+            eprintln!("squash-frontend: {why}");
+            ExitCode::from(scan::EXIT_UNREPRESENTABLE)
+        }),
         Err(e) => {
-            eprintln!("squash-frontend inspect: {e}");
-            return ExitCode::FAILURE;
+            eprintln!("squash-frontend: {e}");
+            Some(ExitCode::FAILURE)
         }
-    };
-    if let Err(e) = std::fs::write(out, found.to_json()) {
-        eprintln!(
-            "squash-frontend inspect: cannot write {}: {e}",
-            out.to_string_lossy()
-        );
-        return ExitCode::FAILURE;
     }
-    ExitCode::SUCCESS
 }
 
 /// The in-build step: makes the tree at BASE equal to the one at FINAL, touching only what
@@ -114,6 +112,9 @@ fn sync(args: &[OsString]) -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
+    if let Some(stop) = check(final_dir.as_ref()) {
+        return stop;
+    }
     // The changes of BASE become the squashed layer, through BuildKit's layer differ.
     let options = treesync::SyncOptions {
         for_layer_differ: true,

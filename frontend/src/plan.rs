@@ -195,32 +195,6 @@ impl Received {
     }
 }
 
-impl Received {
-    /// The definition of the in-build `inspect` step over this image (see [`crate::inspect`]):
-    /// `None` for an empty image, or where BuildKit did not describe our own image.
-    pub fn inspection(&self, inputs: &Inputs<'_>) -> Result<Option<pb::Definition>, PlanError> {
-        let (Some((head, _)), Some(tool)) = (&self.head, inputs.tool) else {
-            return Ok(None);
-        };
-        let mut graph = self.graph.clone();
-        graph.set_ignore_cache(inputs.no_cache);
-        let Some(tool_head) = graph.add_definition(&tool.def)? else {
-            return Ok(None);
-        };
-        let out = graph.push(
-            llb::inspect_exec(
-                &tool_head,
-                &tool.exe,
-                head,
-                crate::inspect::FILE,
-                tool.platform.clone(),
-            ),
-            llb::meta_with_caps(Some("squash: inspect"), llb::SYNC_EXEC_CAPS),
-        );
-        Ok(Some(graph.finish(&out)?))
-    }
-}
-
 /// See [`Received::base_to_describe`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct BaseToDescribe {
@@ -389,10 +363,7 @@ fn base_layer(
             )
         }
         _ => {
-            let marker = g.push(
-                llb::mkdir_root(Some(base)),
-                llb::meta_with_caps(Some("squash: mark the base"), &["file.base"]),
-            );
+            let marker = new_root(g, head, Some(base), inputs)?;
             let layer = g.push(
                 llb::diff(&marker, head),
                 llb::meta_with_caps(Some("squash: diff against the base"), &["diffop"]),
@@ -414,10 +385,7 @@ fn full_layer(
 ) -> Result<Output, PlanError> {
     Ok(match full_way(inputs)? {
         FullWay::Diff => {
-            let empty = g.push(
-                llb::mkdir_root(None),
-                llb::meta_with_caps(Some("squash: an empty root"), &["file.base"]),
-            );
+            let empty = new_root(g, head, None, inputs)?;
             g.push(
                 llb::diff(&empty, head),
                 llb::meta_with_caps(Some(summary), &["diffop"]),
@@ -436,6 +404,35 @@ fn full_layer(
         ),
     })
 }
+
+/// The lower side of a diff that is to give one layer: a snapshot with the content of `base`
+/// (an empty tree for `None`) made outside the result's chain (a diff whose lower side is an
+/// ancestor of the upper side is exported as the upper's own layers, not as one). Where our
+/// own image is known, it is our in-build `inspect` step, which checks the result for what no
+/// layer can hold and leaves its writable mount of `base` as it was; else a no-op `mkdir /`.
+fn new_root(
+    g: &mut Graph,
+    head: &Output,
+    base: Option<&Output>,
+    inputs: &Inputs<'_>,
+) -> Result<Output, PlanError> {
+    if let Some(tool) = inputs.tool {
+        if let Some(tool_head) = g.add_definition(&tool.def)? {
+            return Ok(g.push(
+                llb::inspect_exec(&tool_head, &tool.exe, head, base, tool.platform.clone()),
+                llb::meta_with_caps(Some(INSPECT_STEP), llb::SYNC_EXEC_CAPS),
+            ));
+        }
+    }
+    let (op, name) = match base {
+        Some(base) => (llb::mkdir_root(Some(base)), "squash: mark the base"),
+        None => (llb::mkdir_root(None), "squash: an empty root"),
+    };
+    Ok(g.push(op, llb::meta_with_caps(Some(name), &["file.base"])))
+}
+
+/// The progress name of our in-build `inspect` step.
+pub const INSPECT_STEP: &str = "squash: inspect the result";
 
 /// How full mode makes its one layer.
 enum FullWay<'a> {
@@ -721,14 +718,64 @@ mod tests {
             let base = e.mounts.iter().find(|m| m.dest == llb::SYNC_BASE).unwrap();
             assert_eq!((base.input, base.output, base.readonly), (-1, 0, false));
         }
-        // With DiffOp and method auto, the diff wins over the sync.
+        // With DiffOp and method auto, the diff wins over the sync; its empty lower side is
+        // our inspect step's untouched empty mount.
         let c = caps(true);
         let Plan::Squash(Squash { def: out, .. }) =
             plan(built.clone(), &env(Mode::Full, Method::Auto, &c, Some(&t))).unwrap()
         else {
             panic!("not squashed")
         };
-        assert_eq!(appended(&out, 2), ["mkdir /", "diff", "terminal"]);
+        assert_eq!(
+            appended(&out, 2),
+            [
+                "/bin/squash-frontend inspect /squash/final",
+                "diff",
+                "terminal"
+            ]
+        );
+        let all = ops(&out);
+        let Some(pb::op::Op::Exec(e)) = &all[2].op else {
+            panic!("not the inspect step")
+        };
+        assert_eq!(all[2].inputs.len(), 2, "the tool and the result only");
+        let out_mount = e.mounts.iter().find(|m| m.output == 0).unwrap();
+        assert_eq!((out_mount.input, out_mount.readonly), (-1, false));
+        assert_eq!(
+            all[3].inputs[0].digest,
+            llb::digest_of(&out.def[2]),
+            "the diff's lower side"
+        );
+    }
+
+    #[test]
+    fn base_mode_diff_runs_the_inspect_step_on_the_base() {
+        let (def, digests) = sample_definition();
+        let (cfg, bcfg) = (config(), base_config());
+        let c = caps(true);
+        let t = tool();
+        let built = received(&def, Some(&cfg[..]), Some(&bcfg[..]));
+        let Plan::Squash(Squash { def: out, .. }) =
+            plan(built, &env(Mode::Base, Method::Auto, &c, Some(&t))).unwrap()
+        else {
+            panic!("not squashed")
+        };
+        assert_eq!(
+            appended(&out, 2),
+            [
+                "/bin/squash-frontend inspect /squash/final",
+                "diff",
+                "merge 2",
+                "terminal"
+            ]
+        );
+        let inspect = &ops(&out)[2];
+        // The tool's own ops are the sample's here, so its head is the received exec.
+        assert_eq!(
+            inspect.inputs[1].digest, digests[1],
+            "the result, read-only"
+        );
+        assert_eq!(inspect.inputs[2].digest, digests[0], "the base, its output");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Walking a mounted tree inside the build (the `inspect` step), without following a symlink and
-//! without reading a byte of any file: what the squash checks before it writes a layer.
+//! Walking a mounted tree inside the build (our `inspect` and `sync` steps), without following
+//! a symlink and without reading a byte of any file: what the squash checks before it writes a
+//! layer.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -40,6 +41,24 @@ pub fn reserved_names(root: &Path) -> Result<Vec<String>, ScanError> {
     Ok(found)
 }
 
+/// The exit code of our in-build steps when the build made something no image layer can hold;
+/// the flow tells the user to read the step's output, where [`refusal`] names the paths.
+pub const EXIT_UNREPRESENTABLE: u8 = 3;
+
+/// What our in-build step says when the finished tree holds `reserved` names (one line), or
+/// `None` when it holds none.
+pub fn refusal(reserved: &[String]) -> Option<String> {
+    let (first, rest) = reserved.split_first()?;
+    let more = match rest.len() {
+        0 => String::new(),
+        1 => format!(" and {}", rest[0]),
+        n => format!(" and {n} more such paths"),
+    };
+    Some(format!(
+        "the build made {first}{more}; image layers reserve names that start with .wh. for whiteouts (OCI image spec, layer whiteouts), so every store would hide a file next to it instead of holding this one: rename it"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +83,26 @@ mod tests {
         assert!(reserved_names(&root.join("opt/keep/a")).unwrap().is_empty());
         let e = reserved_names(&root.join("missing")).unwrap_err();
         assert!(e.to_string().contains("missing"), "{e}");
+    }
+
+    #[test]
+    fn the_refusal_names_the_paths() {
+        assert_eq!(refusal(&[]), None);
+        let one = refusal(&["/opt/keep/.wh.a".into()]).unwrap();
+        assert!(
+            one.starts_with("the build made /opt/keep/.wh.a; image layers reserve"),
+            "{one}"
+        );
+        let two = refusal(&["/a/.wh.b".into(), "/c/.wh.d".into()]).unwrap();
+        assert!(
+            two.starts_with("the build made /a/.wh.b and /c/.wh.d;"),
+            "{two}"
+        );
+        let many = refusal(&[
+            "/a/.wh.b".into(),
+            "/c/.wh.d".into(),
+            "/e/.wh..wh..opq".into(),
+        ]);
+        assert!(many.unwrap().contains("/a/.wh.b and 2 more such paths;"));
     }
 }

@@ -35,8 +35,6 @@ struct Fake {
     upstream_error: Option<rpc::Status>,
     /// When set, the solve of our own squash definition fails with this status.
     squash_error: Option<rpc::Status>,
-    /// What the in-build inspect step "wrote".
-    inspection: Option<Vec<u8>>,
     /// Our own image's definition, as BuildKit hands it to the frontend.
     tool_def: Option<Vec<u8>>,
     llb_caps: Vec<(&'static str, bool)>,
@@ -144,11 +142,6 @@ impl LlbBridge for Fake {
             Ok(Response::new(ReadFileResponse {
                 data: self.dockerfile.clone(),
             }))
-        } else if let (Some(found), "inspection.json") = (&self.inspection, req.file_path.as_str())
-        {
-            Ok(Response::new(ReadFileResponse {
-                data: found.clone(),
-            }))
         } else {
             Err(Status::not_found("no such file"))
         }
@@ -206,7 +199,6 @@ fn fake(dockerfile: &str) -> Fake {
         dockerfile: dockerfile.as_bytes().to_vec(),
         upstream_error: None,
         squash_error: None,
-        inspection: None,
         tool_def: None,
         llb_caps: vec![("file.base", true), ("mergeop", true), ("diffop", true)],
     }
@@ -479,39 +471,50 @@ async fn a_failing_squash_step_is_said_to_be_ours() {
 }
 
 #[tokio::test]
-async fn the_inspect_step_runs_first_and_reserved_names_stop_the_squash() {
+async fn the_inspect_step_is_the_diffs_lower_side_and_its_refusal_is_named() {
     let tool_def = testkit::sample_definition().0.encode_to_vec();
     let mut f = fake("FROM busybox\n");
     f.tool_def = Some(tool_def.clone());
-    f.inspection = Some(br#"{"version":1,"reserved":[]}"#.to_vec());
     let (code, log) = drive(f, opts(&[])).await;
     assert_eq!(code, 0);
-    // The read, the build, the inspection (then read back), the squash.
-    assert_eq!(log.solves.len(), 4);
-    let inspect = log.solves[2].definition.as_ref().unwrap();
-    let exec = pb::Op::decode(inspect.def[inspect.def.len() - 2].as_slice()).unwrap();
-    let Some(pb::op::Op::Exec(e)) = exec.op else {
-        panic!("not an exec: {exec:?}")
-    };
-    assert_eq!(e.meta.unwrap().args[1], "inspect");
-    assert_eq!(e.network, pb::NetMode::None as i32);
-    assert!(log.reads.iter().any(|r| r.file_path == "inspection.json"));
+    // The read, the build, the squash: the inspect step is part of the squash's own graph.
+    assert_eq!(log.solves.len(), 3);
+    let squash = log.solves[2].definition.as_ref().unwrap();
+    let ops: Vec<pb::Op> = squash
+        .def
+        .iter()
+        .map(|b| pb::Op::decode(b.as_slice()).unwrap())
+        .collect();
+    let inspect = ops
+        .iter()
+        .position(|op| matches!(&op.op, Some(pb::op::Op::Exec(e)) if e.meta.as_ref().unwrap().args[1] == "inspect"))
+        .expect("an inspect step");
+    let diff = ops
+        .iter()
+        .find(|op| matches!(op.op, Some(pb::op::Op::Diff(_))))
+        .expect("a diff");
+    assert_eq!(
+        diff.inputs[0].digest,
+        squash_frontend::llb::digest_of(&squash.def[inspect]),
+        "the diff's lower side is the inspect step's output"
+    );
     returned_result(&log);
 
+    // The step refused the result: the message says so and where to look.
     let mut f = fake("FROM busybox\n");
     f.tool_def = Some(tool_def);
-    f.inspection = Some(br#"{"version":1,"reserved":["/opt/keep/.wh.a"]}"#.to_vec());
+    f.squash_error = Some(rpc::Status {
+        code: 2,
+        message: "process \"/bin/squash-frontend inspect /squash/final\" did not complete successfully: exit code: 3".into(),
+        details: vec![],
+    });
     let (code, log) = drive(f, opts(&[])).await;
     assert_eq!(code, 0);
-    assert_eq!(
-        log.solves.len(),
-        3,
-        "no squash after the inspection said no"
-    );
     let err = log.returns[0].error.as_ref().expect("an error");
     assert!(
-        err.message
-            .starts_with("squash-frontend: image: the build made /opt/keep/.wh.a;"),
+        err.message.starts_with(
+            "squash-frontend: the build made a file no image layer can hold (the step's output above names it); the squash step failed: process"
+        ),
         "{}",
         err.message
     );

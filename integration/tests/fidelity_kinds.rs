@@ -416,7 +416,8 @@ fn check_below_our_directive() {
 
 /// A regular file named `.wh.a` beside a base file `a`, and a `.wh..wh..opq` in a new directory:
 /// the plain image hides `a` (its layer's `.wh.a` reads as a whiteout); no squashed image may
-/// show it: every variant stops with one line naming the path.
+/// show it: every variant stops, the error saying why and the step's output (which buildx prints
+/// with it) naming the path.
 #[test]
 fn reserved_names_stop_the_squash() {
     let t = "reserved_names_stop_the_squash";
@@ -466,9 +467,20 @@ fn reserved_names_stop_the_squash() {
             let errors = error_lines(&out.stderr);
             println!("[{t}] {}: {errors:?}", v.label);
             assert!(
-                errors.iter().any(|l| l.contains(&format!("the build made {path}")) && l.contains("reserve")),
-                "[{t}] {}: the error names {path}: {errors:?}",
+                errors.iter().any(|l| l
+                    .contains("squash-frontend: the build made a file no image layer can hold")),
+                "[{t}] {}: the error says what stopped the squash: {errors:?}",
                 v.label
+            );
+            // The step's output, which buildx shows with the error, names the path.
+            let named = format!("squash-frontend: the build made {path}");
+            assert!(
+                out.stderr
+                    .lines()
+                    .any(|l| l.contains(&named) && l.contains("reserve")),
+                "[{t}] {}: the step's output names {path}:\n{}",
+                v.label,
+                out.stderr
             );
             assert!(!docker::image_exists(&tag), "[{t}] no image is left");
         }
