@@ -472,7 +472,12 @@ fn tool_exec(
                 // no output mounts the cached image itself, which is read-only on the
                 // containerd store: runc fails to create /proc there.
                 mount(0, "/", -1, true),
-                mount(1, SYNC_FINAL, -1, true),
+                // Keyed by its definition, not its content: a cached squash (or one whose
+                // cache was imported) then needs no copy of the finished image at all.
+                pb::Mount {
+                    content_cache: pb::MountContentCache::Off as i32,
+                    ..mount(1, SYNC_FINAL, -1, true)
+                },
                 mount(if writable.is_some() { 2 } else { -1 }, at, 0, false),
             ],
             network: pb::NetMode::None as i32,
@@ -488,6 +493,7 @@ pub const SYNC_EXEC_CAPS: &[&str] = &[
     "exec.meta.base",
     "exec.meta.network",
     "exec.mount.bind",
+    "exec.mount.cache.content",
     "constraints",
     "platform",
 ];

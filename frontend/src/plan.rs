@@ -75,10 +75,11 @@ impl Tool {
     /// `/run/config/buildkit/metadata/frontend.bin`) and it decodes; the step runs at the first
     /// worker's first platform, or at this binary's own.
     pub fn new(def: Option<&[u8]>, exe: &str, workers: &[WorkerRecord]) -> Option<Tool> {
-        let def = pb::Definition::decode(def?).ok()?;
+        let mut def = pb::Definition::decode(def?).ok()?;
         if def.def.is_empty() {
             return None;
         }
+        as_regular_image(&mut def);
         let platform = workers
             .first()
             .and_then(|w| w.platforms.first())
@@ -93,6 +94,38 @@ impl Tool {
             exe: exe.to_string(),
             platform,
         })
+    }
+}
+
+/// BuildKit describes the frontend's own image with the record type `frontend`
+/// (`image.recordtype`), which keeps every step that uses it out of an exported build cache
+/// (measured: a squash step built on it was never found in an imported cache). Our steps use it
+/// as the image it is, so the attribute is dropped (the ops are re-encoded: their digests are
+/// ours to make). The terminal is re-pointed at the new head.
+fn as_regular_image(def: &mut pb::Definition) {
+    let mut renamed = BTreeMap::new();
+    for bytes in &mut def.def {
+        let Ok(mut op) = pb::Op::decode(bytes.as_slice()) else {
+            continue;
+        };
+        for input in &mut op.inputs {
+            if let Some(new) = renamed.get(&input.digest) {
+                input.digest = String::clone(new);
+            }
+        }
+        if let Some(pb::op::Op::Source(src)) = &mut op.op {
+            src.attrs.remove("image.recordtype");
+        }
+        let old = llb::digest_of(bytes);
+        let new_bytes = op.encode_to_vec();
+        let new = llb::digest_of(&new_bytes);
+        if new != old {
+            if let Some(meta) = def.metadata.remove(&old) {
+                def.metadata.insert(new.clone(), meta);
+            }
+            renamed.insert(old, new);
+            *bytes = new_bytes;
+        }
     }
 }
 
@@ -1006,5 +1039,34 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(got, Plan::Unchanged { .. }), "{got:?}");
+    }
+
+    #[test]
+    fn our_image_is_used_as_a_regular_image() {
+        // As BuildKit hands it over: the source carries the frontend record type.
+        let mut g = Graph::default();
+        let mut src =
+            crate::testkit::image_source("docker-image://docker.io/library/squash:1@sha256:ab");
+        if let Some(pb::op::Op::Source(s)) = &mut src.op {
+            s.attrs.insert("image.recordtype".into(), "frontend".into());
+        }
+        let src = g.push(src, llb::meta_with_caps(Some("ours"), &["source.image"]));
+        let def = g.finish(&src).unwrap();
+        let tool = Tool::new(Some(&def.encode_to_vec()), "/bin/x", &[]).unwrap();
+        let source = pb::Op::decode(tool.def.def[0].as_slice()).unwrap();
+        let Some(pb::op::Op::Source(s)) = source.op else {
+            panic!()
+        };
+        assert!(s.attrs.is_empty(), "{:?}", s.attrs);
+        let digest = llb::digest_of(&tool.def.def[0]);
+        assert!(tool.def.metadata.contains_key(&digest), "metadata moved");
+        // The terminal points at the new source; the whole takes a graph.
+        let terminal = pb::Op::decode(tool.def.def[1].as_slice()).unwrap();
+        assert_eq!(terminal.inputs[0].digest, digest);
+        assert!(Graph::default()
+            .add_definition(&tool.def)
+            .unwrap()
+            .is_some());
+        assert_eq!(tool.platform.os, "linux");
     }
 }

@@ -1020,22 +1020,38 @@ fn cache_export_and_import_local() {
     }
     let _g = exclusive();
     let mut results = Vec::new();
-    for side in ["plain", "squashed"] {
+    // Full mode (the engine's diff, after our inspect step) and base mode with our in-build sync:
+    // every step of ours must come back from the imported cache.
+    let base_sync: &[&str] = &[
+        "--build-arg",
+        "SQUASH_MODE=base",
+        "--build-arg",
+        "SQUASH_METHOD=sync",
+    ];
+    for (side, extra) in [
+        ("plain", &[][..]),
+        ("squashed", &[][..]),
+        ("base-sync", base_sync),
+    ] {
         let ctx = side_context(t, side, CACHE_BODY, &CACHE_FILES);
         let cache = dir.path().join(side);
         let to = format!("type=local,dest={}", cache.display());
         let from = format!("type=local,src={}", cache.display());
         let first = ctx.tag("export");
+        let mut export_args = vec!["--load", "-t", &first, "--cache-to", &to];
+        export_args.extend_from_slice(extra);
         let run = Buildx::new(ctx.path())
-            .args(&["--load", "-t", &first, "--cache-to", &to])
+            .args(&export_args)
             .timeout(BUILD_TIMEOUT)
             .run();
         docker::rmi(&[&first]);
         run.out.assert_success();
         prune_build_cache();
         let second = ctx.tag("import");
+        let mut import_args = vec!["--load", "-t", &second, "--cache-from", &from];
+        import_args.extend_from_slice(extra);
         let run = Buildx::new(ctx.path())
-            .args(&["--load", "-t", &second, "--cache-from", &from])
+            .args(&import_args)
             .timeout(BUILD_TIMEOUT)
             .run();
         run.out.assert_success();
@@ -1051,28 +1067,36 @@ fn cache_export_and_import_local() {
             show_steps(&squash_steps(&out.stderr))
         );
     }
-    let (_, plain, _) = &results[0];
-    let (_, squashed, img) = &results[1];
+    let (_, plain, plain_img) = &results[0];
     let plain_steps = run_copy_steps(&plain.stderr);
     assert!(
         !plain_steps.is_empty() && plain_steps.iter().all(|s| s.cached),
         "the engine reuses the imported cache for the plain build:\n{}",
         show_steps(&plain_steps)
     );
-    assert_eq!(img.layers.len(), 1);
-    let ours = squash_steps(&squashed.stderr);
-    let their = run_copy_steps(&squashed.stderr);
-    assert!(
-        !ours.is_empty() && ours.iter().all(Step::reused),
-        "the squash step must come from the imported cache:\n{}\n{}",
-        show_steps(&ours),
-        squashed.stderr
-    );
-    assert!(
-        their.iter().all(|s| s.cached),
-        "the Dockerfile steps of the squashed build must come from the imported cache:\n{}",
-        show_steps(&their)
-    );
+    let base_layers = docker::save(BUSYBOX).layers.len();
+    for (side, squashed, img) in &results[1..] {
+        let want = if *side == "base-sync" {
+            base_layers + 1
+        } else {
+            1
+        };
+        assert_eq!(img.layers.len(), want, "[{t}] {side}");
+        assert!(img.layers.len() < plain_img.layers.len());
+        let ours = squash_steps(&squashed.stderr);
+        let their = run_copy_steps(&squashed.stderr);
+        assert!(
+            !ours.is_empty() && ours.iter().all(Step::reused),
+            "[{t}] {side}: the squash steps must come from the imported cache:\n{}\n{}",
+            show_steps(&ours),
+            squashed.stderr
+        );
+        assert!(
+            their.iter().all(|s| s.cached),
+            "[{t}] {side}: the Dockerfile steps of the squashed build must come from the imported cache:\n{}",
+            show_steps(&their)
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
