@@ -102,9 +102,10 @@ fn shift_locations(v: &mut Value, by: u64, in_location: bool) -> Result<()> {
 }
 
 /// The text `--call check` prints (`Check complete, ...`, then per warning
-/// `WARNING: Rule - url`, its detail, `Dockerfile:N` and an excerpt between
-/// two lines of dashes) without the excerpts, every `<file>:N` line moved up
-/// by `added`.
+/// `WARNING: Rule - url`, its detail, `<path of the Dockerfile>:N` and an
+/// excerpt between two lines of dashes) without the excerpts, every
+/// `<path>:N` line as `<file name>:N` (each side's context is a directory of
+/// its own), N moved up by `added`.
 pub fn check_text_without_excerpts(text: &str, added: u32) -> String {
     let mut out = Vec::new();
     let mut in_excerpt = false;
@@ -120,7 +121,10 @@ pub fn check_text_without_excerpts(text: &str, added: u32) -> String {
             .rsplit_once(':')
             .filter(|(file, _)| !file.is_empty() && !file.contains(' '))
             .and_then(|(file, n)| Some((file, n.parse::<u32>().ok()?)))
-            .map(|(file, n)| format!("{file}:{}", n.saturating_sub(added)));
+            .map(|(file, n)| {
+                let name = file.rsplit('/').next().unwrap_or(file);
+                format!("{name}:{}", n.saturating_sub(added))
+            });
         out.push(moved.unwrap_or_else(|| line.to_string()));
     }
     out.join("\n")
@@ -208,7 +212,7 @@ mod tests {
 
 WARNING: FromAsCasing - https://docs.docker.com/go/dockerfile/rule/from-as-casing/
 'as' and 'FROM' keywords' casing do not match
-Dockerfile:1
+/tmp/ctx-a/Dockerfile:1
 --------------------
    1 | >>> FROM busybox as one
    2 |     RUN true
@@ -218,7 +222,7 @@ Dockerfile:1
 
 WARNING: FromAsCasing - https://docs.docker.com/go/dockerfile/rule/from-as-casing/
 'as' and 'FROM' keywords' casing do not match
-Dockerfile:2
+/tmp/ctx-b/Dockerfile:2
 --------------------
    1 |     # syntax=x
    2 | >>> FROM busybox as one
