@@ -9,10 +9,18 @@
 //! Runs on both engine generations and both stores. A part the engine's
 //! buildx lacks (`--call`, `--check` and `history` are not in buildx 0.13)
 //! prints why it is skipped, naming the engine, and asserts the refusal is
-//! the same with our line; [`docker::buildx_offers`] panics if the newer
-//! engine's buildx lacks one, so nothing is skipped there. What a store
-//! refuses (OCI output on the classic store) is asserted as the same refusal
-//! with and without our line.
+//! the same with our line; outline and targets then go through `--call`'s
+//! predecessor, `--print=`. [`docker::buildx_offers`] panics if the newer
+//! engine's buildx lacks one, so nothing is skipped there. What an engine
+//! lacks (build checks before Docker 27) or a store refuses (OCI output on
+//! the classic store) is asserted as the same on both sides, per engine.
+//!
+//! What our line changes, asserted exactly: every Dockerfile location is one
+//! line further down and the Dockerfile's text starts with our line (in
+//! `--call` JSON, check warnings, excerpts and a failed record's source); a
+//! failure without a source of its own (a lint violation) quotes our line as
+//! its source, as BuildKit does for any `# syntax=` frontend; the build
+//! record lists our frontend image among its materials.
 
 mod common;
 
@@ -307,9 +315,9 @@ fn call_check_matches_the_plain_frontend() {
 // ---------------------------------------------------------------------------
 
 /// The engine from which the built-in Dockerfile frontend runs build checks:
-/// Docker 27.0 ships BuildKit 0.14, the first with them. Docker 26.1 (BuildKit
-/// 0.13) ignores `BUILDKIT_DOCKERFILE_CHECK` and `# check=`, and prints no
-/// warning.
+/// Docker 27.0 ships BuildKit 0.14, whose Dockerfile frontend (1.8) brought
+/// them. Docker 26.1 (BuildKit 0.13) ignores `BUILDKIT_DOCKERFILE_CHECK` and
+/// `# check=` and prints no warning, which the test asserts there.
 const BUILD_CHECKS_FROM: Version = Version::new(27, 0, 0);
 
 /// The warnings of a squashed build, pointing where they would in the plain
