@@ -2,17 +2,20 @@
 //!
 //! Each one decides one question the same way for every test (is the
 //! squashed image the same image, are the base's layers kept, does the
-//! history say what happened, does a container do the same), panics with
+//! history say what happened, does a container do the same, does the engine
+//! refuse a build the same way with our line), panics with
 //! what a reader needs to see why not, and prints the figures a reader of
 //! `--nocapture` output wants when it holds.
 
 use serde_json::Value;
 
 use crate::compare::{compare_configs, compare_fs, CompareOptions};
-use crate::docker;
+use crate::context::TestContext;
+use crate::docker::{self, Buildx, BUILD_TIMEOUT};
 use crate::fs::FsModel;
 use crate::image::{created_by, is_empty_layer, Image};
-use crate::scenario::Built;
+use crate::progress::error_lines;
+use crate::scenario::{both_contexts, Built};
 use crate::show::indent;
 
 /// The filesystem (as `opts` compares it) and the config of the squashed
@@ -200,6 +203,50 @@ pub fn assert_same_run(test: &str, plain: &Built, squashed: &Built, args: &[&str
         indent(&s.stdout)
     );
     s.stdout
+}
+
+/// Builds one body with and without our syntax line (same files, same
+/// arguments, within [`BUILD_TIMEOUT`]) and asserts the engine refuses both
+/// with `needle` in the same `ERROR` lines and the same exit status: a limit
+/// of the engine or store that our line neither hides nor changes. Returns
+/// the refusal's `ERROR` lines.
+#[track_caller]
+pub fn assert_refused_alike(
+    test: &str,
+    body: &str,
+    files: &[(&str, &str)],
+    args: &[&str],
+    needle: &str,
+) -> Vec<String> {
+    let (plain, squashed) = both_contexts(test, body, files);
+    let build = |ctx: &TestContext| {
+        Buildx::new(ctx.path())
+            .args(args)
+            .timeout(BUILD_TIMEOUT)
+            .run()
+            .out
+    };
+    let (p, s) = (build(&plain), build(&squashed));
+    for (side, out) in [("plain", &p), ("squashed", &s)] {
+        out.assert_failure();
+        assert!(
+            out.stderr.contains(needle),
+            "{side} build of {test}: expected the refusal {needle:?}:\n{out}"
+        );
+    }
+    assert_eq!(p.status.code(), s.status.code(), "same exit status");
+    let errors = error_lines(&s.stderr);
+    assert_eq!(
+        error_lines(&p.stderr),
+        errors,
+        "the refusal differs with our syntax line"
+    );
+    println!(
+        "[{test}] refused alike with and without our line ({}), args {args:?}:\n{}",
+        p.status,
+        indent(&errors.join("\n"))
+    );
+    errors
 }
 
 /// No image is tagged `tag` (what a failed build must leave); panics, after

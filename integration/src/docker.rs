@@ -130,6 +130,179 @@ pub struct Engine {
     pub buildx_version: String,
 }
 
+impl Engine {
+    /// The server's release (`26.1.5+dfsg1` is 26.1.5); `None` if it names none.
+    pub fn server(&self) -> Option<Version> {
+        Version::find(&self.server_version)
+    }
+
+    /// The buildx client's release, read from `docker buildx version`
+    /// (`github.com/docker/buildx 0.13.1+ds1 0.13.1+ds1-3` or
+    /// `github.com/docker/buildx v0.14.1 abc`); `None` if it names none.
+    pub fn buildx(&self) -> Option<Version> {
+        Version::find(&self.buildx_version)
+    }
+
+    /// `Docker 26.1.5 with buildx 0.13.1`, for messages.
+    pub fn label(&self) -> String {
+        let shown =
+            |v: Option<Version>, raw: &str| v.map_or_else(|| raw.to_owned(), |v| v.to_string());
+        format!(
+            "Docker {} with buildx {}",
+            shown(self.server(), &self.server_version),
+            shown(self.buildx(), &self.buildx_version)
+        )
+    }
+}
+
+/// A release number, `major.minor.patch`, ordered as releases are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version {
+    /// The first number.
+    pub major: u32,
+    /// The second number.
+    pub minor: u32,
+    /// The third number (0 when the version has two).
+    pub patch: u32,
+}
+
+impl Version {
+    /// `major.minor.patch`.
+    pub const fn new(major: u32, minor: u32, patch: u32) -> Version {
+        Version {
+            major,
+            minor,
+            patch,
+        }
+    }
+
+    /// The first word of `s` that starts with a release number (an optional
+    /// `v`, then `N.N` or `N.N.N`, then anything not a digit or dot, such as
+    /// a Debian revision `+ds1`).
+    pub fn find(s: &str) -> Option<Version> {
+        s.split_whitespace().find_map(Version::parse_word)
+    }
+
+    fn parse_word(word: &str) -> Option<Version> {
+        let word = word.strip_prefix('v').unwrap_or(word);
+        let end = word
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(word.len());
+        let numbers: Vec<&str> = word[..end].split('.').collect();
+        let number = |i: usize| -> Option<u32> { numbers.get(i)?.parse().ok() };
+        match numbers.len() {
+            2 => Some(Version::new(number(0)?, number(1)?, 0)),
+            3 => Some(Version::new(number(0)?, number(1)?, number(2)?)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What the buildx client offers
+// ---------------------------------------------------------------------------
+
+/// The buildx of the project's newer engine generation (Docker 28.5,
+/// `scripts/engine.sh start 28`): it has every [`BuildxFeature`], so a test
+/// never skips one there.
+pub const NEWER_BUILDX: Version = Version::new(0, 29, 0);
+
+/// Something a buildx client has or lacks, by release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildxFeature {
+    /// `docker buildx build --call outline|targets|check`.
+    Call,
+    /// `docker buildx build --check` (the same as `--call check`).
+    Check,
+    /// `docker buildx build --annotation`.
+    Annotation,
+    /// `docker buildx history ls|inspect|logs`.
+    History,
+}
+
+impl BuildxFeature {
+    /// What the feature is, as a user types it.
+    pub fn what(self) -> &'static str {
+        match self {
+            BuildxFeature::Call => "docker buildx build --call",
+            BuildxFeature::Check => "docker buildx build --check",
+            BuildxFeature::Annotation => "docker buildx build --annotation",
+            BuildxFeature::History => "docker buildx history",
+        }
+    }
+
+    /// Whether buildx's own help lists it: `build_help` is `docker buildx
+    /// build --help`'s output, `buildx_help` `docker buildx --help`'s. Help,
+    /// not a try: an unknown `docker buildx` subcommand prints the usage and
+    /// exits 0 on buildx 0.13.
+    pub fn listed(self, build_help: &str, buildx_help: &str) -> bool {
+        let flag = |name: &str| {
+            build_help.lines().any(|l| {
+                l.split([' ', ','])
+                    .any(|w| w == name || w.starts_with(&format!("{name}=")))
+            })
+        };
+        match self {
+            BuildxFeature::Call => flag("--call"),
+            BuildxFeature::Check => flag("--check"),
+            BuildxFeature::Annotation => flag("--annotation"),
+            BuildxFeature::History => buildx_help.lines().any(|l| {
+                let l = l.trim_start();
+                l.split_whitespace().next() == Some("history") && l.len() > "history".len()
+            }),
+        }
+    }
+}
+
+/// Whether the engine's buildx offers `feature`, from its own help texts
+/// (read once per process): `Ok(())`, or `Err` with a sentence naming the
+/// engine and what it lacks, for a test to print as it skips that part.
+/// **Panics** if a buildx of [`NEWER_BUILDX`] or later lacks it, so that no
+/// test can skip on the engine it is written for.
+#[track_caller]
+pub fn buildx_offers(feature: BuildxFeature) -> std::result::Result<(), String> {
+    static HELP: OnceLock<(String, String)> = OnceLock::new();
+    let engine = engine_or_panic();
+    let (build_help, buildx_help) = HELP.get_or_init(|| {
+        let build = docker_ok(&["buildx", "build", "--help"]);
+        let buildx = docker_ok(&["buildx", "--help"]);
+        (
+            format!("{}{}", build.stdout, build.stderr),
+            format!("{}{}", buildx.stdout, buildx.stderr),
+        )
+    });
+    offered(feature, &engine, build_help, buildx_help)
+}
+
+fn offered(
+    feature: BuildxFeature,
+    engine: &Engine,
+    build_help: &str,
+    buildx_help: &str,
+) -> std::result::Result<(), String> {
+    if feature.listed(build_help, buildx_help) {
+        return Ok(());
+    }
+    if engine.buildx().is_none_or(|v| v >= NEWER_BUILDX) {
+        panic!(
+            "{} lacks `{}`, which every buildx from {NEWER_BUILDX} on has: the harness reads its help wrong, or this is not the engine the tests expect",
+            engine.label(),
+            feature.what()
+        );
+    }
+    Err(format!(
+        "{} has no `{}` (its help does not list it)",
+        engine.label(),
+        feature.what()
+    ))
+}
+
 fn check_engine(program: &OsStr) -> std::result::Result<Engine, String> {
     let env = |k: &str| std::env::var(k).unwrap_or_else(|_| "<unset>".into());
     let context = format!(
@@ -239,7 +412,8 @@ const POLL: Duration = Duration::from_millis(50);
 pub type LineFilter = fn(&str) -> bool;
 
 /// One `docker buildx build --progress=plain ARGS... DIR`: the one way the
-/// harness and the tests run a build.
+/// harness and the tests run a build (or `docker build ...`, see
+/// [`Buildx::docker_build`]).
 ///
 /// It runs with `BUILDX_NO_DEFAULT_ATTESTATIONS=1` (unless
 /// [`Buildx::default_attestations`]) and an empty standard input (unless
@@ -256,6 +430,7 @@ pub struct Buildx {
     default_attestations: bool,
     timeout: Option<Duration>,
     cancel: Option<(LineFilter, Duration)>,
+    docker_build: bool,
 }
 
 /// What a [`Buildx`] run gave.
@@ -283,7 +458,17 @@ impl Buildx {
             default_attestations: false,
             timeout: None,
             cancel: None,
+            docker_build: false,
         }
+    }
+
+    /// Runs `docker build` instead of `docker buildx build`, as a user who
+    /// never types `buildx` does: the docker CLI hands the build to buildx
+    /// when buildx is installed (both engine generations here), so the
+    /// arguments and the output are buildx's.
+    pub fn docker_build(mut self) -> Self {
+        self.docker_build = true;
+        self
     }
 
     /// Arguments after `--progress=plain`, before the context directory
@@ -328,7 +513,10 @@ impl Buildx {
 
     fn command(&self, program: &OsStr) -> Command {
         let mut cmd = Command::new(program);
-        cmd.args(["buildx", "build", "--progress=plain"])
+        if !self.docker_build {
+            cmd.arg("buildx");
+        }
+        cmd.args(["build", "--progress=plain"])
             .args(&self.args)
             .arg(&self.dir);
         if !self.default_attestations {
@@ -565,6 +753,33 @@ pub fn rmi(images: &[&str]) -> bool {
         .unwrap_or(false)
 }
 
+/// `docker tag SRC DST`; panics on failure.
+#[track_caller]
+pub fn tag(src: &str, dst: &str) {
+    docker_ok(&["tag", src, dst]);
+}
+
+/// `docker push -q IMAGE`; panics on failure.
+#[track_caller]
+pub fn push(image: &str) {
+    docker_ok(&["push", "-q", image]);
+}
+
+/// `docker pull -q IMAGE`, returned (a pull that fails is the caller's to judge).
+pub fn pull(image: &str) -> CmdOutput {
+    docker(&["pull", "-q", image])
+}
+
+/// `docker buildx imagetools inspect --raw REFERENCE`: the manifest or index
+/// a registry serves for it, as JSON; panics if buildx cannot read it.
+#[track_caller]
+pub fn registry_manifest(reference: &str) -> Value {
+    let out = docker_ok(&["buildx", "imagetools", "inspect", "--raw", reference]);
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
+        panic!("`docker buildx imagetools inspect --raw {reference}` is not JSON ({e}): {out}")
+    })
+}
+
 /// Whether `docker image inspect IMAGE` finds an image.
 pub fn image_exists(image: &str) -> bool {
     docker(&["image", "inspect", "--format", "{{.Id}}", image]).success()
@@ -652,9 +867,141 @@ mod tests {
                 env("BUILDX_NO_DEFAULT_ATTESTATIONS", "1")
             ]
         );
-        let cmd = build.default_attestations().command(OsStr::new("docker"));
+        let cmd = build
+            .clone()
+            .default_attestations()
+            .command(OsStr::new("docker"));
         let envs: Vec<(&OsStr, Option<&OsStr>)> = cmd.get_envs().collect();
         assert_eq!(envs, vec![env("BUILDX_EXPERIMENTAL", "1")]);
+        let cmd = build.docker_build().command(OsStr::new("docker"));
+        let args: Vec<&OsStr> = cmd.get_args().collect();
+        assert_eq!(
+            args,
+            [
+                "build",
+                "--progress=plain",
+                "--load",
+                "-t",
+                "squash-e2e-x:plain",
+                "/tmp/ctx"
+            ]
+            .map(OsStr::new)
+        );
+    }
+
+    #[test]
+    fn versions_are_read_from_what_docker_prints() {
+        let v = Version::new;
+        assert_eq!(
+            Version::find("github.com/docker/buildx 0.13.1+ds1 0.13.1+ds1-3"),
+            Some(v(0, 13, 1))
+        );
+        assert_eq!(
+            Version::find("github.com/docker/buildx v0.29.1 abc123"),
+            Some(v(0, 29, 1))
+        );
+        assert_eq!(Version::find("26.1.5+dfsg1"), Some(v(26, 1, 5)));
+        assert_eq!(Version::find("28.5"), Some(v(28, 5, 0)));
+        assert_eq!(Version::find("github.com/docker/buildx dev"), None);
+        assert_eq!(Version::find("1.2.3.4 x"), None);
+        assert!(v(0, 13, 1) < v(0, 29, 0) && v(0, 29, 0) < v(0, 29, 1));
+        assert!(v(0, 9, 9) < v(0, 10, 0) && v(1, 0, 0) > v(0, 99, 99));
+        assert_eq!(v(0, 29, 1).to_string(), "0.29.1");
+        let engine = Engine {
+            server_version: "26.1.5+dfsg1".into(),
+            buildx_version: "github.com/docker/buildx 0.13.1+ds1 0.13.1+ds1-3".into(),
+        };
+        assert_eq!(engine.server(), Some(v(26, 1, 5)));
+        assert_eq!(engine.buildx(), Some(v(0, 13, 1)));
+        assert_eq!(engine.label(), "Docker 26.1.5 with buildx 0.13.1");
+        let odd = Engine {
+            server_version: "dev".into(),
+            buildx_version: "buildx dev".into(),
+        };
+        assert_eq!(odd.label(), "Docker dev with buildx buildx dev");
+    }
+
+    /// Excerpts of `docker buildx build --help` and `docker buildx --help`
+    /// of buildx 0.13.1 and 0.29.1.
+    const BUILD_HELP_013: &str = "      --annotation stringArray        Add annotation to the image
+      --metadata-file string          Write build result metadata to the file
+  -q, --quiet                         Suppress the build output and print image ID on success
+";
+    const BUILDX_HELP_013: &str = "Management Commands:
+  imagetools  Commands to work on images in registry
+
+Commands:
+  bake        Build from a file
+";
+    const BUILD_HELP_029: &str = "      --annotation stringArray        Add annotation to the image
+      --call string                   Set method for evaluating build (\"check\", \"outline\", \"targets\") (default \"build\")
+      --check                         Shorthand for \"--call=check\" (default )
+";
+    const BUILDX_HELP_029: &str = "Management Commands:
+  history     Commands to work on build records
+  imagetools  Commands to work on images in registry
+";
+
+    #[test]
+    fn features_are_read_from_the_help() {
+        use BuildxFeature::*;
+        let listed = |build: &str, buildx: &str| {
+            [Call, Check, Annotation, History]
+                .into_iter()
+                .filter(|f| f.listed(build, buildx))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(listed(BUILD_HELP_013, BUILDX_HELP_013), [Annotation]);
+        assert_eq!(
+            listed(BUILD_HELP_029, BUILDX_HELP_029),
+            [Call, Check, Annotation, History]
+        );
+        // A word in a description is no flag, a word in a sentence no command.
+        assert_eq!(
+            listed(
+                "      --quiet    like --call-me\n",
+                "Run 'docker buildx history' for more\n  history\n"
+            ),
+            Vec::<BuildxFeature>::new()
+        );
+    }
+
+    #[test]
+    fn a_missing_feature_is_a_reason_below_the_newer_buildx_and_a_panic_from_it() {
+        let engine = |buildx: &str| Engine {
+            server_version: "26.1.5+dfsg1".into(),
+            buildx_version: format!("github.com/docker/buildx {buildx}"),
+        };
+        let older = engine("0.13.1+ds1 0.13.1+ds1-3");
+        assert_eq!(
+            offered(BuildxFeature::Call, &older, BUILD_HELP_013, BUILDX_HELP_013),
+            Err(
+                "Docker 26.1.5 with buildx 0.13.1 has no `docker buildx build --call` (its help does not list it)"
+                    .into()
+            )
+        );
+        assert_eq!(
+            offered(
+                BuildxFeature::Annotation,
+                &older,
+                BUILD_HELP_013,
+                BUILDX_HELP_013
+            ),
+            Ok(())
+        );
+        for newer in ["0.29.1+ds1", "v0.30.0", "dev"] {
+            let r = std::panic::catch_unwind(|| {
+                offered(
+                    BuildxFeature::History,
+                    &engine(newer),
+                    BUILD_HELP_029,
+                    BUILDX_HELP_013,
+                )
+            });
+            let why = r.unwrap_err();
+            let why = why.downcast_ref::<String>().unwrap();
+            assert!(why.contains("lacks `docker buildx history`"), "{why}");
+        }
     }
 
     /// An executable `docker` shell script in `dir`. A child process writes

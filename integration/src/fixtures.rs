@@ -1,7 +1,9 @@
 //! What the engine script (`scripts/engine.sh`) prepares for the tests: the
-//! base images their Dockerfiles start from, and the daemon's log, where
-//! BuildKit sends the frontends' stderr.
+//! base images their Dockerfiles start from, the daemon's log, where
+//! BuildKit sends the frontends' stderr, and the local registry with its log
+//! of the requests it answered.
 
+use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -74,6 +76,87 @@ pub fn load_edited(
     }
 }
 
+/// Environment variable [`registry`] reads; `scripts/engine.sh registry
+/// start` prints it.
+pub const REGISTRY_ENV: &str = "SQUASH_REGISTRY";
+
+/// The local registry (`127.0.0.1:PORT`) of `$SQUASH_REGISTRY`; **panics**
+/// if it is unset, saying how to start one, so that a test that needs it
+/// never passes without it.
+#[track_caller]
+pub fn registry() -> String {
+    match std::env::var(REGISTRY_ENV) {
+        Ok(v) if !v.trim().is_empty() => v.trim().to_owned(),
+        _ => panic!(
+            "{REGISTRY_ENV} is not set: this test needs the local registry; run `eval \"$(scripts/engine.sh registry start)\"` first"
+        ),
+    }
+}
+
+/// The local registry's log, where it writes one access-log line per
+/// request: `$SQUASH_REGISTRY_LOG`, else the engine script's
+/// `${SQUASH_ENGINE_STATE:-/var/tmp/squash-engine}/registry/registry.log`.
+pub fn registry_log_path() -> PathBuf {
+    if let Ok(p) = std::env::var("SQUASH_REGISTRY_LOG") {
+        return p.into();
+    }
+    let state =
+        std::env::var("SQUASH_ENGINE_STATE").unwrap_or_else(|_| "/var/tmp/squash-engine".into());
+    Path::new(&state).join("registry").join("registry.log")
+}
+
+/// One request the registry answered, from its access log: `127.0.0.1 - -
+/// [29/Nov/2026:19:52:34 +0000] "HEAD /v2/repo/manifests/tag HTTP/1.1" 200
+/// 503 "" "buildkit/v0.25"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryRequest {
+    /// `GET`, `HEAD`, `PUT`, ...
+    pub method: String,
+    /// The path asked for (`/v2/repo/manifests/tag`).
+    pub path: String,
+    /// The HTTP status answered.
+    pub status: u16,
+    /// The client's user agent (`buildkit/...`, `docker/...`).
+    pub agent: String,
+}
+
+impl RegistryRequest {
+    /// The request of one access-log line; `None` for any other line.
+    pub fn parse(line: &str) -> Option<RegistryRequest> {
+        let (_, rest) = line.split_once("] \"")?;
+        let (request, rest) = rest.split_once('"')?;
+        let mut words = request.split(' ');
+        let (method, path) = (words.next()?, words.next()?);
+        if !words.next()?.starts_with("HTTP/") {
+            return None;
+        }
+        let status = rest.split_whitespace().next()?.parse().ok()?;
+        let agent = rest.trim_end().strip_suffix('"')?.rsplit_once('"')?.1;
+        Some(RegistryRequest {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            status,
+            agent: agent.to_owned(),
+        })
+    }
+
+    /// A request for the manifest of `repository` under `reference` (a tag
+    /// or digest).
+    pub fn is_manifest(&self, repository: &str, reference: &str) -> bool {
+        self.path == format!("/v2/{repository}/manifests/{reference}")
+    }
+}
+
+impl fmt::Display for RegistryRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} -> {} ({})",
+            self.method, self.path, self.status, self.agent
+        )
+    }
+}
+
 /// The engine's daemon log, where BuildKit sends the frontends' stderr:
 /// `$SQUASH_DAEMON_LOG` (which `scripts/engine.sh` exports), else that
 /// script's `${SQUASH_ENGINE_STATE:-/var/tmp/squash-engine}/<engine>-<mode>/dockerd.log`,
@@ -98,7 +181,8 @@ pub fn daemon_log_path() -> PathBuf {
         .join("dockerd.log")
 }
 
-/// A position in the daemon log, to read what was logged after it.
+/// A position in a log one of the engine script's daemons writes (the
+/// engine's, or the registry's), to read what was logged after it.
 #[derive(Debug)]
 pub struct DaemonLog {
     path: PathBuf,
@@ -111,6 +195,13 @@ impl DaemonLog {
     #[track_caller]
     pub fn mark() -> DaemonLog {
         DaemonLog::mark_at(daemon_log_path())
+    }
+
+    /// The registry log's current end ([`registry_log_path`]); panics if
+    /// there is no log to read.
+    #[track_caller]
+    pub fn mark_registry() -> DaemonLog {
+        DaemonLog::mark_at(registry_log_path())
     }
 
     #[track_caller]
@@ -139,6 +230,14 @@ impl DaemonLog {
             .lines()
             .filter(|l| l.contains(needle))
             .map(str::to_string)
+            .collect()
+    }
+
+    /// The registry requests logged since the mark.
+    pub fn registry_requests(&self) -> Vec<RegistryRequest> {
+        self.since()
+            .lines()
+            .filter_map(RegistryRequest::parse)
             .collect()
     }
 
@@ -214,6 +313,40 @@ mod tests {
         let log = DaemonLog::mark_at(path.clone());
         append(&path, "thread 'main' panicked at src/main.rs:1:1\n");
         log.assert_no_panic("t");
+    }
+
+    #[test]
+    fn registry_requests_from_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.log");
+        fs::write(&path, "").unwrap();
+        let log = DaemonLog::mark_at(path.clone());
+        append(
+            &path,
+            concat!(
+                "127.0.0.1 - - [29/Nov/2026:19:52:34 +0000] \"HEAD /v2/squash-frontend/manifests/e2e-1 HTTP/1.1\" 200 503 \"\" \"buildkit/v0.0-dev\"\n",
+                "time=\"2026-11-29T19:52:34Z\" level=info msg=\"response completed\" http.request.method=HEAD\n",
+                "127.0.0.1 - - [29/Nov/2026:19:52:35 +0000] \"PUT /v2/a/b/manifests/sha256:00 HTTP/1.1\" 201 0 \"\" \"docker/28.5.2 go/go1.24\"\n",
+                "127.0.0.1 - - [29/Nov/2026:19:52:35 +0000] \"GET /v2/ HTTP/1.1\" 200 2 \"\" \"\"\n",
+            ),
+        );
+        let requests = log.registry_requests();
+        let shown: Vec<String> = requests.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "HEAD /v2/squash-frontend/manifests/e2e-1 -> 200 (buildkit/v0.0-dev)",
+                "PUT /v2/a/b/manifests/sha256:00 -> 201 (docker/28.5.2 go/go1.24)",
+                "GET /v2/ -> 200 ()",
+            ]
+        );
+        assert!(requests[0].is_manifest("squash-frontend", "e2e-1"));
+        assert!(!requests[0].is_manifest("squash-frontend", "e2e"));
+        assert!(requests[1].is_manifest("a/b", "sha256:00"));
+        assert_eq!(
+            RegistryRequest::parse("127.0.0.1 - - [x] \"nonsense\" 1 2"),
+            None
+        );
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //! * [`blob`]: a layer blob's bytes (compression, digests, sizes);
 //! * [`progress`]: what a build prints with `--progress=plain` (its steps,
 //!   buildx's `ERROR` lines, the squash method that ran);
+//! * [`calls`]: what `--call outline|targets|check` prints, without the
+//!   lines a Dockerfile has on top of another;
 //! * `store` (private): an archive's files, unpacked once to disk;
 //! * [`image`]: one saved image: config, layers with diffIDs, digests and
 //!   sizes, and what is inconsistent in it;
@@ -46,6 +48,7 @@
 
 pub mod archive;
 pub mod blob;
+pub mod calls;
 pub mod check;
 pub mod compare;
 pub mod context;

@@ -2,8 +2,9 @@
 //!
 //! This module owns the *build's own account* of what it did: the steps
 //! (`#N <name>`, then `#N CACHED`, `#N DONE 0.1s` or `#N ERROR: ...`), the
-//! `ERROR` lines buildx ends a failed build with, and which of our squash
-//! steps ran. Everything here reads text; nothing runs.
+//! `ERROR` lines buildx ends a failed build with, which of our squash
+//! steps ran, and the build-check warnings buildx lists after a build.
+//! Everything here reads text; nothing runs.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -168,6 +169,111 @@ pub fn squash_lines(build_output: &str) -> String {
         .join("\n")
 }
 
+/// One line of the build-check summary buildx prints after a build (`N
+/// warnings found (use docker --debug to expand):`, then ` - Rule: detail
+/// (line N)` each).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LintWarning {
+    /// The check's name (`FromAsCasing`).
+    pub rule: String,
+    /// What buildx says about this occurrence.
+    pub detail: String,
+    /// The Dockerfile line it points at, if the line names one.
+    pub line: Option<u32>,
+}
+
+impl fmt::Display for LintWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.rule, self.detail)?;
+        if let Some(n) = self.line {
+            write!(f, " (line {n})")?;
+        }
+        Ok(())
+    }
+}
+
+/// `s` without terminal colour sequences (`ESC [ ... m`), which buildx writes
+/// around the warning summary even with `--progress=plain`.
+pub fn strip_colours(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The build-check warnings a build's output lists, sorted (BuildKit lists
+/// them in no fixed order), and the count its summary line gives (`None`
+/// without a summary: no warning, or an engine without build checks).
+pub fn lint_warnings(build_output: &str) -> (Option<usize>, Vec<LintWarning>) {
+    let text = strip_colours(build_output);
+    let mut count = None;
+    let mut warnings = Vec::new();
+    let mut in_summary = false;
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if let Some((n, rest)) = trimmed.split_once(' ') {
+            if rest.starts_with("warning found") || rest.starts_with("warnings found") {
+                count = n.parse().ok();
+                in_summary = true;
+                continue;
+            }
+        }
+        if !in_summary {
+            continue;
+        }
+        let Some(item) = line.strip_prefix(" - ") else {
+            in_summary = false;
+            continue;
+        };
+        let Some((rule, rest)) = item.split_once(": ") else {
+            continue;
+        };
+        let (detail, line) = match rest.rsplit_once(" (line ") {
+            Some((detail, n)) => match n.strip_suffix(')').and_then(|n| n.parse().ok()) {
+                Some(n) => (detail, Some(n)),
+                None => (rest, None),
+            },
+            None => (rest, None),
+        };
+        warnings.push(LintWarning {
+            rule: rule.to_string(),
+            detail: detail.to_string(),
+            line,
+        });
+    }
+    warnings.sort();
+    (count, warnings)
+}
+
+/// The rules a build failed on with build checks set to fail it (`ERROR: ...
+/// lint violation found for rules: A, B`), sorted; empty without that line.
+pub fn lint_violation_rules(build_output: &str) -> Vec<String> {
+    const MARK: &str = "lint violation found for rules: ";
+    let mut rules: Vec<String> = error_lines(build_output)
+        .iter()
+        .filter_map(|l| l.split_once(MARK).map(|(_, r)| r.to_string()))
+        .flat_map(|r| {
+            r.split(',')
+                .map(|x| x.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|r| !r.is_empty())
+        .collect();
+    rules.sort();
+    rules
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +392,55 @@ ERROR
             ]
         );
         assert!(error_lines("#1 DONE 0.0s\n").is_empty());
+    }
+
+    /// What buildx 0.29 printed after a build of a Dockerfile with four
+    /// check warnings and `BUILDKIT_DOCKERFILE_CHECK=error=true`.
+    const LINT: &str = "#9 DONE 0.0s
+\u{1b}[33m4 warnings found (use docker --debug to expand):
+\u{1b}[0m - MaintainerDeprecated: Maintainer instruction is deprecated in favor of using label (line 3)
+ - SecretsUsedInArgOrEnv: Do not use ARG or ENV instructions for sensitive data (ENV \"secret_password\") (line 5)
+ - JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior related to OS signals (line 9)
+ - FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 2)
+Dockerfile:1
+--------------------
+   1 | >>> # syntax=squash-frontend:dev
+--------------------
+ERROR: failed to build: failed to solve: lint violation found for rules: FromAsCasing, MaintainerDeprecated, SecretsUsedInArgOrEnv, JSONArgsRecommended
+";
+
+    #[test]
+    fn lint_warnings_and_violations() {
+        assert_eq!(strip_colours("\u{1b}[33mwarn\u{1b}[0m - x"), "warn - x");
+        let (count, warnings) = lint_warnings(LINT);
+        assert_eq!(count, Some(4));
+        let shown: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 2)",
+                "JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior related to OS signals (line 9)",
+                "MaintainerDeprecated: Maintainer instruction is deprecated in favor of using label (line 3)",
+                "SecretsUsedInArgOrEnv: Do not use ARG or ENV instructions for sensitive data (ENV \"secret_password\") (line 5)",
+            ]
+        );
+        assert_eq!(
+            lint_violation_rules(LINT),
+            [
+                "FromAsCasing",
+                "JSONArgsRecommended",
+                "MaintainerDeprecated",
+                "SecretsUsedInArgOrEnv"
+            ]
+        );
+        let one = "1 warning found (use docker --debug to expand):\n - StageNameCasing: Stage name 'Build' should be lowercase (line 1)\n\n - not a warning: after the list\n";
+        let (count, warnings) = lint_warnings(one);
+        assert_eq!(count, Some(1));
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(warnings[0].line, Some(1));
+        assert_eq!(warnings[0].rule, "StageNameCasing");
+        assert_eq!(lint_warnings(OUTPUT), (None, Vec::new()));
+        assert!(lint_violation_rules(OUTPUT).is_empty());
     }
 
     #[test]

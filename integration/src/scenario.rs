@@ -57,6 +57,30 @@ pub fn squash_dockerfile(body: &str) -> String {
     with_syntax(&frontend_image_from_env(), body)
 }
 
+/// The build contexts of both sides of `body`: plain, and with the `# syntax=`
+/// line of [`frontend_image_from_env`] on top; the same `files` (relative
+/// path, content) in each.
+#[track_caller]
+pub fn both_contexts(test: &str, body: &str, files: &[(&str, &str)]) -> (TestContext, TestContext) {
+    contexts_with(&frontend_image_from_env(), test, body, files)
+}
+
+#[track_caller]
+fn contexts_with(
+    frontend: &str,
+    test: &str,
+    body: &str,
+    files: &[(&str, &str)],
+) -> (TestContext, TestContext) {
+    let plain = TestContext::new(&format!("{test}-plain"), body);
+    let squashed = TestContext::new(&format!("{test}-squashed"), &with_syntax(frontend, body));
+    for (rel, content) in files {
+        plain.write(rel, content);
+        squashed.write(rel, content);
+    }
+    (plain, squashed)
+}
+
 /// Whether a Dockerfile already starts with a `syntax` parser directive
 /// (among its leading `# key=value` lines).
 pub fn has_syntax_directive(dockerfile: &str) -> bool {
@@ -504,6 +528,21 @@ mod tests {
                 "ONLY_SQUASHED=1"
             ]
         );
+    }
+
+    #[test]
+    fn both_sides_contexts() {
+        let (plain, squashed) =
+            contexts_with("fe:1", "both", "FROM busybox\n", &[("a/b.txt", "B")]);
+        assert_eq!(plain.read("Dockerfile"), b"FROM busybox\n");
+        assert_eq!(
+            squashed.read("Dockerfile"),
+            b"# syntax=fe:1\nFROM busybox\n"
+        );
+        assert_eq!(plain.read("a/b.txt"), b"B");
+        assert_eq!(squashed.read("a/b.txt"), b"B");
+        assert_eq!(plain.name(), "both-plain");
+        assert_eq!(squashed.name(), "both-squashed");
     }
 
     #[test]

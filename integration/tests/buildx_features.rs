@@ -20,7 +20,9 @@ use std::time::Duration;
 use common::start;
 use integration::archive::{Archive, ManifestRef};
 use integration::blob::sha256_hex;
-use integration::check::{assert_same, assert_same_models, assert_squash_history};
+use integration::check::{
+    assert_refused_alike, assert_same, assert_same_models, assert_squash_history,
+};
 use integration::compare::CompareOptions;
 use integration::context::TestContext;
 use integration::docker::{self, Buildx, Run, Store, BUILD_TIMEOUT};
@@ -65,60 +67,6 @@ fn prune_build_cache() {
     println!(
         "    docker builder prune -af: {}",
         out.stdout.lines().last().unwrap_or("")
-    );
-}
-
-/// `docker tag SRC DST`, panicking on failure.
-#[track_caller]
-fn tag_image(src: &str, dst: &str) {
-    let out = docker::docker(&["tag", src, dst]);
-    assert!(out.success(), "docker tag {src} {dst} failed: {out}");
-}
-
-/// Builds one body with and without our syntax line (same files, same
-/// arguments) and asserts the engine refuses both with `needle` in the same
-/// `ERROR` lines: a store limit that our line neither hides nor changes.
-#[track_caller]
-fn assert_refused_alike(
-    test: &str,
-    body: &str,
-    files: &[(&str, &str)],
-    args: &[&str],
-    needle: &str,
-) {
-    let plain = TestContext::new(test, body);
-    let squashed = TestContext::new(test, &squash_dockerfile(body));
-    for (rel, content) in files {
-        plain.write(rel, content);
-        squashed.write(rel, content);
-    }
-    let p = Buildx::new(plain.path())
-        .args(args)
-        .timeout(BUILD_TIMEOUT)
-        .run()
-        .out;
-    let s = Buildx::new(squashed.path())
-        .args(args)
-        .timeout(BUILD_TIMEOUT)
-        .run()
-        .out;
-    for (side, out) in [("plain", &p), ("squashed", &s)] {
-        out.assert_failure();
-        assert!(
-            out.stderr.contains(needle),
-            "{side} build of {test}: expected the refusal {needle:?}:\n{out}"
-        );
-    }
-    assert_eq!(p.status.code(), s.status.code(), "same exit status");
-    assert_eq!(
-        error_lines(&p.stderr),
-        error_lines(&s.stderr),
-        "the refusal differs with our syntax line"
-    );
-    println!(
-        "[{test}] refused alike with and without our line ({}), args {args:?}:\n{}",
-        p.status,
-        indent(&error_lines(&s.stderr).join("\n"))
     );
 }
 
@@ -327,7 +275,7 @@ fn multi_platform_per_arch_base() {
     }
     // The per-platform bases: squash-test/busybox-amd64 is the host busybox
     // under another name; busybox-arm64 is made by `scripts/engine.sh images`.
-    tag_image(BUSYBOX, "squash-test/busybox-amd64:latest");
+    docker::tag(BUSYBOX, "squash-test/busybox-amd64:latest");
     let arm = docker::docker(&["image", "inspect", "squash-test/busybox-arm64:latest"]);
     assert!(
         arm.success(),
@@ -1332,7 +1280,7 @@ fn upstream_frontend_image() {
     let _g = shared();
     // No docker/dockerfile image offline: our own image under another name
     // stands in for one (it hands the build to the built-in frontend).
-    tag_image(&frontend_image_from_env(), UPSTREAM);
+    docker::tag(&frontend_image_from_env(), UPSTREAM);
     let body = "FROM squash-test/busybox:latest\nCOPY a.txt /a.txt\nRUN echo via-upstream > /u\n";
     let files = [("a.txt", "a\n")];
     let plain = load_built("plain", side_context(t, "plain", body, &files), &[], None);
