@@ -1,8 +1,9 @@
 # The project's task runner; CI calls `make test` (through .ci/run).
 #   make demo   build the frontend image and squash an example, showing layers and sizes
-#   make test   every test: format, lints, unit tests, then end-to-end on both engine stores
+#   make test   every test: format, lints, unit tests, a short fuzz run, then end-to-end on
+#               both engine generations (Docker 26.1 and 28.5), both stores each
 #   make check  format, lints and unit tests only (no engine)
-#   make e2e MODE=classic|c8d   end-to-end tests on one store
+#   make e2e ENGINE=26|28 MODE=classic|c8d   end-to-end tests on one engine and store
 #   ENGINE=26|28 (default 26) picks the engine generation of e2e, demo, bench, frontend-image
 #   make fuzz   every fuzz target for FUZZ_SECONDS each (nightly + cargo-fuzz)
 #   make bench  benchmarks (not part of the tests)
@@ -21,9 +22,7 @@ WITH_ENGINE = eval "$$($(ENGINE_SH) start $(ENGINE) $(MODE))" && $(ENGINE_SH) im
 
 test: check
 	fuzz/run.sh 10
-	$(MAKE) e2e MODE=classic
-	$(ENGINE_SH) stop $(ENGINE) classic
-	$(MAKE) e2e MODE=c8d
+	FRONTEND_IMAGE=$(FRONTEND_IMAGE) scripts/e2e.sh
 	$(ENGINE_SH) stop
 
 check:
@@ -35,11 +34,8 @@ check:
 fuzz:
 	fuzz/run.sh $(FUZZ_SECONDS)
 
-# The end-to-end tests push to and pull from the local registry (started, or reused).
 e2e:
-	$(WITH_ENGINE) eval "$$($(ENGINE_SH) registry start)" && \
-	  scripts/frontend-image.sh $(FRONTEND_IMAGE) >/dev/null && \
-	  SQUASH_FRONTEND_IMAGE=$(FRONTEND_IMAGE) cargo test -p integration --locked --tests --no-fail-fast -- --test-threads 3
+	E2E_JOBS=1 FRONTEND_IMAGE=$(FRONTEND_IMAGE) scripts/e2e.sh $(ENGINE)-$(MODE)
 
 demo:
 	$(WITH_ENGINE) scripts/frontend-image.sh $(FRONTEND_IMAGE) >/dev/null && \
