@@ -706,7 +706,17 @@ pub fn run_with(options: &[&str], image: &str, args: &[&str]) -> CmdOutput {
         return started;
     }
     let waited = docker(&["wait", &id]);
-    let logs = docker(&["logs", &id]);
+    let mut logs = docker(&["logs", &id]);
+    // The daemon may still be copying the container's output into its log when `wait`
+    // returns (seen on the classic store under load): an empty log is read again a few times
+    // before it is believed.
+    for _ in 0..5 {
+        if !logs.success() || !logs.stdout.is_empty() || !logs.stderr.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        logs = docker(&["logs", &id]);
+    }
     rm_container(&id);
     let waited_ok = waited.success();
     let code: Option<i32> = waited.stdout.trim().parse().ok();
