@@ -14,8 +14,13 @@ use crate::llb::{Graph, Output};
 /// What the finished filesystem grew from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Root {
-    /// An image (registry or OCI layout) source op; `output` is that op's result.
-    Image { output: Output, identifier: String },
+    /// An image (registry or OCI layout) source op.
+    Image {
+        /// That op's result.
+        output: Output,
+        /// Its identifier (`docker-image://...`, `oci-layout://...`).
+        identifier: String,
+    },
     /// Nothing: a `FROM scratch` chain.
     Scratch,
     /// Something we cannot keep as layers (a local or git context as the stage root, a diff).
@@ -25,7 +30,9 @@ pub enum Root {
 /// How many layer-making steps lie between the root and the result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lineage {
+    /// Where the filesystem started.
     pub root: Root,
+    /// The steps on the way from the root to the result.
     pub steps: usize,
 }
 

@@ -20,20 +20,34 @@ const BUILDKIT_KEYS: [&str; 3] = ["syntax", "escape", "check"];
 /// A directive the user must fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DirectiveError {
+    /// One of ours, twice.
     #[error(
         "Dockerfile line {line}: the # {key}= directive is given twice (first on line {first})"
     )]
     Duplicate {
+        /// The directive.
         key: String,
+        /// Its second line.
         line: usize,
+        /// Its first line.
         first: usize,
     },
+    /// One of ours, below the top comment block.
     #[error("Dockerfile line {line}: the # {key}= directive is outside the comment block at the top of the Dockerfile, where directives are read; move it right below the # syntax= line")]
-    Misplaced { key: String, line: usize },
+    Misplaced {
+        /// The directive.
+        key: String,
+        /// Its line.
+        line: usize,
+    },
+    /// One of ours, above `# syntax=`.
     #[error("Dockerfile line {line}: the # {key}= directive comes before # syntax= (line {syntax_line}); BuildKit stops reading directives at the first one it does not know, so put # {key}= below # syntax=")]
     BeforeSyntax {
+        /// The directive.
         key: String,
+        /// Its line.
         line: usize,
+        /// The line of `# syntax=`.
         syntax_line: usize,
     },
 }

@@ -16,18 +16,33 @@ use crate::request::DockerfileSource;
 /// Why a definition cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LlbError {
+    /// An op's bytes are not an op.
     #[error("definition op {index} does not decode: {reason}")]
-    Decode { index: usize, reason: String },
+    Decode {
+        /// Its position in the definition.
+        index: usize,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// The last op is not a terminal.
     #[error("definition has no terminal op (it needs at least 2 ops, the last one a single-input terminal)")]
     NoTerminal,
+    /// An input names an op that is not there.
     #[error("op {digest} names input {input} that is not in the definition")]
-    MissingInput { digest: String, input: String },
+    MissingInput {
+        /// The op whose input it is (`terminal` for the terminal).
+        digest: String,
+        /// The missing op's digest.
+        input: String,
+    },
 }
 
 /// One output of one op: what an `Input` points at.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Output {
+    /// The op's digest.
     pub digest: String,
+    /// The output's index.
     pub index: i64,
 }
 

@@ -289,8 +289,14 @@ impl Method {
 /// Where a setting came from, for error messages and for the precedence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
-    Directive { line: usize },
+    /// A Dockerfile directive.
+    Directive {
+        /// Its line.
+        line: usize,
+    },
+    /// A build argument.
     BuildArg,
+    /// A frontend option.
     Option,
 }
 
@@ -307,21 +313,27 @@ impl fmt::Display for Origin {
 /// One user-settable setting: its names in each place a user can set it.
 #[derive(Debug, Clone, Copy)]
 pub struct Setting {
+    /// As a frontend option (`--opt <name>=`).
     pub option: &'static str,
+    /// As a build argument (`--build-arg <NAME>=`).
     pub build_arg: &'static str,
+    /// As a Dockerfile directive (`# <name>=`).
     pub directive: &'static str,
 }
 
+/// The squash mode.
 pub const MODE: Setting = Setting {
     option: "squash-mode",
     build_arg: "SQUASH_MODE",
     directive: "squash",
 };
+/// The squash method.
 pub const METHOD: Setting = Setting {
     option: "squash-method",
     build_arg: "SQUASH_METHOD",
     directive: "squash-method",
 };
+/// The Dockerfile frontend image to delegate to.
 pub const UPSTREAM: Setting = Setting {
     option: "squash-upstream",
     build_arg: "SQUASH_UPSTREAM",
@@ -342,23 +354,36 @@ const MAX_VALUE: usize = 4096;
 /// A bad setting, named the way the user set it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OptionError {
+    /// Not one of the valid values.
     #[error("invalid {name} {value:?} (from {origin}): valid values are {choices}")]
     Invalid {
+        /// The setting, as the user named it (`build argument SQUASH_MODE`).
         name: String,
+        /// What was given.
         value: String,
+        /// Where.
         origin: Origin,
+        /// The valid values.
         choices: &'static str,
     },
+    /// Given, but empty.
     #[error("{name} (from {origin}) is empty: valid values are {choices}")]
     Empty {
+        /// The setting, as the user named it.
         name: String,
+        /// Where.
         origin: Origin,
+        /// The valid values.
         choices: &'static str,
     },
+    /// Longer than any valid value.
     #[error("{name} (from {origin}) is {len} bytes long; at most {MAX_VALUE} are accepted")]
     TooLong {
+        /// The setting, as the user named it.
         name: String,
+        /// Where.
         origin: Origin,
+        /// Its length in bytes.
         len: usize,
     },
 }

@@ -16,8 +16,10 @@ pub const EPOCH: &str = "source.date.epoch";
 /// Why a result cannot be squashed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ResultError {
+    /// Refs in the old string form.
     #[error("the Dockerfile frontend returned its result in an old form without LLB definitions; this engine is too old for squash-frontend (BuildKit 0.13 or newer is needed)")]
     Deprecated,
+    /// A ref without its definition.
     #[error("the Dockerfile frontend returned ref {0} without its LLB definition; squash-frontend needs an engine with the reference.output capability")]
     NoDefinition(String),
 }
@@ -25,7 +27,9 @@ pub enum ResultError {
 /// One image of a result: its platform id (`None` for a single-ref result) and its ref.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Image<'a> {
+    /// Its platform id (`None` for a single-ref result).
     pub platform: Option<&'a str>,
+    /// Its ref.
     pub reference: &'a gateway::Ref,
 }
 

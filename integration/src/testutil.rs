@@ -16,7 +16,7 @@ fn os_path(p: &[u8]) -> &Path {
 }
 
 /// Builds a layer tar entry by entry.
-pub struct LayerBuilder {
+pub(crate) struct LayerBuilder {
     b: tar::Builder<Vec<u8>>,
     mtime: u64,
     uid: u64,
@@ -24,7 +24,7 @@ pub struct LayerBuilder {
 }
 
 impl LayerBuilder {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         LayerBuilder {
             b: tar::Builder::new(Vec::new()),
             mtime: 1_700_000_000,
@@ -34,13 +34,13 @@ impl LayerBuilder {
     }
 
     /// mtime of the entries added from now on.
-    pub fn mtime(&mut self, mtime: u64) -> &mut Self {
+    pub(crate) fn mtime(&mut self, mtime: u64) -> &mut Self {
         self.mtime = mtime;
         self
     }
 
     /// Owner of the entries added from now on.
-    pub fn owner(&mut self, uid: u64, gid: u64) -> &mut Self {
+    pub(crate) fn owner(&mut self, uid: u64, gid: u64) -> &mut Self {
         self.uid = uid;
         self.gid = gid;
         self
@@ -57,7 +57,7 @@ impl LayerBuilder {
         h
     }
 
-    pub fn entry(
+    pub(crate) fn entry(
         &mut self,
         path: impl AsRef<[u8]>,
         ty: EntryType,
@@ -71,16 +71,16 @@ impl LayerBuilder {
         self
     }
 
-    pub fn dir(&mut self, path: impl AsRef<[u8]>, mode: u32) -> &mut Self {
+    pub(crate) fn dir(&mut self, path: impl AsRef<[u8]>, mode: u32) -> &mut Self {
         self.entry(path, EntryType::Directory, mode, b"")
     }
 
-    pub fn file(&mut self, path: impl AsRef<[u8]>, content: &[u8], mode: u32) -> &mut Self {
+    pub(crate) fn file(&mut self, path: impl AsRef<[u8]>, content: &[u8], mode: u32) -> &mut Self {
         self.entry(path, EntryType::Regular, mode, content)
     }
 
     /// A regular file preceded by a PAX header with these records.
-    pub fn file_pax(
+    pub(crate) fn file_pax(
         &mut self,
         path: impl AsRef<[u8]>,
         content: &[u8],
@@ -95,12 +95,16 @@ impl LayerBuilder {
 
     /// A regular file whose name is carried only by a PAX `path` record
     /// (the ustar header holds a placeholder).
-    pub fn file_pax_path(&mut self, path: &[u8], content: &[u8], mode: u32) -> &mut Self {
+    pub(crate) fn file_pax_path(&mut self, path: &[u8], content: &[u8], mode: u32) -> &mut Self {
         self.b.append_pax_extensions([("path", path)]).unwrap();
         self.file("placeholder-not-the-name", content, mode)
     }
 
-    pub fn symlink(&mut self, path: impl AsRef<[u8]>, target: impl AsRef<[u8]>) -> &mut Self {
+    pub(crate) fn symlink(
+        &mut self,
+        path: impl AsRef<[u8]>,
+        target: impl AsRef<[u8]>,
+    ) -> &mut Self {
         let mut h = self.header(EntryType::Symlink, 0o777, 0);
         self.b
             .append_link(&mut h, os_path(path.as_ref()), os_path(target.as_ref()))
@@ -108,7 +112,11 @@ impl LayerBuilder {
         self
     }
 
-    pub fn hardlink(&mut self, path: impl AsRef<[u8]>, target: impl AsRef<[u8]>) -> &mut Self {
+    pub(crate) fn hardlink(
+        &mut self,
+        path: impl AsRef<[u8]>,
+        target: impl AsRef<[u8]>,
+    ) -> &mut Self {
         let mut h = self.header(EntryType::Link, 0o644, 0);
         self.b
             .append_link(&mut h, os_path(path.as_ref()), os_path(target.as_ref()))
@@ -116,7 +124,7 @@ impl LayerBuilder {
         self
     }
 
-    pub fn device(
+    pub(crate) fn device(
         &mut self,
         path: impl AsRef<[u8]>,
         ty: EntryType,
@@ -134,7 +142,7 @@ impl LayerBuilder {
     }
 
     /// `.wh.<name>` next to `path`.
-    pub fn whiteout(&mut self, path: &str) -> &mut Self {
+    pub(crate) fn whiteout(&mut self, path: &str) -> &mut Self {
         let (dir, name) = match path.rsplit_once('/') {
             Some((d, n)) => (format!("{d}/"), n),
             None => (String::new(), path),
@@ -143,28 +151,28 @@ impl LayerBuilder {
     }
 
     /// `<dir>/.wh..wh..opq`.
-    pub fn opaque(&mut self, dir: &str) -> &mut Self {
+    pub(crate) fn opaque(&mut self, dir: &str) -> &mut Self {
         self.file(format!("{dir}/.wh..wh..opq"), b"", 0o644)
     }
 
-    pub fn finish(self) -> Vec<u8> {
+    pub(crate) fn finish(self) -> Vec<u8> {
         self.b.into_inner().unwrap()
     }
 }
 
-pub fn gzip(data: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(data).unwrap();
     e.finish().unwrap()
 }
 
-pub fn zstd_compress(data: &[u8]) -> Vec<u8> {
+pub(crate) fn zstd_compress(data: &[u8]) -> Vec<u8> {
     zstd::encode_all(data, 3).unwrap()
 }
 
 /// An image to write into synthetic archives: layer blobs as stored and a
 /// config whose diff_ids match them.
-pub struct ImageSpec {
+pub(crate) struct ImageSpec {
     pub layers: Vec<Vec<u8>>,
     pub config: Value,
     pub os: String,
@@ -179,7 +187,7 @@ pub struct ImageSpec {
 }
 
 impl ImageSpec {
-    pub fn new(layers: Vec<Vec<u8>>) -> Self {
+    pub(crate) fn new(layers: Vec<Vec<u8>>) -> Self {
         let diff_ids: Vec<String> = layers
             .iter()
             .map(|l| summarize_blob(&l[..]).unwrap().diff_id)
@@ -210,7 +218,7 @@ impl ImageSpec {
         }
     }
 
-    pub fn platform(mut self, os: &str, arch: &str, variant: Option<&str>) -> Self {
+    pub(crate) fn platform(mut self, os: &str, arch: &str, variant: Option<&str>) -> Self {
         self.os = os.into();
         self.arch = arch.into();
         self.variant = variant.map(Into::into);
@@ -222,7 +230,7 @@ impl ImageSpec {
         self
     }
 
-    pub fn platform_json(&self) -> Value {
+    pub(crate) fn platform_json(&self) -> Value {
         let mut p = json!({"os": self.os, "architecture": self.arch});
         if let Some(v) = &self.variant {
             p["variant"] = json!(v);
@@ -230,7 +238,7 @@ impl ImageSpec {
         p
     }
 
-    pub fn config_bytes(&self) -> Vec<u8> {
+    pub(crate) fn config_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(&self.config).unwrap()
     }
 
@@ -245,7 +253,7 @@ impl ImageSpec {
         }
     }
 
-    pub fn manifest_bytes(&self) -> Vec<u8> {
+    pub(crate) fn manifest_bytes(&self) -> Vec<u8> {
         let config = self.config_bytes();
         let layers: Vec<Value> = if self.oci_manifest_without_layers {
             vec![]
@@ -274,7 +282,7 @@ impl ImageSpec {
         .unwrap()
     }
 
-    pub fn manifest_descriptor(&self, annotations: Value) -> Value {
+    pub(crate) fn manifest_descriptor(&self, annotations: Value) -> Value {
         let m = self.manifest_bytes();
         let mut d = json!({
             "mediaType": OCI_MANIFEST,
@@ -289,7 +297,7 @@ impl ImageSpec {
     }
 
     /// Blobs as (digest, bytes): config, layers, manifest.
-    pub fn blobs(&self) -> Vec<(String, Vec<u8>)> {
+    pub(crate) fn blobs(&self) -> Vec<(String, Vec<u8>)> {
         let mut out = vec![(sha256_digest(&self.config_bytes()), self.config_bytes())];
         if !self.drop_layer_blobs {
             for l in &self.layers {
@@ -301,7 +309,7 @@ impl ImageSpec {
     }
 
     /// A BuildKit attestation manifest for this image: (descriptor, blobs).
-    pub fn attestation(&self) -> (Value, Vec<(String, Vec<u8>)>) {
+    pub(crate) fn attestation(&self) -> (Value, Vec<(String, Vec<u8>)>) {
         let own = sha256_digest(&self.manifest_bytes());
         let statement =
             format!(r#"{{"_type":"https://in-toto.io/Statement/v0.1","subject":"{own}"}}"#)
@@ -334,20 +342,20 @@ impl ImageSpec {
 }
 
 /// Writes an outer archive.
-pub struct ArchiveWriter {
+pub(crate) struct ArchiveWriter {
     b: tar::Builder<Vec<u8>>,
     seen: std::collections::HashSet<String>,
 }
 
 impl ArchiveWriter {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         ArchiveWriter {
             b: tar::Builder::new(Vec::new()),
             seen: Default::default(),
         }
     }
 
-    pub fn file(&mut self, name: &str, data: &[u8]) -> &mut Self {
+    pub(crate) fn file(&mut self, name: &str, data: &[u8]) -> &mut Self {
         if self.seen.insert(name.to_owned()) {
             let mut h = Header::new_gnu();
             h.set_entry_type(EntryType::Regular);
@@ -358,11 +366,11 @@ impl ArchiveWriter {
         self
     }
 
-    pub fn json(&mut self, name: &str, v: &Value) -> &mut Self {
+    pub(crate) fn json(&mut self, name: &str, v: &Value) -> &mut Self {
         self.file(name, &serde_json::to_vec(v).unwrap())
     }
 
-    pub fn blobs(&mut self, blobs: &[(String, Vec<u8>)]) -> &mut Self {
+    pub(crate) fn blobs(&mut self, blobs: &[(String, Vec<u8>)]) -> &mut Self {
         for (d, b) in blobs {
             let name = format!("blobs/sha256/{}", d.trim_start_matches("sha256:"));
             self.file(&name, b);
@@ -370,7 +378,7 @@ impl ArchiveWriter {
         self
     }
 
-    pub fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
+    pub(crate) fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
         let mut h = Header::new_gnu();
         h.set_entry_type(EntryType::Symlink);
         h.set_mode(0o777);
@@ -379,7 +387,7 @@ impl ArchiveWriter {
         self
     }
 
-    pub fn finish(self) -> Vec<u8> {
+    pub(crate) fn finish(self) -> Vec<u8> {
         self.b.into_inner().unwrap()
     }
 }
@@ -397,7 +405,7 @@ fn layer_members(spec: &ImageSpec) -> Vec<String> {
 }
 
 /// What Docker 26.1 with the classic store writes for `docker save TAG`.
-pub fn docker_save_classic(spec: &ImageSpec, tag: &str) -> Vec<u8> {
+pub(crate) fn docker_save_classic(spec: &ImageSpec, tag: &str) -> Vec<u8> {
     let mut w = ArchiveWriter::new();
     w.blobs(&spec.blobs());
     let cfg = sha256_digest(&spec.config_bytes());
@@ -427,7 +435,7 @@ pub fn docker_save_classic(spec: &ImageSpec, tag: &str) -> Vec<u8> {
 
 /// What Docker before 25 wrote: `<id>/layer.tar`, `<config>.json`,
 /// `manifest.json`; a layer seen before is a symlink to the first copy.
-pub fn docker_save_legacy(spec: &ImageSpec) -> Vec<u8> {
+pub(crate) fn docker_save_legacy(spec: &ImageSpec) -> Vec<u8> {
     let mut w = ArchiveWriter::new();
     let cfg = sha256_digest(&spec.config_bytes());
     let cfg_name = format!("{}.json", cfg.trim_start_matches("sha256:"));
@@ -460,7 +468,7 @@ pub fn docker_save_legacy(spec: &ImageSpec) -> Vec<u8> {
 /// What Docker 26.1 with the containerd store writes: index.json → image
 /// index → {this platform, an arm64 manifest whose blobs were never pulled,
 /// an attestation}; plus manifest.json.
-pub fn docker_save_containerd(spec: &ImageSpec) -> Vec<u8> {
+pub(crate) fn docker_save_containerd(spec: &ImageSpec) -> Vec<u8> {
     let mut w = ArchiveWriter::new();
     w.blobs(&spec.blobs());
     let absent = br#"{"absent":true}"#;
@@ -510,7 +518,7 @@ pub fn docker_save_containerd(spec: &ImageSpec) -> Vec<u8> {
 
 /// `--output type=oci` for a single platform, no attestations: index.json
 /// points at the manifest directly.
-pub fn oci_layout_single(spec: &ImageSpec) -> Vec<u8> {
+pub(crate) fn oci_layout_single(spec: &ImageSpec) -> Vec<u8> {
     let mut w = ArchiveWriter::new();
     w.blobs(&spec.blobs());
     w.json(
@@ -523,7 +531,7 @@ pub fn oci_layout_single(spec: &ImageSpec) -> Vec<u8> {
 
 /// `--output type=oci` for several platforms with attestations: index.json →
 /// image index → one manifest and one attestation manifest per platform.
-pub fn oci_layout_multi(specs: &[&ImageSpec]) -> Vec<u8> {
+pub(crate) fn oci_layout_multi(specs: &[&ImageSpec]) -> Vec<u8> {
     let mut w = ArchiveWriter::new();
     let mut descs = Vec::new();
     for s in specs {
@@ -551,7 +559,7 @@ pub fn oci_layout_multi(specs: &[&ImageSpec]) -> Vec<u8> {
 }
 
 /// The image of an archive.
-pub fn read_image(archive: &[u8]) -> crate::image::Image {
+pub(crate) fn read_image(archive: &[u8]) -> crate::image::Image {
     crate::archive::Archive::from_reader(archive)
         .unwrap()
         .image()
@@ -559,6 +567,6 @@ pub fn read_image(archive: &[u8]) -> crate::image::Image {
 }
 
 /// The image of `spec`, read back from an OCI layout.
-pub fn image_of(spec: &ImageSpec) -> crate::image::Image {
+pub(crate) fn image_of(spec: &ImageSpec) -> crate::image::Image {
     read_image(&oci_layout_single(spec))
 }

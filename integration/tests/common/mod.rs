@@ -7,7 +7,7 @@ use integration::docker::{self, Store};
 
 /// Checks the engine (panics without one) and returns its store, printing it.
 #[track_caller]
-pub fn start(test: &str) -> Store {
+pub(crate) fn start(test: &str) -> Store {
     let engine = docker::engine_or_panic();
     let store = docker::store();
     println!(
