@@ -1,11 +1,13 @@
 # The project's task runner; CI calls `make test` (through .ci/run).
 #   make demo   build the frontend image and squash an example, showing layers and sizes
 #   make test   every test: format, lints, unit tests, then end-to-end on both engine stores
-#   make check  format, lints and unit tests only (no engine)
+#   make check  format, lints (Rust, shell scripts, workflows) and unit tests only (no engine)
 #   make e2e MODE=classic|c8d   end-to-end tests on one store
 #   ENGINE=26|28 (default 26) picks the engine generation of e2e, demo, bench, frontend-image
 #   make fuzz   every fuzz target for FUZZ_SECONDS each (nightly + cargo-fuzz)
 #   make bench  benchmarks (not part of the tests)
+#   make release-image IMAGE=<registry>/<org>/squash-frontend VERSION=vX.Y.Z
+#               build and push a release, every platform (the release workflow runs it)
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 MODE ?= c8d
@@ -17,7 +19,7 @@ ENGINE_SH := scripts/engine.sh
 # Runs its argument with the environment of a started engine (generation $(ENGINE), store $(MODE)).
 WITH_ENGINE = eval "$$($(ENGINE_SH) start $(ENGINE) $(MODE))" && $(ENGINE_SH) images >&2 &&
 
-.PHONY: test check e2e demo bench fuzz frontend-image stop
+.PHONY: test check e2e demo bench fuzz frontend-image release-image stop
 
 test: check
 	fuzz/run.sh 10
@@ -31,6 +33,7 @@ check:
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cargo test --workspace --locked --lib --bins --test gateway_flow
 	cargo fmt --manifest-path fuzz/Cargo.toml --check
+	scripts/lint.sh
 
 fuzz:
 	fuzz/run.sh $(FUZZ_SECONDS)
@@ -46,6 +49,10 @@ demo:
 bench:
 	$(WITH_ENGINE) scripts/frontend-image.sh $(FRONTEND_IMAGE) >/dev/null && \
 	  FRONTEND_IMAGE=$(FRONTEND_IMAGE) scripts/bench.sh
+
+release-image:
+	@test -n "$(IMAGE)" && test -n "$(VERSION)" || { echo "usage: make release-image IMAGE=<registry>/<org>/squash-frontend VERSION=vX.Y.Z" >&2; exit 2; }
+	scripts/release-image.sh "$(IMAGE)" "$(VERSION)"
 
 frontend-image:
 	$(WITH_ENGINE) scripts/frontend-image.sh $(FRONTEND_IMAGE)
