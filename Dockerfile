@@ -19,17 +19,17 @@ ARG RUST_IMAGE=rust:1.95-bookworm
 
 FROM scratch AS crates
 
-# The toolchain runs on the build machine's platform and links for TARGETPLATFORM.
-FROM --platform=$BUILDPLATFORM ${RUST_IMAGE} AS toolchain
+# The toolchain runs on the build machine's platform and links for TARGETPLATFORM. Its first
+# steps are the same in `build` and `test-build` (one cache): a stage of their own would keep
+# BuildKit 0.13 (Docker 26) resolving RUST_IMAGE when `build` is replaced by a named context.
+FROM --platform=$BUILDPLATFORM ${RUST_IMAGE} AS build
 COPY --chmod=755 scripts/cross-target.sh /usr/local/bin/cross-target
 ENV CARGO_HOME=/usr/local/cargo
 ARG TARGETPLATFORM
 RUN cross-target setup "$TARGETPLATFORM"
 WORKDIR /src
 COPY . .
-
-FROM toolchain AS build
-ARG TARGETPLATFORM TARGETARCH TARGETVARIANT VERSION=dev REVISION=unknown
+ARG TARGETARCH TARGETVARIANT VERSION=dev REVISION=unknown
 RUN --mount=type=bind,from=crates,target=/crates \
     --mount=type=cache,id=squash-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=squash-target-$TARGETARCH$TARGETVARIANT,target=/src/target \
@@ -41,8 +41,14 @@ RUN --mount=type=bind,from=crates,target=/crates \
 
 # The tests of the crates the binary is made of, compiled for TARGETPLATFORM and not run
 # (scripts/cross.sh runs them under qemu-user): --target test-binaries --output type=local,...
-FROM toolchain AS test-build
-ARG TARGETPLATFORM TARGETARCH TARGETVARIANT
+FROM --platform=$BUILDPLATFORM ${RUST_IMAGE} AS test-build
+COPY --chmod=755 scripts/cross-target.sh /usr/local/bin/cross-target
+ENV CARGO_HOME=/usr/local/cargo
+ARG TARGETPLATFORM
+RUN cross-target setup "$TARGETPLATFORM"
+WORKDIR /src
+COPY . .
+ARG TARGETARCH TARGETVARIANT
 RUN --mount=type=bind,from=crates,target=/crates \
     --mount=type=cache,id=squash-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=squash-test-target-$TARGETARCH$TARGETVARIANT,target=/src/target \
@@ -50,7 +56,7 @@ RUN --mount=type=bind,from=crates,target=/crates \
     cross-target cargo "$TARGETPLATFORM" "$@" test --locked --no-run --message-format=json \
       -p treesync -p squash-frontend --lib --bins --test gateway_flow >/tmp/tests.json && \
     mkdir -p /out && \
-    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' /tmp/tests.json | xargs -I{} cp {} /out/
+    grep -E '"profile":\{[^}]*"test":true' /tmp/tests.json | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | xargs -I{} cp {} /out/
 
 FROM scratch AS test-binaries
 COPY --from=test-build /out/ /
