@@ -41,8 +41,10 @@ check:
 fuzz:
 	fuzz/run.sh $(FUZZ_SECONDS)
 
+# The local registry is for the tests that take the frontend image from a registry (ci_recipes).
 e2e:
-	$(WITH_ENGINE) scripts/frontend-image.sh $(FRONTEND_IMAGE) >/dev/null && \
+	$(WITH_ENGINE) eval "$$($(ENGINE_SH) registry start)" && \
+	  scripts/frontend-image.sh $(FRONTEND_IMAGE) >/dev/null && \
 	  SQUASH_FRONTEND_IMAGE=$(FRONTEND_IMAGE) cargo test -p integration --locked --tests --no-fail-fast -- --test-threads 3
 
 demo:

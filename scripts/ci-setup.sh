@@ -6,8 +6,10 @@
 set -euo pipefail
 
 RUST=1.95.0
+# rustup: curl; scripts/engine.sh: iproute2, procps, util-linux, debootstrap; the crates' C
+# code: gcc; scripts/lint.sh: python3-venv.
 PACKAGES=(ca-certificates curl git make gcc libc6-dev iproute2 procps util-linux debootstrap
-    python3-venv shellcheck file jq xz-utils)
+    python3-venv)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
