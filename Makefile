@@ -37,6 +37,7 @@ check:
 	cargo test --workspace --locked --lib --bins --test gateway_flow
 	cargo fmt --manifest-path fuzz/Cargo.toml --check
 	scripts/lint.sh
+	scripts/release-image.sh selftest
 
 fuzz:
 	fuzz/run.sh $(FUZZ_SECONDS)

@@ -8,6 +8,7 @@
 #     prints the tags VERSION is pushed under, given the release tags TAG... (default: the
 #     repository's `git tag` list): X.Y.Z always; X.Y, X and latest only when VERSION is the
 #     newest release of its minor line, its major line, and of all.
+#   scripts/release-image.sh selftest      checks `tags` on a table of cases (make check)
 # Every tag is pushed in one build (--push), with SBOM and provenance attestations
 # (--sbom=true --provenance=mode=max), the OCI labels (from build arguments) and annotations
 # (index and manifests): title, description, licenses, source, version, revision. BUILDX-ARGS
@@ -61,6 +62,41 @@ source_url() {
     fi
 }
 
+selftest() {
+    local history="v0.9.9 v1.2.3 v1.2.4 v1.2.10 v1.3.0 v1.10.0 v1.20.0 v2.0.0" failed=0 case got
+    local -a cases=(
+        "v2.0.0=2.0.0 2.0 2 latest"
+        "v3.0.0=3.0.0 3.0 3 latest"
+        "v1.20.0=1.20.0 1.20 1"
+        "v1.20.1=1.20.1 1.20 1"
+        "v1.3.0=1.3.0 1.3"
+        "v1.2.10=1.2.10 1.2"
+        "v1.2.4=1.2.4"
+        "v0.9.9=0.9.9 0.9 0"
+        "v0.10.0=0.10.0 0.10 0"
+    )
+    for case in "${cases[@]}"; do
+        # shellcheck disable=SC2086 # the history is words
+        got=$(tags "${case%%=*}" $history | tr '\n' ' ' | sed 's/ $//')
+        if [ "$got" != "${case#*=}" ]; then
+            echo "release-image selftest: ${case%%=*} after $history: '$got', not '${case#*=}'" >&2
+            failed=1
+        fi
+    done
+    for case in 1.2.3 v1.2 v01.2.3 v1.2.3-rc1 v1.2.3.4; do
+        if (tags "$case" >/dev/null 2>&1); then
+            echo "release-image selftest: '$case' was taken for a release tag" >&2
+            failed=1
+        fi
+    done
+    [ "$failed" = 0 ] || exit 1
+    echo "release-image selftest: ${#cases[@]} tag cases and 5 refusals passed"
+}
+
+if [ "${1:-}" = selftest ]; then
+    selftest
+    exit 0
+fi
 if [ "${1:-}" = tags ]; then
     [ $# -ge 2 ] || die "usage: $0 tags VERSION [TAG...]"
     version=$2
