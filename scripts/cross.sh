@@ -11,11 +11,12 @@
 #      qemu-user for a foreign one);
 #   4. the tests of the crates the binary is made of (treesync, squash-frontend), compiled for
 #      each foreign platform by the Dockerfile's test-binaries target, pass under qemu-user;
-#   5. a multi-platform build with RUN steps (emulated) through that frontend image, resolved
-#      from the registry, squashed in full and base mode (integration/tests/cross_platform.rs).
+#   5. a linux/amd64 + linux/arm64 build with RUN steps (emulated) through that frontend image,
+#      resolved from the registry, squashed in full and base mode, and again by the image's
+#      arm64 variant (integration/tests/cross_platform.rs).
 #   scripts/cross.sh
-# Environment: PLATFORMS (comma-separated, default linux/amd64,linux/arm64; the toolchain
-# covers linux/amd64, arm64, arm/v7, 386, ppc64le, s390x), SQUASH_ENGINE_MIRROR (Debian mirror).
+# Environment: PLATFORMS (comma-separated, default linux/amd64,linux/arm64, which it must hold;
+# the toolchain covers linux/amd64, arm64, arm/v7, 386, ppc64le, s390x), SQUASH_ENGINE_MIRROR.
 # Installs qemu-user-static and binfmt-support with the host's apt if missing, and mounts
 # binfmt_misc if it is not. Caches under ~/.cache/squash-frontend/cross and target/cross.
 set -euo pipefail
@@ -81,14 +82,15 @@ binfmt() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-user-static binfmt-support >&2 ||
             { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-user-static binfmt-support >&2; }
     fi
-    local p a
-    for p in $(foreign); do
-        a=$(qemu_arch "$p")
-        [ -e "/proc/sys/fs/binfmt_misc/qemu-$a" ] || update-binfmts --enable "qemu-$a" >&2 ||
-            die "cannot register qemu-$a with binfmt_misc"
-        grep -q '^flags: .*F' "/proc/sys/fs/binfmt_misc/qemu-$a" ||
-            die "qemu-$a is registered without the F flag: containers cannot use it"
-    done
+    # The engine runs the end-to-end build's arm64 RUN steps through binfmt_misc; this script
+    # runs the other foreign binaries with qemu-ARCH-static itself.
+    local a=aarch64
+    [ "$(host_platform)" = linux/amd64 ] || a=x86_64
+    [ -e "/proc/sys/fs/binfmt_misc/qemu-$a" ] || update-binfmts --enable "qemu-$a" >&2 ||
+        die "cannot register qemu-$a with binfmt_misc"
+    grep -q '^flags: .*F' "/proc/sys/fs/binfmt_misc/qemu-$a" ||
+        die "qemu-$a is registered without the F flag: containers cannot use it"
+    QEMU_BINFMT=$a
 }
 
 # The Debian toolchain image, remade when its recipe changes.
@@ -277,10 +279,12 @@ run_tests() {
 main() {
     local t
     need_engine
+    { grep -qxF linux/amd64 <<<"$(platforms)" && grep -qxF linux/arm64 <<<"$(platforms)"; } ||
+        die "PLATFORMS must hold linux/amd64 and linux/arm64 (the end-to-end build's), not $PLATFORMS"
     mkdir -p "$OUT"
     step "qemu-user and binfmt_misc"
     binfmt
-    proved "qemu-user-static registered with binfmt_misc (flag F) for: $(for p in $(foreign); do qemu_arch "$p"; done | tr '\n' ' ')"
+    proved "qemu-user-static installed, qemu-$QEMU_BINFMT registered with binfmt_misc (flag F: usable in containers)"
     step "toolchain and vendored crates"
     toolchain
     vendor
@@ -306,12 +310,12 @@ main() {
     run_tests
     step "a multi-platform build with RUN steps through the frontend image from the registry"
     scripts/engine.sh images >/dev/null 2>&1
-    SQUASH_CROSS_FRONTEND=$SQUASH_REGISTRY/$REPO:$VERSION SQUASH_CROSS_PLATFORMS=$PLATFORMS \
+    SQUASH_CROSS_FRONTEND=$SQUASH_REGISTRY/$REPO:$VERSION \
         SQUASH_CROSS_FRONTEND_ARM64=$SQUASH_REGISTRY/$REPO@${DIGESTS[linux/arm64]} \
         cargo test -p integration --locked --test cross_platform -- --ignored --nocapture \
         >"$OUT/e2e.log" 2>&1 || { tail -n 60 "$OUT/e2e.log" >&2; die "the end-to-end build failed (log: $OUT/e2e.log)"; }
     grep '^\[cross' "$OUT/e2e.log" | sed 's/^/    /' >&2
-    proved "$(grep -E '^test result' "$OUT/e2e.log" | tail -n 1)"
+    proved "a linux/amd64 + linux/arm64 build with RUN steps through $SQUASH_REGISTRY/$REPO:$VERSION, squashed in full and base mode and by its arm64 variant: $(grep -E '^test result' "$OUT/e2e.log" | tail -n 1)"
     log "=== proved in $((SECONDS - T0))s:"
     printf '  - %s\n' "${PROVED[@]}"
 }
