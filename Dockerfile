@@ -1,9 +1,9 @@
 # Builds the squash-frontend image from source: one static binary on an empty image, for every
 # platform asked, cross-compiled on the build machine (the compiler is never emulated):
 #   docker buildx build --platform linux/amd64,linux/arm64 -t <registry>/squash-frontend .
-# Platforms: linux/amd64, linux/arm64, linux/arm/v7, linux/386, linux/ppc64le, linux/s390x
-# (and linux/riscv64 with the default Rust image); scripts/cross-target.sh maps each to its
-# Rust target and gcc linker. A release (scripts/release-image.sh) passes VERSION, REVISION and
+# Platforms: linux/amd64, linux/arm64, linux/arm/v7, linux/386, linux/ppc64le, linux/s390x,
+# each proved by `make cross`; scripts/cross-target.sh maps each to its Rust target and gcc
+# linker (and linux/riscv64 too, not proved: Debian's riscv64 Rust std could not be installed). A release (scripts/release-image.sh) passes VERSION, REVISION and
 # SOURCE, which become the image's OCI labels and are compiled into the binary.
 #
 # Stages other builds replace:
