@@ -641,6 +641,18 @@ fn read_pipe(
     })
 }
 
+/// `docker buildx bake --progress=plain ARGS...` run in `dir` (where a bake file's relative
+/// contexts start) with `env` added, and, as for [`Buildx`], no default attestations.
+#[track_caller]
+pub fn bake(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> CmdOutput {
+    let mut cmd = command(OsStr::new(DOCKER), &["buildx", "bake", "--progress=plain"]);
+    cmd.args(args)
+        .current_dir(dir)
+        .env("BUILDX_NO_DEFAULT_ATTESTATIONS", "1")
+        .envs(env.iter().copied());
+    run_command(cmd).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
 // ---------------------------------------------------------------------------
 // Commands
 // ---------------------------------------------------------------------------

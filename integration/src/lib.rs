@@ -26,7 +26,8 @@
 //! * [`compare`]: two filesystem models and two image configs diffed into a
 //!   readable report;
 //! * [`docker`]: the docker CLI: the engine, the one way to run a build
-//!   ([`docker::Buildx`]), save, run, remove, inspect;
+//!   ([`docker::Buildx`]; a bake file's, [`docker::bake`]), save, run, remove,
+//!   inspect;
 //! * [`context`]: build contexts in temporary directories, unique image tags;
 //! * [`scenario`]: one Dockerfile, two builds, two images, two filesystem
 //!   models; one side built alone; the ways of squashing a store offers;

@@ -129,6 +129,9 @@ fn meta_from_statx(x: &rfs::Statx) -> Result<Meta, StatError> {
     })
 }
 
+// `st_nlink` is a u64 on x86_64, ppc64le and s390x, a u32 on aarch64, arm and i686: the
+// conversion is a no-op on the first.
+#[allow(clippy::useless_conversion)]
 fn meta_from_stat(st: &rfs::Stat) -> Result<Meta, StatError> {
     let mode = st.st_mode;
     let kind = Kind::from_mode(mode).ok_or(StatError::UnknownType(mode))?;
@@ -149,7 +152,7 @@ fn meta_from_stat(st: &rfs::Stat) -> Result<Meta, StatError> {
         rdev: st.st_rdev,
         dev: st.st_dev,
         ino: st.st_ino,
-        nlink: st.st_nlink,
+        nlink: u64::from(st.st_nlink),
         mnt_id: None,
     })
 }
