@@ -52,7 +52,7 @@ for line in sys.stdin:
 [ -s "$OUT/binaries" ] || { log "no test binaries were built"; tail -n 40 "$OUT/build.log" >&2; exit 1; }
 # The frontend binary, built once too (each pair only packs it into an image).
 target="$(rustc -vV | sed -n 's/^host: //p')"
-RUSTFLAGS="-C target-feature=+crt-static" \
+SQUASH_FRONTEND_REVISION=$(git rev-parse HEAD 2>/dev/null || true) RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --release --locked -p squash-frontend --target "$target" >>"$OUT/build.log" 2>&1 ||
   { tail -n 40 "$OUT/build.log" >&2; exit 1; }
 log "built in $((SECONDS - start))s: $(wc -l <"$OUT/binaries") test binaries"

@@ -9,6 +9,7 @@
 //! - [`base`]: finding the base image of the result in its graph.
 //! - [`plan`]: planning the squash of one image (graph + config).
 //! - [`scan`]: walking a mounted tree inside the build (what our in-build steps check).
+//! - [`version`]: which squash-frontend this is.
 //! - [`config`]: rewriting the image config's history for the new layers.
 //! - [`result`]: mapping the Dockerfile frontend's result (refs, metadata) to ours.
 //! - [`gateway`]: the only module that knows gRPC: BuildKit's gateway API over stdio.
@@ -30,3 +31,4 @@ pub mod result;
 pub mod scan;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+pub mod version;

@@ -8,7 +8,7 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use squash_frontend::{flow, gateway, request, scan};
+use squash_frontend::{flow, gateway, request, scan, version};
 
 const USAGE: &str =
     "usage: squash-frontend            (run by BuildKit as a frontend, gRPC on stdio)
@@ -21,7 +21,9 @@ fn main() -> ExitCode {
         Some("sync") => sync(&args[1..]),
         Some("inspect") => inspect(&args[1..]),
         Some("--version") => {
-            eprintln!("squash-frontend {}", env!("CARGO_PKG_VERSION"));
+            // Stdout is the gRPC wire only when BuildKit starts us, which it does with no
+            // argument.
+            println!("{}", version::describe());
             ExitCode::SUCCESS
         }
         Some(_) => {

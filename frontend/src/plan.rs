@@ -22,6 +22,7 @@ use crate::base::{self, Lineage, Root};
 use crate::config::{self, Layout, SquashEntry};
 use crate::llb::{self, Graph, LlbError, Output};
 use crate::request::{Method, Mode};
+use crate::version;
 
 /// The engine's LLB capabilities, from `Ping`: id -> `Ok(())` or the reason it is disabled.
 #[derive(Debug, Clone, Default)]
@@ -288,8 +289,6 @@ pub enum PlanError {
     NoTool,
 }
 
-const COMMENT: &str = "squash-frontend";
-
 /// Plans the squash of `received`.
 pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> {
     if inputs.mode == Mode::Off {
@@ -328,7 +327,7 @@ pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> 
             if lineage.steps == 0 || layers.is_some_and(|l| l.added == 0) {
                 return Ok(unchanged("the Dockerfile adds no layer to its base image"));
             }
-            let summary = format!("squash: {count} layers -> {} base + 1", base.layers);
+            let summary = summary(&format!("{count} layers -> {} base + 1", base.layers));
             let squashed = base_layer(&mut graph, &head, &base_out, inputs, &summary)?;
             let config = config
                 .map(|c| {
@@ -355,9 +354,9 @@ pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> 
         return Ok(unchanged("the image already has a single layer"));
     }
     let summary = if no_base.is_empty() {
-        format!("squash: {count} layers -> 1")
+        summary(&format!("{count} layers -> 1"))
     } else {
-        format!("squash: {count} layers -> 1 (no base kept: {no_base})")
+        summary(&format!("{count} layers -> 1, no base kept: {no_base}"))
     };
     let squashed = full_layer(&mut graph, &head, inputs, &summary)?;
     let config = config
@@ -522,8 +521,13 @@ fn unchanged(reason: &str) -> Plan {
 fn entry(summary: &str) -> SquashEntry {
     SquashEntry {
         created_by: summary.into(),
-        comment: COMMENT.into(),
+        comment: version::describe(),
     }
+}
+
+/// The progress line and history entry of a squash: what it did, and which frontend did it.
+fn summary(what: &str) -> String {
+    format!("squash: {what} (by {})", version::describe())
 }
 
 #[cfg(test)]
@@ -577,6 +581,11 @@ mod tests {
             epoch: None,
             no_cache: false,
         }
+    }
+
+    /// The summary line for `what`, with this frontend's version.
+    fn summary_of(what: &str) -> String {
+        format!("squash: {what} (by {})", version::describe())
     }
 
     /// One received image.
@@ -670,7 +679,7 @@ mod tests {
             panic!("not squashed")
         };
         assert_eq!(appended(&out, 2), ["copy / -> /", "terminal"]);
-        assert_eq!(summary, "squash: 2 layers -> 1");
+        assert_eq!(summary, summary_of("2 layers -> 1"));
         assert!(!keeps_base);
         let v: Value = serde_json::from_slice(&config.unwrap()).unwrap();
         assert_eq!(v["history"].as_array().unwrap().len(), 3);
@@ -827,7 +836,7 @@ mod tests {
             panic!("not squashed")
         };
         assert!(keeps_base);
-        assert_eq!(summary, "squash: 2 layers -> 1 base + 1");
+        assert_eq!(summary, summary_of("2 layers -> 1 base + 1"));
         assert_eq!(
             appended(&out, 2),
             ["mkdir /", "diff", "merge 2", "terminal"]
@@ -961,7 +970,7 @@ mod tests {
         assert!(!keeps_base);
         assert_eq!(
             summary,
-            "squash: 2 layers -> 1 (no base kept: the target stage starts from scratch)"
+            summary_of("2 layers -> 1, no base kept: the target stage starts from scratch")
         );
     }
 
@@ -1006,7 +1015,7 @@ mod tests {
             panic!("a history-less base must not stop the squash")
         };
         assert!(keeps_base);
-        assert_eq!(summary, "squash: 4 layers -> 2 base + 1");
+        assert_eq!(summary, summary_of("4 layers -> 2 base + 1"));
         let v: Value = serde_json::from_slice(&config.unwrap()).unwrap();
         let non_empty = v["history"]
             .as_array()
@@ -1020,7 +1029,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(summary, "squash: 4 layers -> 1");
+        assert_eq!(summary, summary_of("4 layers -> 1"));
     }
 
     #[test]

@@ -279,7 +279,19 @@ async fn full_squash_end_to_end() {
     let cfg: serde_json::Value =
         serde_json::from_slice(&result.metadata["containerimage.config"]).unwrap();
     assert_eq!(cfg["history"].as_array().unwrap().len(), 3);
-    assert_eq!(cfg["history"][2]["created_by"], "squash: 2 layers -> 1");
+    let created_by = cfg["history"][2]["created_by"].as_str().unwrap();
+    assert_eq!(
+        created_by,
+        format!(
+            "squash: 2 layers -> 1 (by {})",
+            squash_frontend::version::describe()
+        )
+    );
+    assert_eq!(
+        cfg["history"][2]["comment"],
+        squash_frontend::version::describe(),
+        "the image says which frontend squashed it"
+    );
     assert_eq!(cfg["config"]["Cmd"][0], "sh");
     assert!(
         !result.metadata.contains_key("containerimage.base.config"),

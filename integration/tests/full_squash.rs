@@ -9,7 +9,7 @@ use integration::check::{assert_same, assert_same_run, assert_squash_history};
 use integration::compare::CompareOptions;
 use integration::fs::Kind;
 use integration::image::created_by;
-use integration::scenario::Scenario;
+use integration::scenario::{frontend_image_from_env, Scenario};
 use integration::show::{describe_outcome, human, MIB};
 use serde_json::{json, Value};
 
@@ -246,8 +246,39 @@ fn full_history_marks_old_entries_empty() {
     assert_eq!(plain.layers.len(), 6);
     assert_squash_history(t, plain, squashed, 0);
     let last = squashed.history().last().cloned().unwrap();
-    assert_eq!(created_by(&last), "squash: 6 layers -> 1", "{last}");
-    assert_eq!(last["comment"], "squash-frontend");
+    // The image says which frontend squashed it: the frontend image's own `--version`, in the
+    // history entry's comment, its created_by and the build's progress line.
+    let frontend = frontend_image_from_env();
+    let version = integration::docker::run_ok(&["--network", "none"], &frontend, &["--version"]);
+    let version = version.trim();
+    println!("[{t}] {frontend} --version: {version}");
+    assert!(version.starts_with("squash-frontend "), "{version}");
+    let revision = integration::docker::inspect(&frontend)["Config"]["Labels"]
+        ["org.opencontainers.image.revision"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    if revision.len() >= 12 {
+        assert!(
+            version.ends_with(&format!("({})", &revision[..12])),
+            "{version} names the image's revision {revision}"
+        );
+    }
+    assert_eq!(
+        created_by(&last),
+        format!("squash: 6 layers -> 1 (by {version})"),
+        "{last}"
+    );
+    assert_eq!(last["comment"], version);
+    assert!(
+        out.squashed
+            .build
+            .stderr
+            .lines()
+            .any(|l| l.ends_with(&format!("squash: 6 layers -> 1 (by {version})"))),
+        "the progress line names the frontend:\n{}",
+        out.squashed.build.stderr
+    );
 
     // What `docker history` shows: newest first; the squash row carries the
     // layer's size, every older row is an empty layer.
@@ -266,7 +297,7 @@ fn full_history_marks_old_entries_empty() {
         top["CreatedBy"].as_str().unwrap().starts_with("squash:"),
         "{top}"
     );
-    assert_eq!(top["Comment"], "squash-frontend");
+    assert_eq!(top["Comment"], version);
     assert_ne!(top["Size"], "0B", "the squash row holds the layer: {top}");
     for r in &rows[1..] {
         assert_eq!(r["Size"], "0B", "older rows are empty layers: {r}");
