@@ -100,11 +100,18 @@ fn times(image: &Image, from: usize) -> (i64, Vec<i64>) {
 // Times
 // ---------------------------------------------------------------------------
 
-const TIMES: &str = "FROM squash-test/busybox:latest
-RUN echo hi > /hi && mkdir -p /srv/data && echo one > /srv/data/one
+/// A Dockerfile of its own for the test `t` in this run: its steps are built now, not taken from
+/// the build cache of another test or run (whose times are those runs').
+fn times_dockerfile(t: &str) -> String {
+    let fresh = format!("{t} {} {}", std::process::id(), now());
+    format!(
+        "FROM squash-test/busybox:latest
+RUN echo '{fresh}' > /hi && mkdir -p /srv/data && echo one > /srv/data/one
 ENV STAGE=two
 RUN echo two > /srv/data/two && touch -d @1600000000 /srv/data/one
-";
+"
+    )
+}
 
 /// Without an epoch, the squashed image and every history entry after the base's say the build
 /// made them (as the plain build's do), not the base: the image's `created` is the time of its
@@ -116,34 +123,40 @@ fn times_are_the_builds_own() {
     let base = docker::save(BUSYBOX);
     let (base_created, _) = times(&base, base.history().len());
     let started = now();
-    each_variant(t, TIMES, None, &[], |label, plain, squashed| {
-        let ended = now();
-        let from = base.history().len();
-        let (p_created, p_entries) = times(&plain.image, from);
-        let (s_created, s_entries) = times(&squashed.image, from);
-        println!("[{t}] {label}: created plain {p_created}, squashed {s_created} (base {base_created}, build {started}..{ended}); entries plain {p_entries:?}, squashed {s_entries:?}");
-        for (what, at) in std::iter::once(("the image", s_created))
-            .chain(s_entries.iter().map(|s| ("an entry", *s)))
-        {
-            assert!(
+    each_variant(
+        t,
+        &times_dockerfile(t),
+        None,
+        &[],
+        |label, plain, squashed| {
+            let ended = now();
+            let from = base.history().len();
+            let (p_created, p_entries) = times(&plain.image, from);
+            let (s_created, s_entries) = times(&squashed.image, from);
+            println!("[{t}] {label}: created plain {p_created}, squashed {s_created} (base {base_created}, build {started}..{ended}); entries plain {p_entries:?}, squashed {s_entries:?}");
+            for (what, at) in std::iter::once(("the image", s_created))
+                .chain(s_entries.iter().map(|s| ("an entry", *s)))
+            {
+                assert!(
                 (started - 2..=ended + 2).contains(&at),
                 "[{t}] {label}: {what} says {at}, outside the build ({started}..{ended}); the base says {base_created}"
             );
-        }
-        assert_eq!(
-            s_created,
-            *s_entries.last().unwrap(),
-            "[{t}] {label}: created is the last entry's"
-        );
-        assert!(p_created >= started - 2, "[{t}] the plain image's own time");
-        // Files: mtimes exactly as in the plain image (the touched one included).
-        let one = squashed.fs.get("/srv/data/one").expect("/srv/data/one");
-        assert_eq!(
-            one.mtime.secs, 1_600_000_000,
-            "[{t}] {label}: a file's set mtime"
-        );
-        assert_same_mtimes(t, label, plain, squashed);
-    });
+            }
+            assert_eq!(
+                s_created,
+                *s_entries.last().unwrap(),
+                "[{t}] {label}: created is the last entry's"
+            );
+            assert!(p_created >= started - 2, "[{t}] the plain image's own time");
+            // Files: mtimes exactly as in the plain image (the touched one included).
+            let one = squashed.fs.get("/srv/data/one").expect("/srv/data/one");
+            assert_eq!(
+                one.mtime.secs, 1_600_000_000,
+                "[{t}] {label}: a file's set mtime"
+            );
+            assert_same_mtimes(t, label, plain, squashed);
+        },
+    );
 }
 
 /// With `SOURCE_DATE_EPOCH`, the image and every entry after the base's are the epoch, in every
@@ -156,7 +169,7 @@ fn times_with_source_date_epoch() {
     let arg = format!("SOURCE_DATE_EPOCH={epoch}");
     each_variant(
         t,
-        TIMES,
+        &times_dockerfile(t),
         None,
         &["--build-arg", &arg],
         |label, plain, squashed| {
