@@ -67,12 +67,19 @@ export SQUASH_REGISTRY
 # run_pair PAIR: one pair's suite, in a subshell with that engine's environment.
 run_pair() {
   local pair=$1 engine=${1%-*} store=${1#*-} log=$OUT/$1.log t0=$SECONDS rc=0 bin
-  {
-    eval "$("$ENGINE_SH" start "$engine" "$store")"
-    "$ENGINE_SH" images
-    scripts/frontend-image.sh "$IMAGE" >/dev/null
-    printf 'e2e: %s ready in %ss: %s\n' "$pair" "$((SECONDS - t0))" "$(docker version --format 'server {{.Server.Version}}') $(docker buildx version)"
-  } >"$log" 2>&1 || { echo "setup failed" >"$OUT/$pair.status"; return 0; }
+  # Each step checked on its own: `set -e` does not reach into a group whose status is tested.
+  local env_lines
+  if ! env_lines=$("$ENGINE_SH" start "$engine" "$store" 2>>"$log") ||
+    ! eval "$env_lines" ||
+    ! "$ENGINE_SH" images >>"$log" 2>&1 ||
+    ! scripts/frontend-image.sh "$IMAGE" >>"$log" 2>&1; then
+    echo "setup failed" >"$OUT/$pair.status"
+    echo "$((SECONDS - t0))" >"$OUT/$pair.seconds"
+    "$ENGINE_SH" stop "$engine" "$store" >>"$log" 2>&1 || true
+    return 0
+  fi
+  printf 'e2e: %s ready in %ss: %s\n' "$pair" "$((SECONDS - t0))" \
+    "$(docker version --format 'server {{.Server.Version}}') $(docker buildx version)" >>"$log"
   while IFS= read -r bin; do
     printf '\n=== %s\n' "$(basename "$bin")" >>"$log"
     # shellcheck disable=SC2086 # FILTER is a list of words on purpose

@@ -994,12 +994,17 @@ image_busybox_arm64() {
 cmd_images() {
   need_engine
   mkdir -p "$CACHE"
+  # The rootfs files (busybox's applet list, the debootstrap tarball) are shared by every
+  # engine: one `images` at a time makes them (several engines may start side by side).
+  exec 8>"$CACHE/.images.lock"
+  flock 8
   image_busybox
   image_busybox_layers
   image_debian
   # Optional foreign-arch image for multi-platform tests; cheap (one small .deb).
   image_busybox_arm64 || log "warning: arm64 busybox image not created"
   docker image ls --format '{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}' 'squash-test/*' >&2
+  exec 8>&-
 }
 
 
