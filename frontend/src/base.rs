@@ -34,16 +34,21 @@ pub struct Lineage {
     pub root: Root,
     /// The steps on the way from the root to the result.
     pub steps: usize,
+    /// The filesystem after each of those steps, the first step's first, the result last.
+    pub states: Vec<Output>,
 }
 
 /// Follows the filesystem of `head` back to its root.
 pub fn find_root(graph: &Graph, head: &Output) -> Lineage {
     let mut current = head.clone();
-    let mut steps = 0usize;
+    let mut states = Vec::new();
     // A graph is acyclic by construction (digests), but the walk is bounded all the same.
     for _ in 0..100_000 {
         let Some(op) = graph.op(&current.digest) else {
-            return lineage(Root::Other(format!("op {} missing", current.digest)), steps);
+            return lineage(
+                Root::Other(format!("op {} missing", current.digest)),
+                states,
+            );
         };
         let next = match &op.op {
             Some(pb::op::Op::Source(src)) => {
@@ -55,7 +60,7 @@ pub fn find_root(graph: &Graph, head: &Output) -> Lineage {
                 } else {
                     Root::Other(format!("a {} source", scheme(&src.identifier)))
                 };
-                return lineage(root, steps);
+                return lineage(root, states);
             }
             Some(pb::op::Op::Exec(exec)) => exec
                 .mounts
@@ -65,13 +70,13 @@ pub fn find_root(graph: &Graph, head: &Output) -> Lineage {
             Some(pb::op::Op::File(file)) => file_input(op, file, current.index),
             Some(pb::op::Op::Merge(merge)) => merge.inputs.first().map(|i| i.input),
             Some(pb::op::Op::Diff(_)) => {
-                return lineage(Root::Other("a diff".into()), steps);
+                return lineage(Root::Other("a diff".into()), states);
             }
             Some(pb::op::Op::Build(_)) | None => {
-                return lineage(Root::Other("a nested build".into()), steps);
+                return lineage(Root::Other("a nested build".into()), states);
             }
         };
-        steps += 1;
+        states.push(current.clone());
         match next {
             Some(i) if i >= 0 && (i as usize) < op.inputs.len() => {
                 let input = &op.inputs[i as usize];
@@ -81,14 +86,19 @@ pub fn find_root(graph: &Graph, head: &Output) -> Lineage {
                 };
             }
             // -1 (or no producing mount/action): the filesystem started empty.
-            _ => return lineage(Root::Scratch, steps),
+            _ => return lineage(Root::Scratch, states),
         }
     }
-    lineage(Root::Other("a graph too deep to follow".into()), steps)
+    lineage(Root::Other("a graph too deep to follow".into()), states)
 }
 
-fn lineage(root: Root, steps: usize) -> Lineage {
-    Lineage { root, steps }
+fn lineage(root: Root, mut states: Vec<Output>) -> Lineage {
+    states.reverse();
+    Lineage {
+        root,
+        steps: states.len(),
+        states,
+    }
 }
 
 /// The `Op.inputs` index that the file action producing output `index` builds on, following

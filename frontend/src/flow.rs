@@ -11,6 +11,7 @@ use crate::directives::{self, DirectiveError, Directives};
 use crate::gateway::{error_status, Gateway, GatewayError};
 use crate::llb::{self, LlbError};
 use crate::plan::{self, Caps, Inputs, Plan, PlanError, Received, Tool};
+use crate::report;
 use crate::request::{
     Mode, OptionError, Opts, Request, Start, DOCKERFILE_SOURCE, NESTED, SETTINGS, UPSTREAM,
 };
@@ -42,6 +43,9 @@ pub enum BuildError {
     /// The squash cannot be planned.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// Our step's report does not read.
+    #[error("the squash step's report does not read: {0}")]
+    Report(String),
     /// A graph of our own could not be made.
     #[error("could not hand the Dockerfile frontend the Dockerfile: {0}")]
     Llb(#[from] LlbError),
@@ -209,6 +213,7 @@ async fn build(gw: &mut Gateway, start: &Start) -> Result<gateway::Result, Build
             tool: tool.as_ref(),
             epoch: request.epoch.or_else(|| result::epoch(&built, platform)),
             no_cache: request.no_cache,
+            min_saving: settings.min_saving,
         };
         let mut received = Received::decode(
             def,
@@ -224,6 +229,28 @@ async fn build(gw: &mut Gateway, start: &Start) -> Result<gateway::Result, Build
             Plan::Squash(squash) => squash,
         };
         eprintln!("squash-frontend: {what}: {}", squash.summary);
+        // The report, where the build needs it: to weigh the squash against squash-min-saving,
+        // or to go with the build's attestations. (Reading it runs the step that makes it,
+        // which the squash runs anyway; otherwise nothing waits for it.)
+        let wanted = settings.min_saving.is_some() || request.attestations;
+        let report = match (&squash.report, wanted) {
+            (Some(def), true) => Some(read_report(gw, def, &request).await?),
+            (None, true) => {
+                eprintln!("squash-frontend: {what}: no report without our own image's definition: squash-min-saving and the report's attestation are left out");
+                None
+            }
+            _ => None,
+        };
+        if let (Some(min), Some((_, made))) = (settings.min_saving, &report) {
+            if !min.met_by(made) {
+                eprintln!(
+                    "squash-frontend: {what}: the squash reclaims {} ({:.1} %), less than squash-min-saving ({min}): returned as built",
+                    report::human(made.reclaimed_bytes),
+                    made.reclaimed_percent()
+                );
+                continue;
+            }
+        }
         let solved = gw
             .solve(gateway::SolveRequest {
                 definition: Some(squash.def.clone()),
@@ -239,9 +266,33 @@ async fn build(gw: &mut Gateway, start: &Start) -> Result<gateway::Result, Build
             platform: platform.map(str::to_string),
             reference,
             squash,
+            report: report.filter(|_| request.attestations).map(|(r, _)| r),
         });
     }
     Ok(result::assemble(&built, &squashed))
+}
+
+/// Solves the report's definition and reads the report back: the ref (for an attestation) and
+/// the report.
+async fn read_report(
+    gw: &mut Gateway,
+    def: &pb::Definition,
+    request: &Request,
+) -> Result<(gateway::Ref, report::Report), BuildError> {
+    let solved = gw
+        .solve(gateway::SolveRequest {
+            definition: Some(def.clone()),
+            cache_imports: request.cache_imports.clone(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| BuildError::Squash(e.status))?;
+    let Some(gateway::result::Result::Ref(reference)) = solved.result else {
+        return Err(BuildError::UnexpectedResult);
+    };
+    let bytes = gw.read_file(&reference.id, llb::REPORT_FILE).await?;
+    let made = serde_json::from_slice(&bytes).map_err(|e| BuildError::Report(e.to_string()))?;
+    Ok((reference, made))
 }
 
 /// The progress name of the step that hands the Dockerfile frontend the mended Dockerfile.

@@ -11,6 +11,7 @@
 //! - [`scan`]: walking a mounted tree inside the build (what our in-build steps check).
 //! - [`version`]: which squash-frontend this is.
 //! - [`config`]: rewriting the image config's history for the new layers.
+//! - [`report`]: what a squash reclaims, from the filesystem after each step.
 //! - [`result`]: mapping the Dockerfile frontend's result (refs, metadata) to ours.
 //! - [`gateway`]: the only module that knows gRPC: BuildKit's gateway API over stdio.
 //! - [`flow`]: the build flow over the gateway: read, delegate, squash, return.
@@ -26,6 +27,7 @@ pub mod flow;
 pub mod gateway;
 pub mod llb;
 pub mod plan;
+pub mod report;
 pub mod request;
 pub mod result;
 pub mod scan;

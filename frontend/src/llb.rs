@@ -162,6 +162,13 @@ impl Graph {
         self.ignore_cache = on;
     }
 
+    /// The name the build's progress shows for the op `digest` (its `llb.customname`), if it has
+    /// one.
+    pub fn name(&self, digest: &str) -> Option<String> {
+        let meta = pb::OpMetadata::decode(self.metadata.get(digest)?.as_slice()).ok()?;
+        meta.description.get("llb.customname").cloned()
+    }
+
     /// The decoded op with this digest.
     pub fn op(&self, digest: &str) -> Option<&pb::Op> {
         self.ops.get(digest).map(|(_, op)| op)
@@ -406,14 +413,34 @@ pub const SYNC_BASE: &str = "/squash/base";
 /// Where the inspect step mounts the base (writable, left as it is; output 0).
 pub const INSPECT_BASE: &str = "/squash/base";
 
+/// Where our in-build steps find the filesystems a report is made of: `base` and `1`..`n`.
+pub const REPORT_STATES: &str = "/squash/states";
+/// Where they write the report (a writable mount that starts empty; output 1).
+pub const REPORT_DIR: &str = "/squash/report";
+/// The report's file name in [`REPORT_DIR`].
+pub const REPORT_FILE: &str = "report.json";
+
+/// What our in-build step also reports on (see [`crate::report`]): the filesystem before the
+/// build's first step and after each.
+#[derive(Debug, Clone)]
+pub struct Reporting<'a> {
+    /// Before the first step: the base image's root (`None` for `scratch`).
+    pub base: Option<&'a Output>,
+    /// After each step, in order.
+    pub states: &'a [Output],
+    /// The report's request (a [`crate::report::Request`] as JSON).
+    pub request: String,
+}
+
 /// A run of our own binary's `sync` subcommand, in our own image, that makes a writable mount of
 /// `base` (an empty one for `None`) equal to `finished`; output 0 is that mount: the base plus
-/// one layer of changes.
+/// one layer of changes; output 1 holds its report.
 pub fn sync_exec(
     tool: &Output,
     exe: &str,
     finished: &Output,
     base: Option<&Output>,
+    report: &Reporting<'_>,
     platform: pb::Platform,
 ) -> pb::Op {
     tool_exec(
@@ -426,6 +453,7 @@ pub fn sync_exec(
         ],
         finished,
         (base, SYNC_BASE),
+        report,
         platform,
     )
 }
@@ -433,12 +461,13 @@ pub fn sync_exec(
 /// A run of our own binary's `inspect` subcommand, in our own image, over `finished` (mounted
 /// read-only); it fails when `finished` holds what no layer can hold. Output 0 is its writable
 /// mount of `base` (an empty one for `None`), which it leaves as it was: a new snapshot with
-/// `base`'s content, outside `finished`'s chain.
+/// `base`'s content, outside `finished`'s chain; output 1 holds its report.
 pub fn inspect_exec(
     tool: &Output,
     exe: &str,
     finished: &Output,
     base: Option<&Output>,
+    report: &Reporting<'_>,
     platform: pb::Platform,
 ) -> pb::Op {
     tool_exec(
@@ -446,18 +475,21 @@ pub fn inspect_exec(
         vec![exe.to_string(), "inspect".into(), SYNC_FINAL.into()],
         finished,
         (base, INSPECT_BASE),
+        report,
         platform,
     )
 }
 
-/// Our binary run with `args` in our own image (`tool`), `finished` mounted read-only at
-/// [`SYNC_FINAL`] and a writable mount (of `output.0`, empty for `None`) at `output.1` that is
-/// the op's output 0. No network.
+/// Our binary run with `args` (then `--report FILE --request JSON`) in our own image (`tool`),
+/// `finished` mounted read-only at [`SYNC_FINAL`], the report's filesystems read-only under
+/// [`REPORT_STATES`], a writable mount (of `output.0`, empty for `None`) at `output.1` that is
+/// the op's output 0, and an empty one at [`REPORT_DIR`], output 1. No network.
 fn tool_exec(
     tool: &Output,
-    args: Vec<String>,
+    mut args: Vec<String>,
     finished: &Output,
     output: (Option<&Output>, &str),
+    report: &Reporting<'_>,
     platform: pb::Platform,
 ) -> pb::Op {
     let mount = |input: i64, dest: &str, output: i64, readonly: bool| pb::Mount {
@@ -467,13 +499,56 @@ fn tool_exec(
         readonly,
         ..Default::default()
     };
+    // Keyed by their definitions, not their content: a cached squash (or one whose cache was
+    // imported) then needs no copy of the finished image or of any step's filesystem at all.
+    let by_definition = |input: i64, dest: &str| pb::Mount {
+        content_cache: pb::MountContentCache::Off as i32,
+        ..mount(input, dest, -1, true)
+    };
     let (writable, at) = output;
+    let mut inputs: Vec<pb::Input> = vec![tool.input(), finished.input()];
+    let mut mounts = vec![
+        // Read-only with no output: BuildKit then runs on a throw-away writable copy in which
+        // runc can create /proc and /dev (our image is FROM scratch). Writable with no output
+        // mounts the cached image itself, which is read-only on the containerd store: runc
+        // fails to create /proc there.
+        mount(0, "/", -1, true),
+        by_definition(1, SYNC_FINAL),
+    ];
+    let writable_input = match writable {
+        Some(w) => {
+            inputs.push(w.input());
+            inputs.len() as i64 - 1
+        }
+        None => -1,
+    };
+    mounts.push(mount(writable_input, at, 0, false));
+    mounts.push(mount(-1, REPORT_DIR, 1, false));
+    let named = [report.base.map(|b| ("base".to_string(), b))]
+        .into_iter()
+        .flatten()
+        .chain(
+            report
+                .states
+                .iter()
+                .enumerate()
+                .map(|(k, s)| ((k + 1).to_string(), s)),
+        );
+    for (name, state) in named {
+        inputs.push(state.input());
+        mounts.push(by_definition(
+            inputs.len() as i64 - 1,
+            &format!("{REPORT_STATES}/{name}"),
+        ));
+    }
+    args.extend([
+        "--report".to_string(),
+        format!("{REPORT_DIR}/{REPORT_FILE}"),
+        "--request".to_string(),
+        report.request.clone(),
+    ]);
     pb::Op {
-        inputs: [Some(tool), Some(finished), writable]
-            .into_iter()
-            .flatten()
-            .map(Output::input)
-            .collect(),
+        inputs,
         op: Some(pb::op::Op::Exec(pb::ExecOp {
             meta: Some(pb::Meta {
                 args,
@@ -481,20 +556,7 @@ fn tool_exec(
                 cwd: "/".into(),
                 ..Default::default()
             }),
-            mounts: vec![
-                // Read-only with no output: BuildKit then runs on a throw-away writable copy in
-                // which runc can create /proc and /dev (our image is FROM scratch). Writable with
-                // no output mounts the cached image itself, which is read-only on the
-                // containerd store: runc fails to create /proc there.
-                mount(0, "/", -1, true),
-                // Keyed by its definition, not its content: a cached squash (or one whose
-                // cache was imported) then needs no copy of the finished image at all.
-                pb::Mount {
-                    content_cache: pb::MountContentCache::Off as i32,
-                    ..mount(1, SYNC_FINAL, -1, true)
-                },
-                mount(if writable.is_some() { 2 } else { -1 }, at, 0, false),
-            ],
+            mounts,
             network: pb::NetMode::None as i32,
             security: pb::SecurityMode::Sandbox as i32,
         })),

@@ -6,14 +6,18 @@
 //! emits, as `squash-frontend sync FINAL BASE`, to compute the squashed layer.
 
 use std::ffi::OsString;
+use std::path::Path;
 use std::process::ExitCode;
 
-use squash_frontend::{flow, gateway, request, scan, version};
+use squash_frontend::{flow, gateway, report, request, scan, version};
 
 const USAGE: &str =
     "usage: squash-frontend            (run by BuildKit as a frontend, gRPC on stdio)
-       squash-frontend sync FINAL BASE   (make the tree BASE equal to FINAL)
-       squash-frontend inspect FINAL     (check FINAL for what no image layer can hold)";
+       squash-frontend sync FINAL BASE [--report FILE --request JSON]
+                                         (make the tree BASE equal to FINAL)
+       squash-frontend inspect FINAL [--report FILE --request JSON]
+                                         (check FINAL for what no image layer can hold)
+       with --report: report what the squash reclaims, as the JSON request asks";
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -82,39 +86,103 @@ fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The in-build `inspect` step: fails with [`scan::EXIT_UNREPRESENTABLE`] when the finished
-/// tree holds what no image layer can hold, naming it.
+/// The in-build `inspect` step: reports on the build (with `--report`) and fails with
+/// [`scan::EXIT_UNREPRESENTABLE`] when the finished tree holds what no image layer can hold,
+/// naming it.
 fn inspect(args: &[OsString]) -> ExitCode {
-    let [final_dir] = args else {
+    let Some(([final_dir], report)) = split_report_args(args) else {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    check(final_dir.as_ref()).unwrap_or(ExitCode::SUCCESS)
+    check(final_dir.as_ref(), report).unwrap_or(ExitCode::SUCCESS)
+}
+
+/// `--report FILE --request JSON`: where to write the report, and what it is to say.
+type ReportArgs<'a> = Option<(&'a OsString, &'a OsString)>;
+
+/// The positional arguments (`N` of them) and the optional [`ReportArgs`].
+fn split_report_args<const N: usize>(
+    args: &[OsString],
+) -> Option<([&OsString; N], ReportArgs<'_>)> {
+    let positional: [&OsString; N] = args.get(..N)?.iter().collect::<Vec<_>>().try_into().ok()?;
+    match &args[N..] {
+        [] => Some((positional, None)),
+        [flag, file, req_flag, request] if flag == "--report" && req_flag == "--request" => {
+            Some((positional, Some((file, request))))
+        }
+        _ => None,
+    }
 }
 
 /// The exit code to stop with, if `final_dir` cannot be squashed (said on stderr, which BuildKit
-/// shows as the step's output).
-fn check(final_dir: &std::path::Path) -> Option<ExitCode> {
-    match scan::reserved_names(final_dir) {
-        Ok(reserved) => scan::refusal(&reserved).map(|why| {
-            eprintln!("squash-frontend: {why}");
-            ExitCode::from(scan::EXIT_UNREPRESENTABLE)
-        }),
-        Err(e) => {
-            eprintln!("squash-frontend: {e}");
-            Some(ExitCode::FAILURE)
+/// shows as the step's output); with `report`, the report is made first (printed, and written
+/// as JSON to its file).
+fn check(final_dir: &Path, report: ReportArgs<'_>) -> Option<ExitCode> {
+    let failed = |e: &dyn std::fmt::Display| {
+        eprintln!("squash-frontend: {e}");
+        Some(ExitCode::FAILURE)
+    };
+    let final_listing = match report {
+        Some((file, request)) => match make_report(file.as_ref(), request) {
+            Ok(listing) => listing,
+            Err(e) => return failed(&e),
+        },
+        None => match scan::listing(final_dir) {
+            Ok(listing) => listing,
+            Err(e) => return failed(&e),
+        },
+    };
+    scan::refusal(&scan::reserved(&final_listing)).map(|why| {
+        eprintln!("squash-frontend: {why}");
+        ExitCode::from(scan::EXIT_UNREPRESENTABLE)
+    })
+}
+
+/// Makes the report the request asks for, prints it and writes it to `file`; returns the last
+/// filesystem it read (the finished one).
+fn make_report(file: &Path, request: &OsString) -> Result<report::Listing, String> {
+    let started = std::time::Instant::now();
+    let request: report::Request = serde_json::from_str(&request.to_string_lossy())
+        .map_err(|e| format!("the report request does not read: {e}"))?;
+    let states = Path::new(&request.states);
+    let base = scan::listing(&states.join("base")).map_err(|e| e.to_string())?;
+    let mut accounting = report::Accounting::new(base.clone(), request.squash);
+    let mut last = base;
+    for (k, name) in request.steps.iter().enumerate() {
+        let listing =
+            scan::listing(&states.join((k + 1).to_string())).map_err(|e| e.to_string())?;
+        accounting.step(name, listing.clone());
+        last = listing;
+    }
+    let made = accounting.report(request.layers_before, request.top);
+    for line in made.lines() {
+        eprintln!("{line}");
+    }
+    eprintln!(
+        "  (made from metadata in {} ms, peak RSS {} KiB)",
+        started.elapsed().as_millis(),
+        peak_rss_kib().unwrap_or(0)
+    );
+    if let Some(min) = request.min_saving {
+        if min.met_by(&made) {
+            eprintln!("  at least squash-min-saving ({min}): squashed");
+        } else {
+            eprintln!("  less than squash-min-saving ({min}): the image is returned as built");
         }
     }
+    let json = serde_json::to_vec_pretty(&made).expect("plain data serialises");
+    std::fs::write(file, json).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    Ok(last)
 }
 
 /// The in-build step: makes the tree at BASE equal to the one at FINAL, touching only what
 /// differs (see the `treesync` crate), and says what it changed.
 fn sync(args: &[OsString]) -> ExitCode {
-    let [final_dir, base_dir] = args else {
+    let Some(([final_dir, base_dir], report)) = split_report_args(args) else {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    if let Some(stop) = check(final_dir.as_ref()) {
+    if let Some(stop) = check(final_dir.as_ref(), report) {
         return stop;
     }
     // The changes of BASE become the squashed layer, through BuildKit's layer differ.

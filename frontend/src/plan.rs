@@ -21,6 +21,7 @@ use squash_proto::{apicaps::ApiCap, pb, types::WorkerRecord};
 use crate::base::{self, Lineage, Root};
 use crate::config::{self, Layout, SquashEntry};
 use crate::llb::{self, Graph, LlbError, Output};
+use crate::report;
 use crate::request::{Method, Mode};
 use crate::version;
 
@@ -154,6 +155,8 @@ pub struct Inputs<'a> {
     pub epoch: Option<i64>,
     /// `--no-cache`: the ops we add are never taken from the cache.
     pub no_cache: bool,
+    /// The least the squash must reclaim (`squash-min-saving`), if set.
+    pub min_saving: Option<report::MinSaving>,
 }
 
 /// One built image as the Dockerfile frontend returned it, its definition decoded once.
@@ -267,6 +270,9 @@ pub struct Squash {
     pub described_base: Option<Vec<u8>>,
     /// A one-line description for the progress output and history.
     pub summary: String,
+    /// The definition of the squash step's report ([`crate::report::Report`] in the file
+    /// [`llb::REPORT_FILE`]), where our own image made the squash.
+    pub report: Option<pb::Definition>,
 }
 
 /// Why a squash cannot be planned.
@@ -322,13 +328,45 @@ pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> 
         }
         _ => Err(String::new()),
     };
+    let root_image = match &lineage.root {
+        Root::Image { output, .. } => Some(output.clone()),
+        _ => None,
+    };
+    let step_names: Vec<String> = lineage
+        .states
+        .iter()
+        .enumerate()
+        .map(|(k, s)| {
+            graph
+                .name(&s.digest)
+                .unwrap_or_else(|| format!("step {}", k + 1))
+        })
+        .collect();
+    let reporting = |squash: report::Squash| -> llb::Reporting<'_> {
+        let request = report::Request {
+            squash,
+            layers_before: layers.map_or(0, |l| l.total()),
+            states: llb::REPORT_STATES.into(),
+            steps: step_names.clone(),
+            top: REPORT_TOP,
+            min_saving: inputs.min_saving,
+        };
+        llb::Reporting {
+            base: root_image.as_ref(),
+            states: &lineage.states,
+            request: serde_json::to_string(&request).expect("plain data serialises"),
+        }
+    };
     let no_base = match base {
         Ok((base_out, base)) => {
             if lineage.steps == 0 || layers.is_some_and(|l| l.added == 0) {
                 return Ok(unchanged("the Dockerfile adds no layer to its base image"));
             }
             let summary = summary(&format!("{count} layers -> {} base + 1", base.layers));
-            let squashed = base_layer(&mut graph, &head, &base_out, inputs, &summary)?;
+            let reporting = reporting(report::Squash::Base {
+                layers: base.layers,
+            });
+            let made = base_layer(&mut graph, &head, &base_out, inputs, &summary, &reporting)?;
             let config = config
                 .map(|c| {
                     config::rewrite(
@@ -340,7 +378,8 @@ pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> 
                 })
                 .transpose()?;
             return Ok(Plan::Squash(Squash {
-                def: graph.finish(&squashed)?,
+                def: graph.finish(&made.layer)?,
+                report: made.report.map(|r| graph.finish(&r)).transpose()?,
                 config,
                 keeps_base: true,
                 described_base: received.described.then_some(received.base_config).flatten(),
@@ -358,17 +397,36 @@ pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> 
     } else {
         summary(&format!("{count} layers -> 1, no base kept: {no_base}"))
     };
-    let squashed = full_layer(&mut graph, &head, inputs, &summary)?;
+    let reporting = reporting(report::Squash::Full);
+    let made = full_layer(&mut graph, &head, inputs, &summary, &reporting)?;
     let config = config
         .map(|c| config::rewrite(c, Layout::Full, &entry(&summary), created.as_deref()))
         .transpose()?;
     Ok(Plan::Squash(Squash {
-        def: graph.finish(&squashed)?,
+        def: graph.finish(&made.layer)?,
+        report: made.report.map(|r| graph.finish(&r)).transpose()?,
         config,
         keeps_base: false,
         described_base: None,
         summary,
     }))
+}
+
+/// How many wasted files a report names.
+const REPORT_TOP: usize = 10;
+
+/// The squashed layer, and where our in-build step put its report (its output 1).
+struct Made {
+    layer: Output,
+    report: Option<Output>,
+}
+
+/// Output 1 of the op at `step`: where our in-build step writes its report.
+fn report_of(step: &Output) -> Option<Output> {
+    Some(Output {
+        digest: step.digest.clone(),
+        index: 1,
+    })
 }
 
 /// Base mode: the base's layers and one layer of everything the Dockerfile did on it.
@@ -378,32 +436,39 @@ fn base_layer(
     base: &Output,
     inputs: &Inputs<'_>,
     summary: &str,
-) -> Result<Output, PlanError> {
+    reporting: &llb::Reporting<'_>,
+) -> Result<Made, PlanError> {
     Ok(match base_method(inputs)? {
         Method::Sync => {
             let tool = inputs.tool.ok_or(PlanError::NoTool)?;
             let tool_head = g.add_definition(&tool.def)?.ok_or(PlanError::NoTool)?;
-            g.push(
+            let step = g.push(
                 llb::sync_exec(
                     &tool_head,
                     &tool.exe,
                     head,
                     Some(base),
+                    reporting,
                     tool.platform.clone(),
                 ),
                 llb::meta_with_caps(Some(summary), llb::SYNC_EXEC_CAPS),
-            )
+            );
+            Made {
+                report: report_of(&step),
+                layer: step,
+            }
         }
         _ => {
-            let marker = new_root(g, head, Some(base), inputs)?;
+            let (marker, report) = new_root(g, head, Some(base), inputs, reporting)?;
             let layer = g.push(
                 llb::diff(&marker, head),
                 llb::meta_with_caps(Some("squash: diff against the base"), &["diffop"]),
             );
-            g.push(
+            let layer = g.push(
                 llb::merge(&[base, &layer]),
                 llb::meta_with_caps(Some(summary), &["mergeop"]),
-            )
+            );
+            Made { layer, report }
         }
     })
 }
@@ -414,53 +479,83 @@ fn full_layer(
     head: &Output,
     inputs: &Inputs<'_>,
     summary: &str,
-) -> Result<Output, PlanError> {
+    reporting: &llb::Reporting<'_>,
+) -> Result<Made, PlanError> {
     Ok(match full_way(inputs)? {
         FullWay::Diff => {
-            let empty = new_root(g, head, None, inputs)?;
-            g.push(
+            let (empty, report) = new_root(g, head, None, inputs, reporting)?;
+            let layer = g.push(
                 llb::diff(&empty, head),
                 llb::meta_with_caps(Some(summary), &["diffop"]),
-            )
+            );
+            Made { layer, report }
         }
         FullWay::Sync(tool) => {
             let tool_head = g.add_definition(&tool.def)?.ok_or(PlanError::NoTool)?;
-            g.push(
-                llb::sync_exec(&tool_head, &tool.exe, head, None, tool.platform.clone()),
+            let step = g.push(
+                llb::sync_exec(
+                    &tool_head,
+                    &tool.exe,
+                    head,
+                    None,
+                    reporting,
+                    tool.platform.clone(),
+                ),
                 llb::meta_with_caps(Some(summary), llb::SYNC_EXEC_CAPS),
-            )
+            );
+            Made {
+                report: report_of(&step),
+                layer: step,
+            }
         }
-        FullWay::Copy => g.push(
-            llb::copy_root_onto_scratch(head),
-            llb::meta_with_caps(Some(summary), &["file.base"]),
-        ),
+        FullWay::Copy => Made {
+            layer: g.push(
+                llb::copy_root_onto_scratch(head),
+                llb::meta_with_caps(Some(summary), &["file.base"]),
+            ),
+            report: None,
+        },
     })
 }
 
 /// The lower side of a diff that is to give one layer: a snapshot with the content of `base`
 /// (an empty tree for `None`) made outside the result's chain (a diff whose lower side is an
-/// ancestor of the upper side is exported as the upper's own layers, not as one). Where our
-/// own image is known, it is our in-build `inspect` step, which checks the result for what no
-/// layer can hold and leaves its writable mount of `base` as it was; else a no-op `mkdir /`.
+/// ancestor of the upper side is exported as the upper's own layers, not as one), and where its
+/// report is. Where our own image is known, it is our in-build `inspect` step, which checks the
+/// result for what no layer can hold, writes the report, and leaves its writable mount of
+/// `base` as it was; else a no-op `mkdir /`, with no report.
 fn new_root(
     g: &mut Graph,
     head: &Output,
     base: Option<&Output>,
     inputs: &Inputs<'_>,
-) -> Result<Output, PlanError> {
+    reporting: &llb::Reporting<'_>,
+) -> Result<(Output, Option<Output>), PlanError> {
     if let Some(tool) = inputs.tool {
         if let Some(tool_head) = g.add_definition(&tool.def)? {
-            return Ok(g.push(
-                llb::inspect_exec(&tool_head, &tool.exe, head, base, tool.platform.clone()),
+            let step = g.push(
+                llb::inspect_exec(
+                    &tool_head,
+                    &tool.exe,
+                    head,
+                    base,
+                    reporting,
+                    tool.platform.clone(),
+                ),
                 llb::meta_with_caps(Some(INSPECT_STEP), llb::SYNC_EXEC_CAPS),
-            ));
+            );
+            let report = report_of(&step);
+            return Ok((step, report));
         }
     }
     let (op, name) = match base {
         Some(base) => (llb::mkdir_root(Some(base)), "squash: mark the base"),
         None => (llb::mkdir_root(None), "squash: an empty root"),
     };
-    Ok(g.push(op, llb::meta_with_caps(Some(name), &["file.base"])))
+    Ok((
+        g.push(op, llb::meta_with_caps(Some(name), &["file.base"])),
+        None,
+    ))
 }
 
 /// The progress name of our in-build `inspect` step.
@@ -565,7 +660,17 @@ mod tests {
                 },
                 Some(pb::op::Op::Diff(_)) => "diff".into(),
                 Some(pb::op::Op::Merge(m)) => format!("merge {}", m.inputs.len()),
-                Some(pb::op::Op::Exec(e)) => e.meta.as_ref().unwrap().args.join(" "),
+                // Our steps' own arguments, without the report's request.
+                Some(pb::op::Op::Exec(e)) => e
+                    .meta
+                    .as_ref()
+                    .unwrap()
+                    .args
+                    .iter()
+                    .take_while(|a| *a != "--report")
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 Some(other) => format!("{other:?}"),
                 None => "terminal".into(),
             })
@@ -580,6 +685,7 @@ mod tests {
             tool,
             epoch: None,
             no_cache: false,
+            min_saving: None,
         }
     }
 
@@ -755,10 +861,21 @@ mod tests {
                     _ => None,
                 })
                 .unwrap_or_else(|| panic!("no sync step with diffop {has_diff}, {method:?}"));
-            // The tool and the result; the base mount starts empty (scratch).
-            assert_eq!(op.inputs.len(), 2);
+            // The tool, the result, then the report's filesystems (the base image's root and
+            // the one step); the base mount starts empty (scratch).
+            assert_eq!(op.inputs.len(), 4);
             let base = e.mounts.iter().find(|m| m.dest == llb::SYNC_BASE).unwrap();
             assert_eq!((base.input, base.output, base.readonly), (-1, 0, false));
+            let report = e.mounts.iter().find(|m| m.dest == llb::REPORT_DIR).unwrap();
+            assert_eq!(
+                (report.input, report.output, report.readonly),
+                (-1, 1, false)
+            );
+            for (dest, input) in [("/squash/states/base", 2), ("/squash/states/1", 3)] {
+                let m = e.mounts.iter().find(|m| m.dest == dest).unwrap();
+                assert_eq!((m.input, m.readonly, m.output), (input, true, -1), "{dest}");
+                assert_eq!(m.content_cache, pb::MountContentCache::Off as i32);
+            }
         }
         // With DiffOp and method auto, the diff wins over the sync; its empty lower side is
         // our inspect step's untouched empty mount.
@@ -780,7 +897,11 @@ mod tests {
         let Some(pb::op::Op::Exec(e)) = &all[2].op else {
             panic!("not the inspect step")
         };
-        assert_eq!(all[2].inputs.len(), 2, "the tool and the result only");
+        assert_eq!(
+            all[2].inputs.len(),
+            4,
+            "the tool, the result and the report's two filesystems"
+        );
         let out_mount = e.mounts.iter().find(|m| m.output == 0).unwrap();
         assert_eq!((out_mount.input, out_mount.readonly), (-1, false));
         assert_eq!(

@@ -18,6 +18,7 @@ use std::fmt;
 use squash_proto::gateway::CacheOptionsEntry;
 
 use crate::directives::Directives;
+use crate::report::MinSaving;
 
 /// BuildKit's frontend options (`BUILDKIT_FRONTEND_OPT_<n>=key=value`).
 pub type Opts = BTreeMap<String, String>;
@@ -45,6 +46,8 @@ pub const KEY_SOURCE: &str = "source";
 pub const KEY_CMDLINE: &str = "cmdline";
 /// The session of a named local source (`local-sessionid:<name>`).
 const KEY_LOCAL_SESSION_PREFIX: &str = "local-sessionid:";
+/// Attestations the build exports (`attest:provenance`, `attest:sbom`, ...).
+const KEY_ATTEST_PREFIX: &str = "attest:";
 /// Build arguments (`build-arg:<NAME>`).
 const KEY_BUILD_ARG_PREFIX: &str = "build-arg:";
 /// The build argument that sets the source date epoch.
@@ -140,6 +143,8 @@ pub struct Request {
     pub cache_imports: Vec<CacheOptionsEntry>,
     /// `SOURCE_DATE_EPOCH` given as a build argument (a number of seconds).
     pub epoch: Option<i64>,
+    /// The build exports attestations (so ours, the squash report, goes with them).
+    pub attestations: bool,
 }
 
 impl Request {
@@ -171,6 +176,7 @@ impl Request {
             epoch: opts
                 .get(&build_arg(ARG_SOURCE_DATE_EPOCH))
                 .and_then(|v| v.trim().parse().ok()),
+            attestations: opts.keys().any(|k| k.starts_with(KEY_ATTEST_PREFIX)),
             opts: opts.clone(),
         }
     }
@@ -333,6 +339,12 @@ pub const METHOD: Setting = Setting {
     build_arg: "SQUASH_METHOD",
     directive: "squash-method",
 };
+/// The least the squash must reclaim.
+pub const MIN_SAVING: Setting = Setting {
+    option: "squash-min-saving",
+    build_arg: "SQUASH_MIN_SAVING",
+    directive: "squash-min-saving",
+};
 /// The Dockerfile frontend image to delegate to.
 pub const UPSTREAM: Setting = Setting {
     option: "squash-upstream",
@@ -341,7 +353,7 @@ pub const UPSTREAM: Setting = Setting {
 };
 
 /// Every setting, to tell which option names are ours.
-pub const SETTINGS: [Setting; 3] = [MODE, METHOD, UPSTREAM];
+pub const SETTINGS: [Setting; 4] = [MODE, METHOD, UPSTREAM, MIN_SAVING];
 
 /// The option we set when we hand the build to an upstream frontend image: should that image
 /// be a squash frontend too, it passes the build through instead of following the same
@@ -389,7 +401,7 @@ pub enum OptionError {
 }
 
 /// The squash settings of one build.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// How the result is squashed.
     pub mode: Mode,
@@ -397,6 +409,8 @@ pub struct Settings {
     pub method: Method,
     /// A frontend image to do the Dockerfile build instead of the engine's built-in one.
     pub upstream: Option<String>,
+    /// The least the squash must reclaim; below it the image is returned as built.
+    pub min_saving: Option<MinSaving>,
 }
 
 /// Resolves every setting from the options and the Dockerfile's directives.
@@ -421,10 +435,21 @@ fn settings(opts: &Opts, directives: &Directives) -> Result<Settings, OptionErro
         )?),
         None => None,
     };
+    let min_saving = match raw(opts, directives, &MIN_SAVING) {
+        Some((name, value, origin)) => Some(check(
+            &name,
+            &value,
+            &origin,
+            MinSaving::FORMS,
+            MinSaving::parse,
+        )?),
+        None => None,
+    };
     Ok(Settings {
         mode,
         method,
         upstream,
+        min_saving,
     })
 }
 
@@ -605,6 +630,7 @@ mod tests {
             ("squash-mode", "full"),
             ("build-arg:SQUASH_METHOD", "auto"),
             ("squash-upstream", "x"),
+            ("build-arg:SQUASH_MIN_SAVING", "5%"),
         ]);
         assert!(!Request::new(&all, "s").needs_directives());
     }

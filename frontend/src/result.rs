@@ -95,7 +95,13 @@ pub struct Squashed {
     pub reference: gateway::Ref,
     /// What was planned for it.
     pub squash: Squash,
+    /// Its report, to go with the build's attestations (an in-toto predicate, see
+    /// [`REPORT_PREDICATE`]).
+    pub report: Option<gateway::Ref>,
 }
+
+/// The in-toto predicate type of the squash report attached as an attestation.
+pub const REPORT_PREDICATE: &str = "https://squash-frontend.invalid/report/v1";
 
 /// The result to return: the original with each squashed image's ref and config replaced.
 pub fn assemble(original: &gateway::Result, squashed: &[Squashed]) -> gateway::Result {
@@ -116,6 +122,31 @@ pub fn assemble(original: &gateway::Result, squashed: &[Squashed]) -> gateway::R
         if let (true, Some(base)) = (s.squash.keeps_base, &s.squash.described_base) {
             out.metadata.insert(key(BASE_CONFIG, p), base.clone());
         }
+        if let Some(report) = &s.report {
+            let key = match p {
+                Some(p) => p.to_string(),
+                // A single image's attestations go under its platform, as the exporter reads it
+                // from the image config.
+                None => s
+                    .squash
+                    .config
+                    .as_deref()
+                    .or_else(|| meta(original, CONFIG, None))
+                    .and_then(config_platform)
+                    .unwrap_or_else(|| "linux/amd64".into()),
+            };
+            out.attestations
+                .entry(key)
+                .or_default()
+                .attestation
+                .push(gateway::Attestation {
+                    kind: gateway::AttestationKind::InToto as i32,
+                    r#ref: Some(report.clone()),
+                    path: crate::llb::REPORT_FILE.into(),
+                    in_toto_predicate_type: REPORT_PREDICATE.into(),
+                    ..Default::default()
+                });
+        }
         if !s.squash.keeps_base {
             // No layer of the base is left: a stale base config would make the exporter
             // treat our squashed layer as a base layer (timestamps, rewrite-timestamp).
@@ -126,6 +157,17 @@ pub fn assemble(original: &gateway::Result, squashed: &[Squashed]) -> gateway::R
         }
     }
     out
+}
+
+/// `os/architecture[/variant]` of an image config, as BuildKit names a platform.
+fn config_platform(config: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(config).ok()?;
+    let os = v.get("os")?.as_str()?;
+    let arch = v.get("architecture")?.as_str()?;
+    Some(match v.get("variant").and_then(serde_json::Value::as_str) {
+        Some(variant) if !variant.is_empty() => format!("{os}/{arch}/{variant}"),
+        _ => format!("{os}/{arch}"),
+    })
 }
 
 #[cfg(test)]
@@ -251,7 +293,9 @@ mod tests {
                 keeps_base,
                 described_base: described_base.map(<[u8]>::to_vec),
                 summary: "squash".into(),
+                report: None,
             },
+            report: None,
         }
     }
 }

@@ -37,6 +37,8 @@ struct Fake {
     squash_error: Option<rpc::Status>,
     /// Our own image's definition, as BuildKit hands it to the frontend.
     tool_def: Option<Vec<u8>>,
+    /// What our in-build step's report "says".
+    report: Option<Vec<u8>>,
     llb_caps: Vec<(&'static str, bool)>,
 }
 
@@ -142,6 +144,10 @@ impl LlbBridge for Fake {
             Ok(Response::new(ReadFileResponse {
                 data: self.dockerfile.clone(),
             }))
+        } else if let (Some(report), "report.json") = (&self.report, req.file_path.as_str()) {
+            Ok(Response::new(ReadFileResponse {
+                data: report.clone(),
+            }))
         } else {
             Err(Status::not_found("no such file"))
         }
@@ -200,6 +206,7 @@ fn fake(dockerfile: &str) -> Fake {
         upstream_error: None,
         squash_error: None,
         tool_def: None,
+        report: None,
         llb_caps: vec![("file.base", true), ("mergeop", true), ("diffop", true)],
     }
 }
@@ -398,6 +405,7 @@ async fn an_unreadable_dockerfile_is_the_dockerfile_frontends_to_report_when_no_
         ("squash-mode", "off"),
         ("squash-method", "auto"),
         ("squash-upstream", "docker/dockerfile:1.7"),
+        ("squash-min-saving", "0"),
         ("filename", "Missing.Dockerfile"),
     ]);
     let (code, log) = drive(fake("FROM busybox\n"), o).await;
@@ -530,6 +538,64 @@ async fn the_inspect_step_is_the_diffs_lower_side_and_its_refusal_is_named() {
         "{}",
         err.message
     );
+}
+
+/// A report of our in-build step, reclaiming `reclaimed` of 1000 bytes.
+fn report_json(reclaimed: u64) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schema": "squash-frontend.report/v1", "frontend": "squash-frontend test", "mode": "full",
+        "layers_before": 2, "layers_after": 1, "plain_bytes": 1000,
+        "squashed_bytes": 1000 - reclaimed, "reclaimed_bytes": reclaimed, "base_layers": 0,
+        "wasted": [], "wasted_files": 0, "wasted_file_bytes": 0
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn below_the_minimum_saving_the_image_is_returned_as_built() {
+    let tool_def = testkit::sample_definition().0.encode_to_vec();
+    for (reclaimed, squashed) in [(40, false), (60, true)] {
+        let mut f = fake("FROM busybox\n");
+        f.tool_def = Some(tool_def.clone());
+        f.report = Some(report_json(reclaimed));
+        let (code, log) = drive(f, opts(&[("build-arg:SQUASH_MIN_SAVING", "5%")])).await;
+        assert_eq!(code, 0);
+        // The read, the build, the report; then the squash only if it reclaims enough.
+        assert!(log.reads.iter().any(|r| r.file_path == "report.json"));
+        assert_eq!(
+            log.solves.len(),
+            if squashed { 4 } else { 3 },
+            "{reclaimed}"
+        );
+        let Some(result::Result::Ref(r)) = &returned_result(&log).result else {
+            panic!()
+        };
+        assert_eq!(r.id, if squashed { "squashed" } else { "built" });
+    }
+}
+
+#[tokio::test]
+async fn the_report_goes_with_the_builds_attestations() {
+    let tool_def = testkit::sample_definition().0.encode_to_vec();
+    let mut f = fake("FROM busybox\n");
+    f.tool_def = Some(tool_def.clone());
+    f.report = Some(report_json(100));
+    let (_, log) = drive(f, opts(&[("attest:provenance", "mode=min")])).await;
+    let result = returned_result(&log);
+    let atts = &result.attestations["linux/amd64"].attestation;
+    assert_eq!(atts.len(), 1);
+    assert_eq!(atts[0].path, "report.json");
+    assert_eq!(
+        atts[0].in_toto_predicate_type,
+        squash_frontend::result::REPORT_PREDICATE
+    );
+    // Without attestations (and without a minimum), nothing waits for the report.
+    let mut f = fake("FROM busybox\n");
+    f.tool_def = Some(tool_def);
+    f.report = Some(report_json(100));
+    let (_, log) = drive(f, opts(&[])).await;
+    assert!(log.reads.iter().all(|r| r.file_path != "report.json"));
+    assert!(returned_result(&log).attestations.is_empty());
 }
 
 #[tokio::test]

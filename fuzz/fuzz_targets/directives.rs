@@ -14,7 +14,12 @@ use libfuzzer_sys::fuzz_target;
 use squash_frontend::directives::{self, DirectiveError};
 use squash_frontend::request::{Opts, Request};
 
-const OURS: [&str; 3] = ["squash", "squash-method", "squash-upstream"];
+const OURS: [&str; 4] = [
+    "squash",
+    "squash-method",
+    "squash-upstream",
+    "squash-min-saving",
+];
 
 fuzz_target!(|data: &[u8]| {
     let text = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data);

@@ -14,6 +14,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use squash_frontend::report::MinSaving;
 use squash_frontend::request::{self, Mode, Origin, Request, NESTED, SETTINGS};
 
 fuzz_target!(|data: &[u8]| {
@@ -68,6 +69,8 @@ fuzz_target!(|data: &[u8]| {
         match s.option {
             "squash-mode" => ["full", "base", "off"].contains(&norm(v).as_str()),
             "squash-method" => ["auto", "diff", "sync"].contains(&norm(v).as_str()),
+            // Its forms are the report's own parser's (unit-tested there).
+            "squash-min-saving" => MinSaving::parse(v).is_some(),
             _ => {
                 let t = v.trim();
                 t.chars()

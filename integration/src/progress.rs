@@ -274,6 +274,78 @@ pub fn lint_violation_rules(build_output: &str) -> Vec<String> {
     rules
 }
 
+/// What one squash report in a build's progress output says (see the frontend's
+/// `report` module): the byte counts it gives exactly, and the files it names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SquashReport {
+    /// Its first line (`squash report (squash-frontend ...): layers 6 -> 1`).
+    pub title: String,
+    /// The plain image's layers (above the base, in base mode), in bytes.
+    pub plain_bytes: u64,
+    /// The squashed layer, in bytes.
+    pub squashed_bytes: u64,
+    /// What the squash reclaims, in bytes.
+    pub reclaimed_bytes: u64,
+    /// The files it names as added by one step and removed by a later one: (path, added by,
+    /// removed by).
+    pub wasted: Vec<(String, String, String)>,
+    /// Every line, as printed (without the step's `#N 0.123` prefix).
+    pub lines: Vec<String>,
+}
+
+/// The squash reports in a build's plain progress output, in order (one per image: a
+/// multi-platform build has one per platform).
+pub fn squash_reports(build_output: &str) -> Vec<SquashReport> {
+    let mut out: Vec<SquashReport> = Vec::new();
+    for line in build_output.lines() {
+        // `#12 0.123 <text>`: a step's output line.
+        let Some(rest) = line.strip_prefix('#') else {
+            continue;
+        };
+        let mut parts = rest.splitn(3, ' ');
+        let (Some(_id), Some(time), Some(text)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if time.parse::<f64>().is_err() {
+            continue;
+        }
+        if text.starts_with("squash report (") {
+            out.push(SquashReport {
+                title: text.to_string(),
+                ..Default::default()
+            });
+            continue;
+        }
+        let Some(report) = out.last_mut() else {
+            continue;
+        };
+        if !text.starts_with("  ") {
+            continue;
+        }
+        report.lines.push(text.to_string());
+        let bytes = || {
+            let inner = text.split_once('(')?.1;
+            inner.split(' ').next()?.parse::<u64>().ok()
+        };
+        let t = text.trim_start();
+        if t.starts_with("plain image layers") {
+            report.plain_bytes = bytes().unwrap_or(0);
+        } else if t.starts_with("squashed layer:") {
+            report.squashed_bytes = bytes().unwrap_or(0);
+        } else if t.starts_with("reclaimed:") {
+            report.reclaimed_bytes = bytes().unwrap_or(0);
+        } else if let Some((head, steps)) = t.split_once("  added by ") {
+            if let Some((added, removed)) = steps.split_once(", removed by ") {
+                let path = head.split_once("  ").map_or(head, |(_, p)| p).trim();
+                report
+                    .wasted
+                    .push((path.to_string(), added.to_string(), removed.to_string()));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,5 +529,34 @@ ERROR: failed to build: failed to solve: lint violation found for rules: FromAsC
              #6 squash: diff against the base\n\
              #8 squash: 4 layers -> 1"
         );
+    }
+
+    #[test]
+    fn squash_reports_are_read_from_the_steps_output() {
+        let out = "#10 squash: inspect the result
+#10 0.051 squash report (squash-frontend 0.1.0): layers 4 -> 1
+#10 0.051   plain image layers: 22.1 MB (22101504 bytes: what each layer adds, uncompressed)
+#10 0.051   squashed layer: 2.1 MB (2100224 bytes)
+#10 0.051   reclaimed: 20.0 MB (20001280 bytes, 90.5 %)
+#10 0.051   1 files (20.0 MB) were added by one step and removed or replaced by a later one; the largest (file sizes, hardlinks once):
+#10 0.051       20.0 MB  /big  added by [2/4] RUN head -c 20000000 /dev/zero > /big, removed by [3/4] RUN rm /big
+#10 DONE 0.1s
+";
+        let r = squash_reports(out);
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            (r[0].plain_bytes, r[0].squashed_bytes, r[0].reclaimed_bytes),
+            (22_101_504, 2_100_224, 20_001_280)
+        );
+        assert_eq!(
+            r[0].wasted,
+            [(
+                "/big".to_string(),
+                "[2/4] RUN head -c 20000000 /dev/zero > /big".to_string(),
+                "[3/4] RUN rm /big".to_string()
+            )]
+        );
+        assert!(r[0].title.contains("layers 4 -> 1"));
+        assert!(squash_reports("#1 DONE 0.1s\n").is_empty());
     }
 }

@@ -1,0 +1,639 @@
+//! What a squash reclaims, from metadata alone: the bytes each step of the build added (the
+//! plain image's layers), the bytes of the squashed layer, and the files one step added and a
+//! later one deleted or replaced, each with the steps that did it.
+//!
+//! The input is the filesystem after every step ([`Listing`]s, made inside the build by
+//! [`crate::scan::listing`]); no file is read. What a layer adds is counted as in the tar BuildKit
+//! writes for it: an entry for every path that is new or changed since the step before (a file
+//! whose type, size, mode, owner, mtime, link target or device changed; a directory whose type,
+//! mode or owner changed) and a whiteout for every path gone (one for a whole directory), each a
+//! 512-byte header (two more blocks for a name too long for the header itself), files with their
+//! data in 512-byte blocks; hardlinked names after the first in a layer carry no data. The
+//! directories above those entries and the closing blocks, which every layer repeats, are not
+//! counted: a build that deletes and replaces nothing adds as much in its layers as in one, and
+//! what the squash reclaims is what the deleted and replaced files took. Sizes of files (the
+//! `wasted` list) are file sizes, each inode counted once per step.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+/// What a path is, for the comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+    /// Anything else (device, fifo, socket).
+    Other,
+}
+
+/// One path of a filesystem, as `lstat` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// What it is.
+    pub kind: Kind,
+    /// Its size in bytes (files; 0 for the rest).
+    pub size: u64,
+    /// Permission bits and owner.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time (seconds, nanoseconds).
+    pub mtime: (i64, u32),
+    /// Device and inode, which tell hardlinks apart within one filesystem.
+    pub inode: (u64, u64),
+    /// How many names the inode has.
+    pub nlink: u64,
+    /// A symlink's target; a device's number; empty for the rest.
+    pub target: Vec<u8>,
+}
+
+impl Entry {
+    /// Whether a layer differ writes this path again when it changed from `before` to `self`.
+    fn changed_from(&self, before: &Entry) -> bool {
+        let common = self.kind != before.kind
+            || self.mode != before.mode
+            || self.uid != before.uid
+            || self.gid != before.gid;
+        match self.kind {
+            Kind::Dir => common,
+            _ => {
+                common
+                    || self.size != before.size
+                    || self.mtime != before.mtime
+                    || self.target != before.target
+            }
+        }
+    }
+}
+
+/// A filesystem: every path below its root (relative, `/`-separated, the root itself left
+/// out), in order.
+pub type Listing = BTreeMap<Vec<u8>, Entry>;
+
+/// A file one step added and a later step deleted or replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wasted {
+    /// Its path in the image (`/usr/lib/...`).
+    pub path: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// The step that added it.
+    pub added_by: String,
+    /// The step that deleted or replaced it.
+    pub removed_by: String,
+}
+
+/// The report's version, in its JSON form (`schema`).
+pub const SCHEMA: &str = "squash-frontend.report/v1";
+
+/// What a squash reclaims (the machine-readable record; see the README for its schema).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// [`SCHEMA`].
+    pub schema: String,
+    /// The frontend that made it ([`crate::version::describe`]).
+    pub frontend: String,
+    /// `full` or `base`.
+    pub mode: String,
+    /// The image's layers before the squash.
+    pub layers_before: usize,
+    /// Its layers after.
+    pub layers_after: usize,
+    /// The plain image's layers (in base mode: those above the base), estimated as tars, in
+    /// bytes.
+    pub plain_bytes: u64,
+    /// The squashed layer, estimated the same way.
+    pub squashed_bytes: u64,
+    /// `plain_bytes - squashed_bytes` (0 if the squash holds more).
+    pub reclaimed_bytes: u64,
+    /// The base image's layers kept (base mode; 0 in full mode).
+    pub base_layers: usize,
+    /// The files that took the most bytes and are not in the image: added by one step, deleted
+    /// or replaced by a later one; largest first, at most the number asked for.
+    pub wasted: Vec<Wasted>,
+    /// How many such files there were in all.
+    pub wasted_files: u64,
+    /// Their bytes, in all (file sizes).
+    pub wasted_file_bytes: u64,
+}
+
+impl Report {
+    /// The share of the plain bytes reclaimed, in percent.
+    pub fn reclaimed_percent(&self) -> f64 {
+        if self.plain_bytes == 0 {
+            0.0
+        } else {
+            self.reclaimed_bytes as f64 * 100.0 / self.plain_bytes as f64
+        }
+    }
+
+    /// The report as the build's progress output shows it.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = vec![format!(
+            "squash report ({}): layers {} -> {}",
+            self.frontend, self.layers_before, self.layers_after
+        )];
+        let above = if self.mode == "base" {
+            format!(" above the {} base layers", self.base_layers)
+        } else {
+            String::new()
+        };
+        out.push(format!(
+            "  plain image layers{above}: {} ({} bytes: what each layer adds, uncompressed)",
+            human(self.plain_bytes),
+            self.plain_bytes
+        ));
+        out.push(format!(
+            "  squashed layer: {} ({} bytes)",
+            human(self.squashed_bytes),
+            self.squashed_bytes
+        ));
+        out.push(format!(
+            "  reclaimed: {} ({} bytes, {:.1} %)",
+            human(self.reclaimed_bytes),
+            self.reclaimed_bytes,
+            self.reclaimed_percent()
+        ));
+        if self.mode == "base" {
+            out.push(format!(
+                "  a host that has the base pulls {} instead of {}",
+                human(self.squashed_bytes),
+                human(self.plain_bytes)
+            ));
+        }
+        if self.wasted.is_empty() {
+            out.push("  no file was added by one step and removed by a later one".into());
+        } else {
+            out.push(format!(
+                "  {} files ({}) were added by one step and removed or replaced by a later one; the largest (file sizes, hardlinks once):",
+                self.wasted_files,
+                human(self.wasted_file_bytes)
+            ));
+            for w in &self.wasted {
+                out.push(format!(
+                    "  {:>10}  {}  added by {}, removed by {}",
+                    human(w.bytes),
+                    w.path,
+                    w.added_by,
+                    w.removed_by
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Bytes in SI units with one decimal (`12.3 MB`), as `docker images` shows sizes.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// The least a squash must reclaim to be worth it (the `squash-min-saving` setting).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MinSaving {
+    /// Bytes of the plain image's layers (in base mode: those above the base).
+    Bytes(u64),
+    /// A share of them, in percent.
+    Percent(f64),
+}
+
+impl MinSaving {
+    /// The valid forms, for error messages.
+    pub const FORMS: &'static str = "a size (10MB, 512KiB, 1GB, 0; units B, kB, MB, GB, KiB, MiB, GiB) or a share of the plain layers (5%)";
+
+    /// Reads `10MB`, `512KiB`, `1.5GB`, `0`, `5%`.
+    pub fn parse(value: &str) -> Option<MinSaving> {
+        let v = value.trim();
+        if let Some(p) = v.strip_suffix('%') {
+            let p: f64 = p.trim().parse().ok()?;
+            return (p.is_finite() && (0.0..=100.0).contains(&p)).then_some(MinSaving::Percent(p));
+        }
+        let split = v
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(v.len());
+        let (number, unit) = v.split_at(split);
+        let n: f64 = number.parse().ok()?;
+        let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1.0,
+            "kb" => 1e3,
+            "mb" => 1e6,
+            "gb" => 1e9,
+            "kib" => 1024.0,
+            "mib" => 1024.0 * 1024.0,
+            "gib" => 1024.0 * 1024.0 * 1024.0,
+            _ => return None,
+        };
+        let bytes = n * scale;
+        (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64)
+            .then_some(MinSaving::Bytes(bytes.round() as u64))
+    }
+
+    /// Whether `report` reclaims at least this much.
+    pub fn met_by(&self, report: &Report) -> bool {
+        match *self {
+            MinSaving::Bytes(b) => report.reclaimed_bytes >= b,
+            MinSaving::Percent(p) => report.reclaimed_percent() >= p,
+        }
+    }
+}
+
+impl std::fmt::Display for MinSaving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MinSaving::Bytes(b) => f.write_str(&human(*b)),
+            MinSaving::Percent(p) => write!(f, "{p} %"),
+        }
+    }
+}
+
+/// What our in-build step is asked to report on (passed to it as one JSON argument).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// What the squash keeps.
+    pub squash: Squash,
+    /// The image's layers before the squash.
+    pub layers_before: usize,
+    /// Where the filesystems are mounted: `<states>/base` (absent for `scratch`) and
+    /// `<states>/1` to `<states>/<n>`, one per step.
+    pub states: String,
+    /// The steps' names, one per filesystem after the base.
+    pub steps: Vec<String>,
+    /// How many wasted files to name.
+    pub top: usize,
+    /// The least the squash must reclaim, if the build set one.
+    pub min_saving: Option<MinSaving>,
+}
+
+/// What the squash is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Squash {
+    /// Everything in one layer: the plain bytes count the base (as one tar of its tree).
+    Full,
+    /// The base's layers kept: the plain bytes count what the steps added above it.
+    Base {
+        /// The base image's layers.
+        layers: usize,
+    },
+}
+
+/// Reads a build step by step (the filesystem after each), keeping only the last filesystem and
+/// what each of its paths cost, and makes the [`Report`] at the end.
+#[derive(Debug)]
+pub struct Accounting {
+    squash: Squash,
+    base: Listing,
+    before: Listing,
+    names: Vec<String>,
+    plain: u64,
+    /// Every path of the current filesystem: the step that last wrote it (`None`: the base)
+    /// and its size (0 for all but the first name of an inode in that step).
+    owner: HashMap<Vec<u8>, (Option<usize>, u64)>,
+    wasted: Vec<(u64, Vec<u8>, usize, usize)>,
+}
+
+impl Accounting {
+    /// Starts on `base`, the filesystem the first step started from (empty for `scratch`).
+    pub fn new(base: Listing, squash: Squash) -> Accounting {
+        let mut owner = HashMap::new();
+        charge(&mut owner, &Listing::new(), &base, None);
+        Accounting {
+            plain: match squash {
+                Squash::Full => layer_bytes(&Listing::new(), &base),
+                Squash::Base { .. } => 0,
+            },
+            squash,
+            before: base.clone(),
+            base,
+            names: Vec::new(),
+            owner,
+            wasted: Vec::new(),
+        }
+    }
+
+    /// The next step, `name` as the build's progress shows it (`[3/7] RUN apt-get ...`), and
+    /// the filesystem after it.
+    pub fn step(&mut self, name: &str, after: Listing) {
+        let k = self.names.len();
+        self.names.push(name.to_string());
+        self.plain += layer_bytes(&self.before, &after);
+        // Gone or replaced: what an earlier step of this build had added is wasted.
+        for (path, old) in &self.before {
+            let gone = after.get(path).is_none_or(|new| new.changed_from(old));
+            if gone {
+                if let Some((Some(by), bytes)) = self.owner.remove(path) {
+                    if bytes > 0 {
+                        self.wasted.push((bytes, path.clone(), by, k));
+                    }
+                }
+            }
+        }
+        charge(&mut self.owner, &self.before, &after, Some(k));
+        self.before = after;
+    }
+
+    /// The report: `layers_before` is the image's layer count; `top` how many wasted files to
+    /// name.
+    pub fn report(mut self, layers_before: usize, top: usize) -> Report {
+        let squashed = match self.squash {
+            Squash::Full => layer_bytes(&Listing::new(), &self.before),
+            Squash::Base { .. } => layer_bytes(&self.base, &self.before),
+        };
+        let wasted_files = self.wasted.len() as u64;
+        let wasted_file_bytes = self.wasted.iter().map(|w| w.0).sum();
+        self.wasted
+            .sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let names = &self.names;
+        let (mode, layers_after, base_layers) = match self.squash {
+            Squash::Full => ("full", 1, 0),
+            Squash::Base { layers } => ("base", layers + 1, layers),
+        };
+        Report {
+            schema: SCHEMA.into(),
+            frontend: crate::version::describe(),
+            mode: mode.into(),
+            layers_before,
+            layers_after,
+            plain_bytes: self.plain,
+            squashed_bytes: squashed,
+            reclaimed_bytes: self.plain.saturating_sub(squashed),
+            base_layers,
+            wasted: self
+                .wasted
+                .iter()
+                .take(top)
+                .map(|(bytes, path, by, k)| Wasted {
+                    path: format!("/{}", String::from_utf8_lossy(path)),
+                    bytes: *bytes,
+                    added_by: names[*by].clone(),
+                    removed_by: names[*k].clone(),
+                })
+                .collect(),
+            wasted_files,
+            wasted_file_bytes,
+        }
+    }
+}
+
+/// Records which step wrote each new or changed path of `after`, with its file size (an inode
+/// counted once in the step).
+fn charge(
+    owner: &mut HashMap<Vec<u8>, (Option<usize>, u64)>,
+    before: &Listing,
+    after: &Listing,
+    step: Option<usize>,
+) {
+    let mut seen = HashSet::new();
+    for (path, e) in after {
+        if !before.get(path).is_none_or(|old| e.changed_from(old)) {
+            continue;
+        }
+        let bytes = if e.kind == Kind::File && (e.nlink < 2 || seen.insert(e.inode)) {
+            e.size
+        } else {
+            0
+        };
+        owner.insert(path.clone(), (step, bytes));
+    }
+}
+
+/// What the layer that takes `before` to `after` adds, in tar bytes (see the module's docs): a
+/// header and the data (in 512-byte blocks) of each new or changed entry, a header for each
+/// whiteout. The directories above them and the closing blocks, which every layer repeats, are
+/// left out, so that a build that deletes and replaces nothing adds as much in its layers as in
+/// one.
+pub fn layer_bytes(before: &Listing, after: &Listing) -> u64 {
+    let header = |len: usize| if len > 100 { 1536 } else { 512 };
+    let mut total = 0;
+    let mut inodes = HashSet::new();
+    for (path, e) in after {
+        if !before.get(path).is_none_or(|old| e.changed_from(old)) {
+            continue;
+        }
+        total += header(path.len());
+        if e.kind == Kind::File && (e.nlink < 2 || inodes.insert(e.inode)) {
+            total += e.size.div_ceil(512) * 512;
+        }
+    }
+    // A whiteout (`.wh.<name>`) for each path gone whose directory is still there: a whole
+    // directory gone is one whiteout.
+    for path in before.keys().filter(|p| !after.contains_key(*p)) {
+        let parent_stays = match path.iter().rposition(|b| *b == b'/') {
+            Some(i) => after.contains_key(&path[..i]),
+            None => true,
+        };
+        if parent_stays {
+            total += header(path.len() + 4);
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(size: u64, mtime: i64) -> Entry {
+        Entry {
+            kind: Kind::File,
+            size,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: (mtime, 0),
+            inode: (1, (size << 20) ^ mtime as u64),
+            nlink: 1,
+            target: vec![],
+        }
+    }
+
+    fn dir() -> Entry {
+        Entry {
+            kind: Kind::Dir,
+            size: 0,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: (0, 0),
+            inode: (1, 0),
+            nlink: 2,
+            target: vec![],
+        }
+    }
+
+    fn listing(items: &[(&str, Entry)]) -> Listing {
+        items
+            .iter()
+            .map(|(p, e)| (p.as_bytes().to_vec(), e.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_file_added_then_deleted_is_reclaimed_and_named() {
+        let base = listing(&[("bin", dir()), ("bin/sh", file(1000, 1))]);
+        let s1 = listing(&[
+            ("bin", dir()),
+            ("bin/sh", file(1000, 1)),
+            ("big", file(10_000_000, 2)),
+        ]);
+        let s2 = listing(&[("bin", dir()), ("bin/sh", file(1000, 1))]);
+        let mut a = Accounting::new(base.clone(), Squash::Full);
+        a.step("[2/3] RUN add", s1);
+        a.step("[3/3] RUN rm", s2);
+        let r = a.report(3, 10);
+        assert_eq!(r.wasted_files, 1);
+        assert_eq!(
+            r.wasted,
+            [Wasted {
+                path: "/big".into(),
+                bytes: 10_000_000,
+                added_by: "[2/3] RUN add".into(),
+                removed_by: "[3/3] RUN rm".into(),
+            }]
+        );
+        // The plain layers hold the base, the big file and a whiteout; the squash only the base.
+        assert_eq!(r.squashed_bytes, layer_bytes(&Listing::new(), &base));
+        let big = 10_000_000u64.div_ceil(512) * 512 + 512;
+        assert_eq!(
+            r.reclaimed_bytes,
+            big + 512,
+            "the file and its whiteout: {r:?}"
+        );
+        assert!(r
+            .lines()
+            .iter()
+            .any(|l| l.contains("/big") && l.contains("10.0 MB")));
+    }
+
+    #[test]
+    fn overwrites_and_base_mode() {
+        let base = listing(&[("etc", dir()), ("etc/conf", file(100, 1))]);
+        let s1 = listing(&[("etc", dir()), ("etc/conf", file(5000, 2))]);
+        let s2 = listing(&[("etc", dir()), ("etc/conf", file(7000, 3))]);
+        let mut a = Accounting::new(base.clone(), Squash::Base { layers: 1 });
+        a.step("one", s1.clone());
+        a.step("two", s2.clone());
+        let r = a.report(3, 10);
+        // The base's own file is no waste of this build; the first overwrite is.
+        assert_eq!(r.wasted.len(), 1);
+        assert_eq!(
+            (r.wasted[0].bytes, r.wasted[0].added_by.as_str()),
+            (5000, "one")
+        );
+        assert_eq!((r.layers_before, r.layers_after, r.base_layers), (3, 2, 1));
+        assert_eq!(r.squashed_bytes, layer_bytes(&base, &s2));
+        assert_eq!(
+            r.plain_bytes,
+            layer_bytes(&base, &s1) + layer_bytes(&s1, &s2)
+        );
+    }
+
+    #[test]
+    fn hardlinks_count_once_and_deleted_dirs_whiteout_once() {
+        let mut a = file(4096, 5);
+        a.nlink = 2;
+        a.inode = (1, 77);
+        let base = listing(&[]);
+        let s1 = listing(&[
+            ("d", dir()),
+            ("d/a", a.clone()),
+            ("d/b", a.clone()),
+            ("d/c", file(10, 5)),
+        ]);
+        let s2 = listing(&[]);
+        let mut acc = Accounting::new(base.clone(), Squash::Full);
+        acc.step("add", s1.clone());
+        acc.step("rm", s2.clone());
+        let r = acc.report(2, 10);
+        assert_eq!(r.wasted_file_bytes, 4096 + 10, "the linked pair once");
+        // One whiteout for /d, not one per child.
+        assert_eq!(layer_bytes(&s1, &s2), 512);
+        // Data for the pair once: 4096 + 512 (10 bytes), four headers.
+        assert_eq!(layer_bytes(&base, &s1), 4096 + 512 + 4 * 512);
+    }
+
+    #[test]
+    fn nothing_deleted_reclaims_nothing() {
+        let base = listing(&[("a", file(10, 1))]);
+        let s1 = listing(&[("a", file(10, 1)), ("b", file(20, 2))]);
+        let mut a = Accounting::new(base, Squash::Base { layers: 1 });
+        a.step("add", s1);
+        let r = a.report(2, 10);
+        assert_eq!(r.wasted_files, 0);
+        assert_eq!(r.reclaimed_bytes, 0, "{r:?}");
+        assert_eq!(r.plain_bytes, r.squashed_bytes);
+        assert!(r.lines().iter().any(|l| l.contains("no file was added")));
+    }
+
+    #[test]
+    fn min_saving_forms() {
+        assert_eq!(MinSaving::parse("10MB"), Some(MinSaving::Bytes(10_000_000)));
+        assert_eq!(
+            MinSaving::parse(" 512 KiB "),
+            Some(MinSaving::Bytes(524_288))
+        );
+        assert_eq!(
+            MinSaving::parse("1.5GB"),
+            Some(MinSaving::Bytes(1_500_000_000))
+        );
+        assert_eq!(MinSaving::parse("0"), Some(MinSaving::Bytes(0)));
+        assert_eq!(MinSaving::parse("5%"), Some(MinSaving::Percent(5.0)));
+        for bad in [
+            "",
+            "ten",
+            "5 parsecs",
+            "-1MB",
+            "101%",
+            "%",
+            "1e99GB",
+            "NaN%",
+        ] {
+            assert_eq!(MinSaving::parse(bad), None, "{bad}");
+        }
+        let mut r = Accounting::new(Listing::new(), Squash::Full).report(1, 10);
+        r.plain_bytes = 1000;
+        r.reclaimed_bytes = 100;
+        assert!(MinSaving::Bytes(100).met_by(&r) && !MinSaving::Bytes(101).met_by(&r));
+        assert!(MinSaving::Percent(10.0).met_by(&r) && !MinSaving::Percent(10.5).met_by(&r));
+    }
+
+    #[test]
+    fn the_request_round_trips() {
+        let req = Request {
+            squash: Squash::Base { layers: 4 },
+            layers_before: 6,
+            states: "/squash/states".into(),
+            steps: vec!["[2/3] RUN a".into()],
+            top: 10,
+            min_saving: Some(MinSaving::Percent(5.0)),
+        };
+        let json = serde_json::to_string(&req).unwrap();
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), req);
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(human(999), "999 B");
+        assert_eq!(human(1500), "1.5 kB");
+        assert_eq!(human(121_400_000), "121.4 MB");
+    }
+}

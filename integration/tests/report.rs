@@ -1,0 +1,340 @@
+//! The squash report: what each squash says in the build's own output (layers, the bytes of the
+//! plain layers and of the squashed one, what was reclaimed, the largest files one step added
+//! and a later one removed, with both steps), held against the images themselves; the threshold
+//! (`squash-min-saving`); the report as an attestation; one report per platform.
+
+mod common;
+
+use common::start;
+use integration::check::assert_same;
+use integration::compare::CompareOptions;
+use integration::context::TestContext;
+use integration::docker::{Buildx, Store, BUILD_TIMEOUT};
+use integration::image::Image;
+use integration::progress::{error_lines, squash_reports, SquashReport};
+use integration::scenario::{load_built, squash_dockerfile, variants, TagGuard};
+use integration::show::describe;
+
+/// The bytes the plain image's layers add (above its first `kept` layers) minus the squashed
+/// image's new layer: what the report's `reclaimed` must come within 1 % of.
+fn measured(plain: &Image, squashed: &Image, kept: usize) -> (u64, u64) {
+    let plain_sum: u64 = plain.layers[kept..]
+        .iter()
+        .map(|l| l.uncompressed_size)
+        .sum();
+    let new = squashed.layers.last().expect("a layer").uncompressed_size;
+    (plain_sum, new)
+}
+
+/// Builds `body` plain and squashed in every variant, and checks each squash's report against
+/// the two images: the reclaimed bytes within 1 % of the plain layers' sum less the squashed
+/// layer (both uncompressed tar sizes), and `check` on the report.
+#[track_caller]
+fn reported(t: &str, body: &str, args: &[&str], check: impl Fn(&str, &SquashReport)) {
+    let store = start(t);
+    let plain = load_built(
+        "plain",
+        TestContext::new(&format!("{t}-plain"), body),
+        args,
+        None,
+    );
+    let _guard = TagGuard(vec![plain.tag.clone()]);
+    describe(t, "plain    ", &plain.image);
+    for v in variants(store) {
+        let mut argv = args.to_vec();
+        argv.extend_from_slice(v.args);
+        let ctx = TestContext::new(
+            &format!("{t}-{}", v.label.replace('/', "-")),
+            &squash_dockerfile(body),
+        );
+        let squashed = load_built(v.label, ctx, &argv, None);
+        let _g = TagGuard(vec![squashed.tag.clone()]);
+        describe(t, &format!("{:<9}", v.label), &squashed.image);
+        let reports = squash_reports(&squashed.build.stderr);
+        assert_eq!(
+            reports.len(),
+            1,
+            "[{t}] {}: one report in the build output:\n{}",
+            v.label,
+            squashed.build.stderr
+        );
+        let r = &reports[0];
+        println!("[{t}] {}:\n  {}\n{}", v.label, r.title, r.lines.join("\n"));
+        let kept = if v.method.is_some() {
+            squashed.image.layers.len() - 1
+        } else {
+            0
+        };
+        let (plain_sum, new) = measured(&plain.image, &squashed.image, kept);
+        let diff = plain_sum.saturating_sub(new);
+        let off = r.reclaimed_bytes.abs_diff(diff) as f64 / diff.max(1) as f64;
+        println!(
+            "[{t}] {}: the images: plain layers {plain_sum} B, squashed layer {new} B, difference {diff} B; the report: reclaimed {} B ({:.3} % off)",
+            v.label,
+            r.reclaimed_bytes,
+            off * 100.0
+        );
+        assert!(
+            off <= 0.01,
+            "[{t}] {}: the report's reclaimed bytes ({}) are not within 1 % of the images' difference ({diff})",
+            v.label,
+            r.reclaimed_bytes
+        );
+        check(v.label, r);
+        assert_same(
+            &format!("{t}: {}", v.label),
+            &plain,
+            &squashed,
+            &CompareOptions::new(),
+        );
+    }
+}
+
+#[test]
+fn report_big_file_added_then_deleted() {
+    let t = "report_big_file_added_then_deleted";
+    let body = "FROM squash-test/busybox:latest
+RUN head -c 20000000 /dev/urandom > /big && echo kept > /kept
+RUN rm /big
+ENV DONE=1
+";
+    reported(t, body, &[], |label, r| {
+        assert_eq!(
+            r.wasted
+                .first()
+                .map(|(p, a, d)| (p.as_str(), a.as_str(), d.as_str())),
+            Some((
+                "/big",
+                "[2/3] RUN head -c 20000000 /dev/urandom > /big && echo kept > /kept",
+                "[3/3] RUN rm /big"
+            )),
+            "[{label}] the file and the steps that added and removed it"
+        );
+        assert!(r.reclaimed_bytes >= 20_000_000, "{r:?}");
+    });
+}
+
+/// The same Dockerfile as the full-squash toolchain test (its build cache serves both): gcc
+/// installed from the Debian mirror, used and purged.
+const TOOLCHAIN: &str = r#"FROM squash-test/debian:bookworm
+ENV DEBIAN_FRONTEND=noninteractive
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && apt-get clean
+COPY hello.c /src/hello.c
+RUN gcc -O2 -o /usr/local/bin/hello /src/hello.c && hello
+RUN apt-get purge -y --auto-remove gcc libc6-dev && apt-get clean && rm -rf /var/lib/apt/lists/* /src
+CMD ["/usr/local/bin/hello"]
+"#;
+
+#[test]
+fn report_toolchain_installed_used_purged() {
+    let t = "report_toolchain_installed_used_purged";
+    let store = start(t);
+    let hello_c = "#include <stdio.h>\nint main(void) { puts(\"hello from a squashed gcc build\"); return 0; }\n";
+    let plain_ctx = TestContext::new(&format!("{t}-plain"), TOOLCHAIN);
+    plain_ctx.write("hello.c", hello_c);
+    let args = ["--network", "host"];
+    let plain = load_built("plain", plain_ctx, &args, None);
+    let _guard = TagGuard(vec![plain.tag.clone()]);
+    for v in variants(store) {
+        let ctx = TestContext::new(
+            &format!("{t}-{}", v.label.replace('/', "-")),
+            &squash_dockerfile(TOOLCHAIN),
+        );
+        ctx.write("hello.c", hello_c);
+        let mut argv = args.to_vec();
+        argv.extend_from_slice(v.args);
+        let squashed = load_built(v.label, ctx, &argv, None);
+        let _g = TagGuard(vec![squashed.tag.clone()]);
+        let reports = squash_reports(&squashed.build.stderr);
+        assert_eq!(reports.len(), 1, "[{t}] {}: one report", v.label);
+        let r = &reports[0];
+        println!("[{t}] {}:\n  {}\n{}", v.label, r.title, r.lines.join("\n"));
+        let kept = if v.method.is_some() { 1 } else { 0 };
+        let (plain_sum, new) = measured(&plain.image, &squashed.image, kept);
+        let diff = plain_sum.saturating_sub(new);
+        let off = r.reclaimed_bytes.abs_diff(diff) as f64 / diff.max(1) as f64;
+        println!(
+            "[{t}] {}: images' difference {diff} B, reported {} B ({:.3} % off)",
+            v.label,
+            r.reclaimed_bytes,
+            off * 100.0
+        );
+        assert!(off <= 0.01, "[{t}] {}: not within 1 %", v.label);
+        // The largest files the purge took away, added by the install step.
+        let install = "[2/5] RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && apt-get clean";
+        let purge = "[5/5] RUN apt-get purge -y --auto-remove gcc libc6-dev && apt-get clean && rm -rf /var/lib/apt/lists/* /src";
+        assert_eq!(r.wasted.len(), 10, "[{t}] {}: the top ten", v.label);
+        for (path, added, removed) in &r.wasted {
+            assert!(
+                added == install && removed == purge || added.starts_with("[2/5]"),
+                "[{t}] {}: {path} added by {added}, removed by {removed}",
+                v.label
+            );
+        }
+        assert!(
+            r.wasted
+                .iter()
+                .any(|(p, _, _)| p.contains("gcc") || p.contains("cc1")),
+            "[{t}] {}: the compiler itself is named: {:?}",
+            v.label,
+            r.wasted
+        );
+    }
+}
+
+/// A Dockerfile that deletes and replaces nothing reclaims nothing; with a minimum saving set,
+/// the image is returned as built and the report says why; an invalid minimum is refused with
+/// one line naming the setting, where it came from and the valid forms.
+#[test]
+fn report_nothing_to_reclaim_and_the_threshold() {
+    let t = "report_nothing_to_reclaim_and_the_threshold";
+    let body = "FROM squash-test/busybox:latest
+RUN echo one > /one
+RUN echo two > /two
+";
+    reported(t, body, &[], |label, r| {
+        assert_eq!(r.reclaimed_bytes, 0, "[{label}] {r:?}");
+        assert_eq!(r.plain_bytes, r.squashed_bytes, "[{label}]");
+        assert!(r.wasted.is_empty(), "[{label}] {r:?}");
+    });
+    let plain = load_built(
+        "plain",
+        TestContext::new(&format!("{t}-plain"), body),
+        &[],
+        None,
+    );
+    let _guard = TagGuard(vec![plain.tag.clone()]);
+    for args in [
+        &["--build-arg", "SQUASH_MIN_SAVING=1MB"][..],
+        &[
+            "--build-arg",
+            "SQUASH_MIN_SAVING=1%",
+            "--build-arg",
+            "SQUASH_MODE=base",
+        ][..],
+    ] {
+        let ctx = TestContext::new(&format!("{t}-min"), &squash_dockerfile(body));
+        let squashed = load_built("min", ctx, args, None);
+        let _g = TagGuard(vec![squashed.tag.clone()]);
+        assert_eq!(
+            squashed.image.diff_ids(),
+            plain.image.diff_ids(),
+            "[{t}] {args:?}: returned as built"
+        );
+        assert!(
+            squashed
+                .build
+                .stderr
+                .contains(": the image is returned as built"),
+            "[{t}] {args:?}: the report says why:\n{}",
+            squashed.build.stderr
+        );
+    }
+    // An invalid minimum.
+    let ctx = TestContext::new(&format!("{t}-bad"), &squash_dockerfile(body));
+    let out = ctx.build(&["--build-arg", "SQUASH_MIN_SAVING=lots"]);
+    out.assert_failure();
+    let errors = error_lines(&out.stderr);
+    assert!(
+        errors.iter().any(|l| l.contains(
+            "squash-frontend: invalid build argument SQUASH_MIN_SAVING \"lots\" (from a build argument): valid values are a size"
+        )),
+        "[{t}] {errors:?}"
+    );
+}
+
+/// The report goes with the build's attestations (containerd store, OCI output): an in-toto
+/// statement about the image, its predicate the report. The classic store refuses attestations
+/// under the `docker` driver, with or without us.
+#[test]
+fn report_as_an_attestation() {
+    let t = "report_as_an_attestation";
+    let store = start(t);
+    if store == Store::Classic {
+        println!("[{t}] SKIPPED on the classic store: the docker driver refuses attestations there, with or without this frontend (buildx_features::attestations_provenance_and_sbom asserts the refusal)");
+        return;
+    }
+    let body = "FROM squash-test/busybox:latest\nRUN head -c 3000000 /dev/urandom > /tmp/x && rm /tmp/x && echo y > /y\n";
+    let ctx = TestContext::new(t, &squash_dockerfile(body));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("image.tar");
+    let output = format!(
+        "type=oci,dest={},name=squash-e2e/report:att",
+        dest.display()
+    );
+    let run = Buildx::new(ctx.path())
+        .args(&["--output", &output, "--provenance=mode=min"])
+        .timeout(BUILD_TIMEOUT)
+        .run();
+    run.out.assert_success();
+    let archive = integration::archive::Archive::open(&dest)
+        .unwrap_or_else(|e| panic!("[{t}] the OCI archive: {e:#}"));
+    let image = archive.image_manifests()[0].clone();
+    let atts = archive.attestation_manifests();
+    assert_eq!(atts.len(), 1, "[{t}] one attestation manifest");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&archive.read_blob(&atts[0].digest).unwrap()).unwrap();
+    let mut found = false;
+    for layer in manifest["layers"].as_array().unwrap() {
+        let st: serde_json::Value = serde_json::from_slice(
+            &archive
+                .read_blob(layer["digest"].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        let kind = st["predicateType"].as_str().unwrap_or("");
+        println!("[{t}] statement {kind}");
+        if kind.ends_with("/report/v1") {
+            found = true;
+            let p = &st["predicate"];
+            assert_eq!(p["schema"], "squash-frontend.report/v1", "{p}");
+            assert_eq!(p["mode"], "full");
+            assert!(p["reclaimed_bytes"].as_u64().unwrap() >= 3_000_000, "{p}");
+            assert_eq!(p["wasted"][0]["path"], "/tmp/x", "{p}");
+            let subject = st["subject"][0]["digest"]["sha256"].as_str().unwrap_or("");
+            assert_eq!(
+                format!("sha256:{subject}"),
+                image.digest,
+                "[{t}] the statement is about the image"
+            );
+        }
+    }
+    assert!(
+        found,
+        "[{t}] the report's statement is in the attestation manifest"
+    );
+}
+
+/// A multi-platform build reports once per platform (containerd store; the classic store
+/// refuses multi-platform builds under the `docker` driver, with or without us).
+#[test]
+fn report_per_platform() {
+    let t = "report_per_platform";
+    let store = start(t);
+    if store == Store::Classic {
+        println!("[{t}] SKIPPED on the classic store: the docker driver refuses multi-platform builds there, with or without this frontend (buildx_features asserts the refusal)");
+        return;
+    }
+    // COPY only: no emulation needed for the foreign platform.
+    let body = "FROM --platform=$TARGETPLATFORM scratch\nCOPY a.txt /a.txt\nCOPY b.txt /b.txt\n";
+    let ctx = TestContext::new(t, &squash_dockerfile(body));
+    ctx.write("a.txt", "a\n").write("b.txt", "b\n");
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("image.tar");
+    let output = format!("type=oci,dest={}", dest.display());
+    let run = Buildx::new(ctx.path())
+        .args(&["--platform", "linux/amd64,linux/arm64", "--output", &output])
+        .timeout(BUILD_TIMEOUT)
+        .run();
+    run.out.assert_success();
+    let reports = squash_reports(&run.out.stderr);
+    for r in &reports {
+        println!("[{t}] {}", r.title);
+    }
+    assert_eq!(
+        reports.len(),
+        2,
+        "[{t}] one report per platform:\n{}",
+        run.out.stderr
+    );
+}
