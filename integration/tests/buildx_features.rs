@@ -858,9 +858,14 @@ fn print_unanswered_request_fails_alike() {
         // buildx 0.13 prints `ERROR: <message>`, newer ones `ERROR: failed to build: failed to
         // solve: <message>`.
         let inner = |l: &str| {
-            l.trim_start_matches("ERROR: ")
-                .trim_start_matches("failed to build: ")
-                .trim_start_matches("failed to solve: ")
+            // Either path of buildx's client can report the failure first.
+            let l = l
+                .trim_start_matches("ERROR: ")
+                .trim_start_matches("failed to build: ");
+            ["failed to solve: ", "failed to run Build function: "]
+                .iter()
+                .find_map(|p| l.strip_prefix(p))
+                .unwrap_or(l)
                 .to_string()
         };
         assert_eq!(pe.len(), 1, "plain: {p}");

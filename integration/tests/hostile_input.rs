@@ -380,12 +380,13 @@ fn assert_fails_as_plain(t: &str, case: &str, body: &str, args: &[&str], needle:
 /// The `ERROR: ...` lines without the client's prefix: buildx runs the build through a
 /// client-side build function and a solve at once, and the same failure reaches it through
 /// either first (`failed to solve: ` or `failed to run Build function: `), with or without
-/// our line.
+/// our line; buildx 0.2x puts `failed to build: ` before either.
 fn error_messages(out: &BuildOutput) -> Vec<String> {
     error_lines(&out.stderr)
         .into_iter()
         .map(|l| {
             let l = l.strip_prefix("ERROR: ").unwrap_or(&l);
+            let l = l.strip_prefix("failed to build: ").unwrap_or(l);
             ["failed to solve: ", "failed to run Build function: "]
                 .iter()
                 .find_map(|p| l.strip_prefix(p))
