@@ -12,12 +12,24 @@ cp -r "$example/." "$work/"
 sed '1{/^# *syntax=/d}' "$example/Dockerfile" > "$work/Dockerfile.plain"
 sed "1s|^# *syntax=.*|# syntax=$frontend|" "$example/Dockerfile" > "$work/Dockerfile"
 name="squash-demo-$(basename "$example")"
-build() { # tag dockerfile [args...]
+build() { # tag dockerfile [args...]: the build's progress goes to $work/<tag>.log
   local tag="$1" file="$2"; shift 2
+  local log="$work/${tag##*:}.log"
   echo "== building $tag" >&2
   local start=$SECONDS
-  docker buildx build --quiet --load --network host --provenance=false -t "$tag" -f "$file" "$@" "$work" >/dev/null
+  docker buildx build --progress=plain --load --network host --provenance=false -t "$tag" -f "$file" "$@" "$work" >"$log" 2>&1 ||
+    { tail -n 30 "$log" >&2; exit 1; }
   echo "   $((SECONDS - start)) s" >&2
+}
+# report LOG: the squash report in a build's progress (the lines of the step that printed
+# "squash report (", up to its cost line), without the step's number and time.
+report() {
+  awk '
+    !id && / squash report \(/ { id = $1 }
+    id && $1 == id && NF > 2 {
+      line = $0; sub(/^#[0-9]+ [0-9.]+ /, "", line); print "  " line
+      if (line ~ /made from metadata/) exit
+    }' "$1"
 }
 build "$name:plain" "$work/Dockerfile.plain"
 build "$name:squashed" "$work/Dockerfile" --build-arg SQUASH_MODE=full
@@ -29,6 +41,17 @@ for t in plain squashed base; do
 done
 echo "(SIZE is docker image inspect's .Size: the compressed layers on the containerd image store,"
 echo " the unpacked layers on the classic store.)"
+for t in squashed base; do
+  echo
+  echo "The squash report of $name:$t, from its build's progress output:"
+  out=$(report "$work/$t.log")
+  if [ -n "$out" ]; then
+    printf '%s\n' "$out"
+  else
+    echo "  (none: the squash step was taken from the build cache, which prints nothing; it is in the"
+    echo "   first build's output, or run 'docker builder prune' and make demo again)"
+  fi
+done
 echo
 for t in plain squashed base; do
   printf '%s runs: ' "$name:$t"

@@ -51,6 +51,20 @@ fn with_syntax(frontend: &str, body: &str) -> String {
     format!("# syntax={frontend}\n{body}")
 }
 
+/// A value of this run of the test binary alone (its process and start time). Written into a
+/// build's context and copied by a step, it keeps that step, the ones after it and our squash
+/// step from being taken from the build cache of another test or of an earlier run on the
+/// same engine: for tests that read what those steps print, which a cached step does not.
+pub fn run_nonce() -> &'static str {
+    static NONCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NONCE.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{}-{nanos}\n", std::process::id())
+    })
+}
+
 /// `body` with the `# syntax=` line of [`frontend_image_from_env`] on top.
 #[track_caller]
 pub fn squash_dockerfile(body: &str) -> String {

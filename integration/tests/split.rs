@@ -1,0 +1,317 @@
+//! The split squash (`SQUASH_SPLIT`): the image in two layers above what it keeps, the lower
+//! one (a stage's end, or a list of paths) left byte-identical by an app-only change, its
+//! squash steps taken from the cache; files and config the plain build's; deletions across
+//! the boundary are whiteouts in the upper layer; a stage that is not there is refused with
+//! the stages that are.
+
+mod common;
+
+use common::start;
+use integration::check::assert_same;
+use integration::compare::{compare_fs, CompareOptions};
+use integration::context::TestContext;
+use integration::fixtures::BUSYBOX;
+use integration::fs::Kind;
+use integration::image::{created_by, is_empty_layer, Image};
+use integration::progress::{error_lines, show_steps, squash_steps};
+use integration::scenario::{load_built, run_nonce, squash_dockerfile, variants, Built, TagGuard};
+
+/// A dependency stage (a library and a config file, written once) and an app stage on top of
+/// it, which copies the app and deletes one of the dependency stage's files (a deletion
+/// across the boundary). The dependency step copies `run-id` ([`run_nonce`]), so that the
+/// first build of a test run makes every layer anew and the second can only find the lower
+/// one in this run's cache.
+const BODY: &str = r#"FROM squash-test/busybox:latest AS deps
+COPY run-id /opt/deps/run-id
+RUN head -c 300000 /dev/urandom > /opt/deps/lib.so && echo old > /opt/deps/old.conf && mkdir -p /etc/deps && echo on > /etc/deps/enabled
+
+FROM deps
+COPY app.txt /app/app.txt
+RUN rm /opt/deps/old.conf && echo built > /app/built
+ENV APP=1
+CMD ["cat", "/app/app.txt"]
+"#;
+
+/// One split to try: the build argument's value, and the two layers' history entries.
+struct SplitCase {
+    value: &'static str,
+    lower: &'static str,
+    upper: &'static str,
+    /// Whether the upper layer holds the whiteout of `/opt/deps/old.conf` (made below the
+    /// boundary, deleted above it).
+    whiteout_above: bool,
+}
+
+const CASES: [SplitCase; 2] = [
+    SplitCase {
+        value: "deps",
+        lower: "stage deps -> 1 layer",
+        upper: "the steps after stage deps -> 1 layer",
+        whiteout_above: true,
+    },
+    SplitCase {
+        value: "/opt,/etc",
+        lower: "/opt, /etc -> 1 layer",
+        upper: "all but /opt, /etc -> 1 layer",
+        whiteout_above: false,
+    },
+];
+
+fn context(name: &str, dockerfile: &str, app: &str) -> TestContext {
+    let ctx = TestContext::new(name, dockerfile);
+    ctx.write("run-id", run_nonce()).write("app.txt", app);
+    ctx
+}
+
+/// The `created_by` of `image`'s history entries of non-empty layers.
+fn layer_entries(image: &Image) -> Vec<String> {
+    image
+        .history()
+        .iter()
+        .filter(|h| !is_empty_layer(h))
+        .map(|h| created_by(h).to_string())
+        .collect()
+}
+
+/// Builds the squashed image with `args` and the app file `app`, loads it and checks it
+/// against `plain` and the case: its layers (`kept` of the base, then two, with their history
+/// entries), where the deletion across the boundary went and its times (`earlier`: the plain
+/// image of the build before, for a split by paths).
+#[track_caller]
+fn squashed(
+    t: &str,
+    side: &str,
+    args: &[&str],
+    app: &str,
+    case: &SplitCase,
+    kept: usize,
+    (plain, earlier): (&Built, Option<&Built>),
+) -> Built {
+    let ctx = context(&format!("{t}-{side}"), &squash_dockerfile(BODY), app);
+    let built = load_built(side, ctx, args, None);
+    let image = &built.image;
+    println!(
+        "[{t}] {side}: {} layers, diff IDs {:?}\n{}",
+        image.layers.len(),
+        image.diff_ids(),
+        show_steps(&squash_steps(&built.build.stderr))
+    );
+    assert_eq!(
+        image.layers.len(),
+        kept + 2,
+        "[{t}] {side}: the base's {kept} layers, then two"
+    );
+    assert_eq!(
+        image.diff_ids()[..kept],
+        plain.image.diff_ids()[..kept],
+        "[{t}] {side}: the base's layers as they were"
+    );
+    let entries = layer_entries(image);
+    let top: Vec<&str> = entries[entries.len() - 2..]
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert!(
+        top[0].contains(case.lower) && top[1].contains(case.upper),
+        "[{t}] {side}: one history entry per layer saying what it holds: {top:?}"
+    );
+    let upper = image.layers.last().unwrap().entries().unwrap();
+    let whiteout = upper
+        .iter()
+        .any(|(p, _)| p.trim_start_matches("./") == "opt/deps/.wh.old.conf");
+    assert_eq!(
+        whiteout, case.whiteout_above,
+        "[{t}] {side}: the whiteout of /opt/deps/old.conf in the upper layer: {upper:?}"
+    );
+    assert_same(
+        &format!("{t}: {side}"),
+        plain,
+        &built,
+        &CompareOptions::new(),
+    );
+    // Times as in the plain image, with the full mode's one exception (README, "Times"): a
+    // directory has the time the build left it, and the root none. In a split by paths, the
+    // lower layer is the one an earlier build made of the same content (BuildKit's content
+    // keys leave times out): an entry there whose time alone moved keeps the earlier time.
+    let mtimes = compare_fs(&plain.fs, &built.fs, &CompareOptions::new().mtimes(true));
+    for d in &mtimes.differences {
+        let dir = plain.fs.get(d.path.as_bytes()).map(|e| e.kind) == Some(Kind::Dir);
+        let time = |fs: &integration::fs::FsModel| fs.get(d.path.as_bytes()).map(|e| e.mtime.secs);
+        let earlier_time =
+            earlier.is_some_and(|e| time(&e.fs).is_some() && time(&e.fs) == time(&built.fs));
+        assert!(
+            kept == 0 && dir || earlier_time,
+            "[{t}] {side}: {} has another mtime than in the plain image: {d}",
+            d.path
+        );
+    }
+    built
+}
+
+/// Every split, in every mode and method the store has: the first build against the plain
+/// one; then an app-only change, after which the lower layer's diff ID is the same and its
+/// squash steps are cached, while the upper one holds the new app.
+#[test]
+fn split_keeps_the_lower_layer_across_an_app_change() {
+    let t = "split_keeps_the_lower_layer_across_an_app_change";
+    let store = start(t);
+    let plain = load_built(
+        "plain",
+        context(&format!("{t}-plain"), BODY, "v1\n"),
+        &[],
+        None,
+    );
+    let plain2 = load_built(
+        "plain2",
+        context(&format!("{t}-plain2"), BODY, "v2\n"),
+        &[],
+        None,
+    );
+    let _guard = TagGuard(vec![plain.tag.clone(), plain2.tag.clone()]);
+    let base_layers = integration::docker::save(BUSYBOX).layers.len();
+    for case in &CASES {
+        for v in variants(store) {
+            let label = format!("{} split {}", v.label, case.value);
+            let split = format!("SQUASH_SPLIT={}", case.value);
+            let mut args = vec!["--build-arg", split.as_str()];
+            args.extend_from_slice(v.args);
+            let kept = if v.method.is_some() { base_layers } else { 0 };
+            let side = |n: u32| {
+                format!(
+                    "{}-{}-{n}",
+                    v.label,
+                    if case.value.starts_with('/') {
+                        "paths"
+                    } else {
+                        "stage"
+                    }
+                )
+                .replace('/', "-")
+            };
+            let first = squashed(t, &side(1), &args, "v1\n", case, kept, (&plain, None));
+            let _g1 = TagGuard(vec![first.tag.clone()]);
+            let earlier = case.value.starts_with('/').then_some(&plain);
+            let second = squashed(t, &side(2), &args, "v2\n", case, kept, (&plain2, earlier));
+            let _g2 = TagGuard(vec![second.tag.clone()]);
+            let (ids1, ids2) = (first.image.diff_ids(), second.image.diff_ids());
+            assert_eq!(
+                ids1[kept], ids2[kept],
+                "[{t}] {label}: the lower layer is byte-identical after an app-only change"
+            );
+            assert_ne!(
+                ids1[kept + 1],
+                ids2[kept + 1],
+                "[{t}] {label}: the upper layer holds the new app"
+            );
+            // The lower layer's own steps: named after it, and (for a split by paths) the
+            // copy of its paths.
+            let steps = squash_steps(&second.build.stderr);
+            let lower: Vec<_> = steps
+                .iter()
+                .filter(|s| {
+                    s.name.starts_with(&format!("squash: {}", case.lower))
+                        || s.name.starts_with("squash: copy ")
+                })
+                .collect();
+            assert!(
+                !lower.is_empty() && lower.iter().all(|s| s.cached),
+                "[{t}] {label}: the lower layer's squash steps are cached:\n{}",
+                show_steps(&steps)
+            );
+        }
+    }
+}
+
+/// A stage the Dockerfile does not have, and a stage with nothing after it, are refused with
+/// one line each, naming the setting and the stages there are.
+#[test]
+fn split_at_a_stage_that_is_not_there_names_the_stages() {
+    let t = "split_at_a_stage_that_is_not_there_names_the_stages";
+    start(t);
+    for (value, expected) in [
+        (
+            "build",
+            "squash-split names the stage build, but the image is not built from it (its steps come from deps, stage-1); valid values are",
+        ),
+        (
+            "stage-1",
+            "squash-split names the stage stage-1, but no step of the image comes after it",
+        ),
+    ] {
+        let ctx = context(t, &squash_dockerfile(BODY), "v1\n");
+        let arg = format!("SQUASH_SPLIT={value}");
+        let out = ctx.build(&["--build-arg", &arg]);
+        out.assert_failure();
+        let errors = error_lines(&out.stderr);
+        println!("[{t}] {value}: {errors:?}");
+        assert!(
+            errors
+                .iter()
+                .any(|l| l.contains("squash-frontend:") && l.contains(expected)),
+            "[{t}] {value}: {errors:?}"
+        );
+    }
+}
+
+/// A multi-platform build splits each platform's image (containerd store; the classic store
+/// refuses multi-platform builds under the `docker` driver, with or without us): two layers
+/// each, the stage's own file below and the app above.
+#[test]
+fn split_per_platform() {
+    let t = "split_per_platform";
+    let store = start(t);
+    if store == integration::docker::Store::Classic {
+        println!("[{t}] SKIPPED on the classic store: the docker driver refuses multi-platform builds there, with or without this frontend (buildx_features asserts the refusal)");
+        return;
+    }
+    // COPY only: no emulation needed for the foreign platform.
+    let body = "FROM --platform=$TARGETPLATFORM scratch AS deps\nCOPY run-id /deps/run-id\nCOPY lib.txt /deps/lib.txt\n\nFROM deps\nCOPY app.txt /app/app.txt\n";
+    let ctx = context(t, &squash_dockerfile(body), "app\n");
+    ctx.write("lib.txt", "lib\n");
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("image.tar");
+    let output = format!("type=oci,dest={}", dest.display());
+    let run = integration::docker::Buildx::new(ctx.path())
+        .args(&[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--build-arg",
+            "SQUASH_SPLIT=deps",
+            "--output",
+            &output,
+        ])
+        .timeout(integration::docker::BUILD_TIMEOUT)
+        .run();
+    run.out.assert_success();
+    let archive = integration::archive::Archive::open(&dest)
+        .unwrap_or_else(|e| panic!("[{t}] the OCI archive: {e:#}"));
+    let manifests = archive.image_manifests();
+    assert_eq!(manifests.len(), 2, "[{t}] two platforms");
+    for m in manifests {
+        let image = archive.image_for_manifest(m).unwrap();
+        let layers: Vec<Vec<String>> = image
+            .layers
+            .iter()
+            .map(|l| {
+                l.entries()
+                    .unwrap()
+                    .into_iter()
+                    .map(|(p, _)| p.trim_start_matches("./").to_string())
+                    .filter(|p| !p.ends_with('/'))
+                    .collect()
+            })
+            .collect();
+        println!("[{t}] {:?}: {layers:?}", m.platform);
+        assert_eq!(layers.len(), 2, "[{t}] two layers: {layers:?}");
+        assert!(
+            layers[0].iter().any(|p| p == "deps/lib.txt")
+                && !layers[0].iter().any(|p| p.starts_with("app")),
+            "[{t}] the stage below: {layers:?}"
+        );
+        assert!(
+            layers[1].iter().any(|p| p == "app/app.txt")
+                && !layers[1].iter().any(|p| p.starts_with("deps/")),
+            "[{t}] the app above: {layers:?}"
+        );
+    }
+}
