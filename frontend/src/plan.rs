@@ -753,34 +753,12 @@ fn split_layers(
             let tool = tool?;
             let at = lineage.states[stage_end(g, lineage, stage)?].clone();
             let tool_head = g.add_definition(&tool.def)?.ok_or(PlanError::NoTool)?;
-            let lower = g.push(
-                llb::sync_exec(
-                    &tool_head,
-                    &tool.exe,
-                    &at,
-                    base,
-                    &[],
-                    None,
-                    tool.platform.clone(),
-                ),
-                llb::meta_with_caps(Some(low_name), llb::SYNC_EXEC_CAPS),
-            );
-            let upper = g.push(
-                llb::sync_exec(
-                    &tool_head,
-                    &tool.exe,
-                    head,
-                    Some(&lower),
-                    &[],
-                    Some(reporting),
-                    tool.platform.clone(),
-                ),
-                llb::meta_with_caps(Some(high_name), llb::SYNC_EXEC_CAPS),
-            );
-            Ok(Made {
-                report: report_of(&upper),
-                layer: upper,
-            })
+            let chain = SyncChain {
+                tool,
+                tool_head: &tool_head,
+                names: (low_name, high_name),
+            };
+            Ok(chain.push(g, (&at, &[]), base, head, reporting))
         }
         (Split::Paths(paths), _) => {
             let tool = tool?;
@@ -792,34 +770,55 @@ fn split_layers(
                     llb::COPY_PATHS_CAPS,
                 ),
             );
-            let lower = g.push(
+            let chain = SyncChain {
+                tool,
+                tool_head: &tool_head,
+                names: (low_name, high_name),
+            };
+            Ok(chain.push(g, (&copied, paths), base, head, reporting))
+        }
+    }
+}
+
+/// Two of our `sync` steps in a row, for a split without DiffOp: the lower layer's content
+/// onto the base (or an empty mount), then the whole result onto that.
+struct SyncChain<'a> {
+    tool: &'a Tool,
+    tool_head: &'a Output,
+    /// The progress names (and history entries) of the lower and the upper layer.
+    names: (&'a str, &'a str),
+}
+
+impl SyncChain<'_> {
+    /// Pushes the two steps: `lower.0` synced onto `base` (in the paths `lower.1` alone, where
+    /// there are any), then `head` onto that, with the report.
+    fn push(
+        &self,
+        g: &mut Graph,
+        lower: (&Output, &[String]),
+        base: Option<&Output>,
+        head: &Output,
+        reporting: &llb::Reporting<'_>,
+    ) -> Made {
+        let sync = |g: &mut Graph, from: &Output, onto: Option<&Output>, only, report, name| {
+            g.push(
                 llb::sync_exec(
-                    &tool_head,
-                    &tool.exe,
-                    &copied,
-                    base,
-                    paths,
-                    None,
-                    tool.platform.clone(),
+                    self.tool_head,
+                    &self.tool.exe,
+                    from,
+                    onto,
+                    only,
+                    report,
+                    self.tool.platform.clone(),
                 ),
-                llb::meta_with_caps(Some(low_name), llb::SYNC_EXEC_CAPS),
-            );
-            let upper = g.push(
-                llb::sync_exec(
-                    &tool_head,
-                    &tool.exe,
-                    head,
-                    Some(&lower),
-                    &[],
-                    Some(reporting),
-                    tool.platform.clone(),
-                ),
-                llb::meta_with_caps(Some(high_name), llb::SYNC_EXEC_CAPS),
-            );
-            Ok(Made {
-                report: report_of(&upper),
-                layer: upper,
-            })
+                llb::meta_with_caps(Some(name), llb::SYNC_EXEC_CAPS),
+            )
+        };
+        let low = sync(g, lower.0, base, lower.1, None, self.names.0);
+        let upper = sync(g, head, Some(&low), &[], Some(reporting), self.names.1);
+        Made {
+            report: report_of(&upper),
+            layer: upper,
         }
     }
 }
