@@ -72,9 +72,14 @@ fuzz_target!(|data: &[u8]| {
             // Its forms are the report's own parser's (unit-tested there).
             "squash-min-saving" => MinSaving::parse(v).is_some(),
             // Its forms are the request's own (unit-tested there).
-            "squash-split" => Request::new(&[("squash-split".to_string(), v.to_string())].into_iter().collect(), "s")
-                .settings(&Default::default())
-                .is_ok(),
+            "squash-split" => Request::new(
+                &[("squash-split".to_string(), v.to_string())]
+                    .into_iter()
+                    .collect(),
+                "s",
+            )
+            .settings(&Default::default())
+            .is_ok(),
             _ => {
                 let t = v.trim();
                 t.chars()
