@@ -193,7 +193,9 @@ fn make_report(file: &Path, request: &OsString) -> Result<report::Listing, Strin
         accounting.step(name, listing.clone());
         last = listing;
     }
-    let made = accounting.report(request.layers_before, request.top);
+    let made = accounting
+        .report(request.layers_before, request.top)
+        .with_new_layers(request.new_layers);
     for line in made.lines() {
         eprintln!("{line}");
     }

@@ -362,6 +362,7 @@ pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> 
         let request = report::Request {
             squash,
             layers_before: layers.map_or(0, |l| l.total()),
+            new_layers: if inputs.split.is_some() { 2 } else { 1 },
             states: llb::REPORT_STATES.into(),
             steps: step_names.clone(),
             top: REPORT_TOP,

@@ -115,6 +115,9 @@ pub struct Report {
     pub reclaimed_bytes: u64,
     /// The base image's layers kept (base mode; 0 in full mode).
     pub base_layers: usize,
+    /// The layers the squash makes above them: 1, or 2 with `squash-split`.
+    #[serde(default = "one")]
+    pub new_layers: usize,
     /// The files that took the most bytes and are not in the image: added by one step, deleted
     /// or replaced by a later one; largest first, at most the number asked for.
     pub wasted: Vec<Wasted>,
@@ -124,7 +127,19 @@ pub struct Report {
     pub wasted_file_bytes: u64,
 }
 
+fn one() -> usize {
+    1
+}
+
 impl Report {
+    /// The report of a squash that makes `n` layers above the base (a split makes 2): the
+    /// squashed bytes are theirs together.
+    pub fn with_new_layers(mut self, n: usize) -> Report {
+        self.new_layers = n;
+        self.layers_after = self.base_layers + n;
+        self
+    }
+
     /// The share of the plain bytes reclaimed, in percent.
     pub fn reclaimed_percent(&self) -> f64 {
         if self.plain_bytes == 0 {
@@ -150,8 +165,12 @@ impl Report {
             human(self.plain_bytes),
             self.plain_bytes
         ));
+        let squashed = match self.new_layers {
+            1 => "squashed layer".to_string(),
+            n => format!("squashed layers ({n}, together)"),
+        };
         out.push(format!(
-            "  squashed layer: {} ({} bytes)",
+            "  {squashed}: {} ({} bytes)",
             human(self.squashed_bytes),
             self.squashed_bytes
         ));
@@ -272,6 +291,8 @@ pub struct Request {
     pub squash: Squash,
     /// The image's layers before the squash.
     pub layers_before: usize,
+    /// The layers the squash makes above what it keeps: 1, or 2 with `squash-split`.
+    pub new_layers: usize,
     /// Where the filesystems are mounted: `<states>/base` (absent for `scratch`) and
     /// `<states>/1` to `<states>/<n>`, one per step.
     pub states: String,
@@ -377,6 +398,7 @@ impl Accounting {
             squashed_bytes: squashed,
             reclaimed_bytes: self.plain.saturating_sub(squashed),
             base_layers,
+            new_layers: 1,
             wasted: self
                 .wasted
                 .iter()
@@ -610,6 +632,13 @@ mod tests {
             assert_eq!(MinSaving::parse(bad), None, "{bad}");
         }
         let mut r = Accounting::new(Listing::new(), Squash::Full).report(1, 10);
+        assert_eq!((r.layers_after, r.new_layers), (1, 1));
+        let split = r.clone().with_new_layers(2);
+        assert_eq!((split.layers_after, split.new_layers), (2, 2));
+        assert!(split
+            .lines()
+            .iter()
+            .any(|l| l.starts_with("  squashed layers (2, together): ")));
         r.plain_bytes = 1000;
         r.reclaimed_bytes = 100;
         assert!(MinSaving::Bytes(100).met_by(&r) && !MinSaving::Bytes(101).met_by(&r));
@@ -621,6 +650,7 @@ mod tests {
         let req = Request {
             squash: Squash::Base { layers: 4 },
             layers_before: 6,
+            new_layers: 2,
             states: "/squash/states".into(),
             steps: vec!["[2/3] RUN a".into()],
             top: 10,

@@ -323,14 +323,16 @@ pub fn squash_reports(build_output: &str) -> Vec<SquashReport> {
             continue;
         }
         report.lines.push(text.to_string());
+        // `<what>: <size> (<bytes> bytes...)`: the bytes after the label.
         let bytes = || {
-            let inner = text.split_once('(')?.1;
+            let inner = text.split_once(": ")?.1.split_once('(')?.1;
             inner.split(' ').next()?.parse::<u64>().ok()
         };
         let t = text.trim_start();
         if t.starts_with("plain image layers") {
             report.plain_bytes = bytes().unwrap_or(0);
-        } else if t.starts_with("squashed layer:") {
+        } else if t.starts_with("squashed layer") {
+            // `squashed layer:`, or `squashed layers (2, together):` for a split.
             report.squashed_bytes = bytes().unwrap_or(0);
         } else if t.starts_with("reclaimed:") {
             report.reclaimed_bytes = bytes().unwrap_or(0);

@@ -13,7 +13,7 @@ use integration::context::TestContext;
 use integration::fixtures::BUSYBOX;
 use integration::fs::Kind;
 use integration::image::{created_by, is_empty_layer, Image};
-use integration::progress::{error_lines, show_steps, squash_steps};
+use integration::progress::{error_lines, show_steps, squash_reports, squash_steps};
 use integration::scenario::{load_built, run_nonce, squash_dockerfile, variants, Built, TagGuard};
 
 /// A dependency stage (a library and a config file, written once) and an app stage on top of
@@ -105,6 +105,13 @@ fn squashed(
         image.diff_ids()[..kept],
         plain.image.diff_ids()[..kept],
         "[{t}] {side}: the base's layers as they were"
+    );
+    // The report counts both layers.
+    let reports = squash_reports(&built.build.stderr);
+    let layers = format!("layers {} -> {}", plain.image.layers.len(), kept + 2);
+    assert!(
+        reports.len() == 1 && reports[0].title.ends_with(&layers),
+        "[{t}] {side}: one report, saying {layers}: {reports:?}"
     );
     let entries = layer_entries(image);
     let top: Vec<&str> = entries[entries.len() - 2..]
