@@ -146,6 +146,16 @@ pub fn rewrite(
     entry: &SquashEntry,
     created: Option<&str>,
 ) -> Result<Vec<u8>, ConfigError> {
+    rewrite_for(config, layout, std::slice::from_ref(entry), created)
+}
+
+/// [`rewrite`] for a squash into several layers above `layout`'s base: one entry each, in order.
+pub fn rewrite_for(
+    config: &[u8],
+    layout: Layout,
+    entries: &[SquashEntry],
+    created: Option<&str>,
+) -> Result<Vec<u8>, ConfigError> {
     let mut value = parse(config)?;
     let obj = value.as_object_mut().expect("checked by parse");
     // Taken out of its slot and put back into it: the keys keep their order.
@@ -172,13 +182,15 @@ pub fn rewrite(
         }
         history.push(item);
     }
-    let mut new = Map::new();
-    if let Some(created) = created {
-        new.insert("created".into(), Value::String(created.to_string()));
+    for entry in entries {
+        let mut new = Map::new();
+        if let Some(created) = created {
+            new.insert("created".into(), Value::String(created.to_string()));
+        }
+        new.insert("created_by".into(), Value::String(entry.created_by.clone()));
+        new.insert("comment".into(), Value::String(entry.comment.clone()));
+        history.push(Value::Object(new));
     }
-    new.insert("created_by".into(), Value::String(entry.created_by.clone()));
-    new.insert("comment".into(), Value::String(entry.comment.clone()));
-    history.push(Value::Object(new));
     obj.insert("history".into(), Value::Array(history));
     if let Some(created) = created {
         obj.insert("created".into(), Value::String(created.to_string()));

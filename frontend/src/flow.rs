@@ -214,6 +214,7 @@ async fn build(gw: &mut Gateway, start: &Start) -> Result<gateway::Result, Build
             epoch: request.epoch.or_else(|| result::epoch(&built, platform)),
             no_cache: request.no_cache,
             min_saving: settings.min_saving,
+            split: settings.split.clone(),
         };
         let mut received = Received::decode(
             def,

@@ -278,6 +278,25 @@ pub fn copy_root_onto_scratch(from: &Output) -> pb::Op {
     }
 }
 
+/// `scratch` + a copy of the `paths` (absolute) of `from`, with the directories above them: one
+/// layer, keyed by the content of those paths alone, so that it stays cached while they stay the
+/// same.
+pub fn copy_paths_onto_scratch(from: &Output, paths: &[String]) -> pb::Op {
+    let mut op = copy_root_onto_scratch(from);
+    if let Some(pb::op::Op::File(file)) = &mut op.op {
+        if let Some(pb::file_action::Action::Copy(copy)) = &mut file.actions[0].action {
+            copy.include_patterns = paths
+                .iter()
+                .map(|p| p.trim_start_matches('/').to_string())
+                .collect();
+        }
+    }
+    op
+}
+
+/// The caps [`copy_paths_onto_scratch`] needs.
+pub const COPY_PATHS_CAPS: &[&str] = &["file.base", "file.copy.includeexcludepatterns"];
+
 /// A no-op `mkdir /` on `on` (on scratch for `None`): a new snapshot with no changes, outside
 /// the chain of anything built on `on`, so that a diff against it is computed as one layer.
 /// (A diff against scratch itself is not: it exports as the upper's own layers.)
@@ -433,29 +452,29 @@ pub struct Reporting<'a> {
 }
 
 /// A run of our own binary's `sync` subcommand, in our own image, that makes a writable mount of
-/// `base` (an empty one for `None`) equal to `finished`; output 0 is that mount: the base plus
-/// one layer of changes; output 1 holds its report.
+/// `base` (an empty one for `None`) equal to `finished` (with `only`: in those paths alone,
+/// relative to the root); output 0 is that mount: the base plus one layer of changes; output 1
+/// holds its report, where it makes one.
 pub fn sync_exec(
     tool: &Output,
     exe: &str,
     finished: &Output,
     base: Option<&Output>,
-    report: &Reporting<'_>,
+    only: &[String],
+    report: Option<&Reporting<'_>>,
     platform: pb::Platform,
 ) -> pb::Op {
-    tool_exec(
-        tool,
-        vec![
-            exe.to_string(),
-            "sync".into(),
-            SYNC_FINAL.into(),
-            SYNC_BASE.into(),
-        ],
-        finished,
-        (base, SYNC_BASE),
-        report,
-        platform,
-    )
+    let mut args = vec![
+        exe.to_string(),
+        "sync".into(),
+        SYNC_FINAL.into(),
+        SYNC_BASE.into(),
+    ];
+    if !only.is_empty() {
+        args.push("--only".into());
+        args.push(only.join(","));
+    }
+    tool_exec(tool, args, finished, (base, SYNC_BASE), report, platform)
 }
 
 /// A run of our own binary's `inspect` subcommand, in our own image, over `finished` (mounted
@@ -475,21 +494,22 @@ pub fn inspect_exec(
         vec![exe.to_string(), "inspect".into(), SYNC_FINAL.into()],
         finished,
         (base, INSPECT_BASE),
-        report,
+        Some(report),
         platform,
     )
 }
 
-/// Our binary run with `args` (then `--report FILE --request JSON`) in our own image (`tool`),
-/// `finished` mounted read-only at [`SYNC_FINAL`], the report's filesystems read-only under
-/// [`REPORT_STATES`], a writable mount (of `output.0`, empty for `None`) at `output.1` that is
-/// the op's output 0, and an empty one at [`REPORT_DIR`], output 1. No network.
+/// Our binary run with `args` in our own image (`tool`), `finished` mounted read-only at
+/// [`SYNC_FINAL`], a writable mount (of `output.0`, empty for `None`) at `output.1` that is the
+/// op's output 0, and, with a report, `--report FILE --request JSON` after `args`, the report's
+/// filesystems read-only under [`REPORT_STATES`] and an empty mount at [`REPORT_DIR`], output 1.
+/// No network.
 fn tool_exec(
     tool: &Output,
     mut args: Vec<String>,
     finished: &Output,
     output: (Option<&Output>, &str),
-    report: &Reporting<'_>,
+    report: Option<&Reporting<'_>>,
     platform: pb::Platform,
 ) -> pb::Op {
     let mount = |input: i64, dest: &str, output: i64, readonly: bool| pb::Mount {
@@ -523,30 +543,32 @@ fn tool_exec(
         None => -1,
     };
     mounts.push(mount(writable_input, at, 0, false));
-    mounts.push(mount(-1, REPORT_DIR, 1, false));
-    let named = [report.base.map(|b| ("base".to_string(), b))]
-        .into_iter()
-        .flatten()
-        .chain(
-            report
-                .states
-                .iter()
-                .enumerate()
-                .map(|(k, s)| ((k + 1).to_string(), s)),
-        );
-    for (name, state) in named {
-        inputs.push(state.input());
-        mounts.push(by_definition(
-            inputs.len() as i64 - 1,
-            &format!("{REPORT_STATES}/{name}"),
-        ));
+    if let Some(report) = report {
+        mounts.push(mount(-1, REPORT_DIR, 1, false));
+        let named = [report.base.map(|b| ("base".to_string(), b))]
+            .into_iter()
+            .flatten()
+            .chain(
+                report
+                    .states
+                    .iter()
+                    .enumerate()
+                    .map(|(k, s)| ((k + 1).to_string(), s)),
+            );
+        for (name, state) in named {
+            inputs.push(state.input());
+            mounts.push(by_definition(
+                inputs.len() as i64 - 1,
+                &format!("{REPORT_STATES}/{name}"),
+            ));
+        }
+        args.extend([
+            "--report".to_string(),
+            format!("{REPORT_DIR}/{REPORT_FILE}"),
+            "--request".to_string(),
+            report.request.clone(),
+        ]);
     }
-    args.extend([
-        "--report".to_string(),
-        format!("{REPORT_DIR}/{REPORT_FILE}"),
-        "--request".to_string(),
-        report.request.clone(),
-    ]);
     pb::Op {
         inputs,
         op: Some(pb::op::Op::Exec(pb::ExecOp {

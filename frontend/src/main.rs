@@ -13,8 +13,9 @@ use squash_frontend::{flow, gateway, report, request, scan, version};
 
 const USAGE: &str =
     "usage: squash-frontend            (run by BuildKit as a frontend, gRPC on stdio)
-       squash-frontend sync FINAL BASE [--report FILE --request JSON]
-                                         (make the tree BASE equal to FINAL)
+       squash-frontend sync FINAL BASE [--only PATHS] [--report FILE --request JSON]
+                                         (make the tree BASE equal to FINAL; with --only,
+                                         in those comma-separated absolute paths alone)
        squash-frontend inspect FINAL [--report FILE --request JSON]
                                          (check FINAL for what no image layer can hold)
        with --report: report what the squash reclaims, as the JSON request asks";
@@ -90,28 +91,66 @@ fn peak_rss_kib() -> Option<u64> {
 /// [`scan::EXIT_UNREPRESENTABLE`] when the finished tree holds what no image layer can hold,
 /// naming it.
 fn inspect(args: &[OsString]) -> ExitCode {
-    let Some(([final_dir], report)) = split_report_args(args) else {
+    let Some(StepArgs {
+        positional: [final_dir],
+        only,
+        report,
+    }) = step_args(args)
+    else {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
+    if !only.is_empty() {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    }
     check(final_dir.as_ref(), report).unwrap_or(ExitCode::SUCCESS)
 }
 
 /// `--report FILE --request JSON`: where to write the report, and what it is to say.
 type ReportArgs<'a> = Option<(&'a OsString, &'a OsString)>;
 
-/// The positional arguments (`N` of them) and the optional [`ReportArgs`].
-fn split_report_args<const N: usize>(
-    args: &[OsString],
-) -> Option<([&OsString; N], ReportArgs<'_>)> {
+/// The arguments of `sync` and `inspect`: `N` positional ones, then flags in any order.
+struct StepArgs<'a, const N: usize> {
+    positional: [&'a OsString; N],
+    /// `--only LIST`: the comma-separated absolute paths `sync` is limited to.
+    only: Vec<String>,
+    report: ReportArgs<'a>,
+}
+
+/// Reads `args` as [`StepArgs`]; `None` for anything else (the usage is printed).
+fn step_args<const N: usize>(args: &[OsString]) -> Option<StepArgs<'_, N>> {
     let positional: [&OsString; N] = args.get(..N)?.iter().collect::<Vec<_>>().try_into().ok()?;
-    match &args[N..] {
-        [] => Some((positional, None)),
-        [flag, file, req_flag, request] if flag == "--report" && req_flag == "--request" => {
-            Some((positional, Some((file, request))))
+    let (mut only, mut file, mut request) = (Vec::new(), None, None);
+    let mut rest = args[N..].iter();
+    while let Some(flag) = rest.next() {
+        let value = rest.next()?;
+        match flag.to_str()? {
+            "--only" if only.is_empty() => {
+                only = value
+                    .to_str()?
+                    .split(',')
+                    .map(|p| p.trim_start_matches('/').to_string())
+                    .collect();
+                if only.iter().any(String::is_empty) {
+                    return None;
+                }
+            }
+            "--report" if file.is_none() => file = Some(value),
+            "--request" if request.is_none() => request = Some(value),
+            _ => return None,
         }
-        _ => None,
     }
+    let report = match (file, request) {
+        (Some(f), Some(r)) => Some((f, r)),
+        (None, None) => None,
+        _ => return None,
+    };
+    Some(StepArgs {
+        positional,
+        only,
+        report,
+    })
 }
 
 /// The exit code to stop with, if `final_dir` cannot be squashed (said on stderr, which BuildKit
@@ -178,7 +217,12 @@ fn make_report(file: &Path, request: &OsString) -> Result<report::Listing, Strin
 /// The in-build step: makes the tree at BASE equal to the one at FINAL, touching only what
 /// differs (see the `treesync` crate), and says what it changed.
 fn sync(args: &[OsString]) -> ExitCode {
-    let Some(([final_dir, base_dir], report)) = split_report_args(args) else {
+    let Some(StepArgs {
+        positional: [final_dir, base_dir],
+        only,
+        report,
+    }) = step_args(args)
+    else {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
@@ -190,9 +234,29 @@ fn sync(args: &[OsString]) -> ExitCode {
         for_layer_differ: true,
         ..Default::default()
     };
-    match treesync::sync_tree(final_dir.as_ref(), base_dir.as_ref(), &options) {
-        Ok(stats) => {
-            eprintln!("squash-frontend sync: {stats}");
+    let (final_dir, base_dir): (&Path, &Path) = (final_dir.as_ref(), base_dir.as_ref());
+    let synced = if only.is_empty() {
+        treesync::sync_tree(final_dir, base_dir, &options)
+            .map(|stats| vec![("/".into(), Some(stats))])
+    } else {
+        // A path that is not a directory in FINAL is left as BASE has it: the next layer
+        // holds it.
+        only.iter()
+            .map(|rel| {
+                treesync::sync_subtree(final_dir, base_dir, rel, &options)
+                    .map(|stats| (format!("/{rel}"), stats))
+            })
+            .collect()
+    };
+    match synced {
+        Ok(done) => {
+            for (path, stats) in done {
+                match stats {
+                    Some(stats) if only.is_empty() => eprintln!("squash-frontend sync: {stats}"),
+                    Some(stats) => eprintln!("squash-frontend sync {path}: {stats}"),
+                    None => eprintln!("squash-frontend sync {path}: not a directory in the result, left to the next layer"),
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

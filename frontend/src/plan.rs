@@ -22,7 +22,7 @@ use crate::base::{self, Lineage, Root};
 use crate::config::{self, Layout, SquashEntry};
 use crate::llb::{self, Graph, LlbError, Output};
 use crate::report;
-use crate::request::{Method, Mode};
+use crate::request::{Method, Mode, Split};
 use crate::version;
 
 /// The engine's LLB capabilities, from `Ping`: id -> `Ok(())` or the reason it is disabled.
@@ -157,6 +157,8 @@ pub struct Inputs<'a> {
     pub no_cache: bool,
     /// The least the squash must reclaim (`squash-min-saving`), if set.
     pub min_saving: Option<report::MinSaving>,
+    /// Where the squash splits the image into two layers (`squash-split`), if it does.
+    pub split: Option<Split>,
 }
 
 /// One built image as the Dockerfile frontend returned it, its definition decoded once.
@@ -290,6 +292,20 @@ pub enum PlanError {
         /// The engine's reason.
         reason: String,
     },
+    /// `squash-split` names a stage the image is not built from.
+    #[error("squash-split names the stage {stage}, but the image is not built from it (its steps come from {found}); valid values are the stages the target stage is built from, or paths")]
+    SplitStage {
+        /// The stage asked for.
+        stage: String,
+        /// The stages the image is built from, as the progress names them.
+        found: String,
+    },
+    /// `squash-split` names the target stage itself, or a stage nothing follows.
+    #[error("squash-split names the stage {stage}, but no step of the image comes after it: split at an earlier stage")]
+    SplitNothingAfter {
+        /// The stage asked for.
+        stage: String,
+    },
     /// Method `sync` without our own image's definition.
     #[error("squash method sync needs the frontend's own image definition, which BuildKit did not provide at /run/config/buildkit/metadata/frontend.bin; set the squash method to diff or auto, or use full mode")]
     NoTool,
@@ -357,6 +373,59 @@ pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> 
             request: serde_json::to_string(&request).expect("plain data serialises"),
         }
     };
+    if let Some(split) = &inputs.split {
+        let kept = base.as_ref().ok().cloned();
+        if lineage.steps == 0 || layers.is_some_and(|l| l.added <= 1 && kept.is_some()) {
+            return Ok(unchanged(
+                "the Dockerfile adds at most one layer to its base image",
+            ));
+        }
+        let (low, high) = split_names(split);
+        let (summary, layout, squash) = match kept {
+            Some((_, b)) => (
+                summary(&format!(
+                    "{count} layers -> {} base + 2, {low} apart",
+                    b.layers
+                )),
+                Layout::KeepBase(b),
+                report::Squash::Base { layers: b.layers },
+            ),
+            None => (
+                summary(&format!("{count} layers -> 2, {low} apart")),
+                Layout::Full,
+                report::Squash::Full,
+            ),
+        };
+        let entries = [
+            entry(&summary_of_layer(&low)),
+            entry(&summary_of_layer(&high)),
+        ];
+        let reporting = reporting(squash);
+        let base_out = base.as_ref().ok().map(|(o, _)| o.clone());
+        let made = split_layers(
+            &mut graph,
+            &head,
+            &lineage,
+            split,
+            base_out.as_ref(),
+            inputs,
+            &entries,
+            &reporting,
+        )?;
+        let config = config
+            .map(|c| config::rewrite_for(c, layout, &entries, created.as_deref()))
+            .transpose()?;
+        return Ok(Plan::Squash(Squash {
+            def: graph.finish(&made.layer)?,
+            report: made.report.map(|r| graph.finish(&r)).transpose()?,
+            config,
+            keeps_base: base_out.is_some(),
+            described_base: base_out
+                .and(received.described.then_some(received.base_config))
+                .flatten(),
+            summary,
+        }));
+    }
     let no_base = match base {
         Ok((base_out, base)) => {
             if lineage.steps == 0 || layers.is_some_and(|l| l.added == 0) {
@@ -448,7 +517,8 @@ fn base_layer(
                     &tool.exe,
                     head,
                     Some(base),
-                    reporting,
+                    &[],
+                    Some(reporting),
                     tool.platform.clone(),
                 ),
                 llb::meta_with_caps(Some(summary), llb::SYNC_EXEC_CAPS),
@@ -498,7 +568,8 @@ fn full_layer(
                     &tool.exe,
                     head,
                     None,
-                    reporting,
+                    &[],
+                    Some(reporting),
                     tool.platform.clone(),
                 ),
                 llb::meta_with_caps(Some(summary), llb::SYNC_EXEC_CAPS),
@@ -560,6 +631,198 @@ fn new_root(
 
 /// The progress name of our in-build `inspect` step.
 pub const INSPECT_STEP: &str = "squash: inspect the result";
+
+/// What the two layers of a split hold, in words: `(lower, upper)`.
+fn split_names(split: &Split) -> (String, String) {
+    match split {
+        Split::Stage(stage) => (
+            format!("stage {stage}"),
+            format!("the steps after stage {stage}"),
+        ),
+        Split::Paths(paths) => (paths.join(", "), format!("all but {}", paths.join(", "))),
+    }
+}
+
+/// The progress name and history entry of one layer of a split.
+fn summary_of_layer(holds: &str) -> String {
+    summary(&format!("{holds} -> 1 layer"))
+}
+
+/// The stage a step of the Dockerfile frontend belongs to, from its progress name:
+/// `[<stage> N/M] ...`, or `[<platform> <stage> N/M] ...` in a multi-platform build (BuildKit's
+/// `dockerfile2llb.prefixCommand`); stage names are lower case and never hold a `/`.
+fn stage_of(name: &str) -> Option<&str> {
+    let inside = name.strip_prefix('[')?.split(']').next()?;
+    let tokens: Vec<&str> = inside.split_whitespace().collect();
+    match tokens.as_slice() {
+        [.., stage, count] if count.contains('/') && !stage.contains('/') => Some(stage),
+        _ => None,
+    }
+}
+
+/// The last of `lineage`'s filesystems that the stage `stage` made.
+fn stage_end(g: &Graph, lineage: &base::Lineage, stage: &str) -> Result<usize, PlanError> {
+    let names: Vec<String> = lineage
+        .states
+        .iter()
+        .map(|s| g.name(&s.digest).unwrap_or_default())
+        .collect();
+    let Some(k) = names.iter().rposition(|n| stage_of(n) == Some(stage)) else {
+        let mut found: Vec<&str> = names.iter().filter_map(|n| stage_of(n)).collect();
+        found.dedup();
+        return Err(PlanError::SplitStage {
+            stage: stage.to_string(),
+            found: if found.is_empty() {
+                "steps without stage names".into()
+            } else {
+                found.join(", ")
+            },
+        });
+    };
+    if k + 1 == lineage.states.len() {
+        return Err(PlanError::SplitNothingAfter {
+            stage: stage.to_string(),
+        });
+    }
+    Ok(k)
+}
+
+/// The two layers of a split squash above `base` (on scratch for `None`): `entries` name them.
+///
+/// At a stage: the lower layer is the squash of the filesystem at the stage's end, which the
+/// build cache keeps as long as that stage's steps do not change; the upper one holds what the
+/// later steps changed (whiteouts for what they deleted). With DiffOp and MergeOp:
+/// `merge(base, diff(base + no-op, stage end), diff(stage end + our inspect step, result))`;
+/// without: our `sync` of the stage's end onto the base, then of the result onto that.
+///
+/// At paths: the lower layer is those paths of the result, synced onto the base from a copy of
+/// them alone (a FileOp copy is keyed by the content it copies, so the step stays cached while
+/// they stay the same); the upper one is our `sync` of the whole result onto that.
+#[allow(clippy::too_many_arguments)]
+fn split_layers(
+    g: &mut Graph,
+    head: &Output,
+    lineage: &base::Lineage,
+    split: &Split,
+    base: Option<&Output>,
+    inputs: &Inputs<'_>,
+    entries: &[SquashEntry; 2],
+    reporting: &llb::Reporting<'_>,
+) -> Result<Made, PlanError> {
+    let (low_name, high_name) = (&entries[0].created_by, &entries[1].created_by);
+    let diff_ok = inputs.caps.has("diffop") && inputs.caps.has("mergeop");
+    let method = match inputs.method {
+        Method::Diff if !diff_ok => {
+            return Err(PlanError::NoDiff {
+                reason: format!(
+                    "{}; {}",
+                    inputs.caps.why_not("diffop"),
+                    inputs.caps.why_not("mergeop")
+                ),
+            })
+        }
+        Method::Auto if diff_ok => Method::Diff,
+        Method::Auto => Method::Sync,
+        m => m,
+    };
+    let tool = inputs.tool.ok_or(PlanError::NoTool);
+    match (split, method) {
+        (Split::Stage(stage), Method::Diff) => {
+            let at = lineage.states[stage_end(g, lineage, stage)?].clone();
+            let lower_root = g.push(
+                llb::mkdir_root(base),
+                llb::meta_with_caps(Some("squash: mark the base"), &["file.base"]),
+            );
+            let lower = g.push(
+                llb::diff(&lower_root, &at),
+                llb::meta_with_caps(Some(low_name), &["diffop"]),
+            );
+            let (upper_root, report) = new_root(g, head, Some(&at), inputs, reporting)?;
+            let upper = g.push(
+                llb::diff(&upper_root, head),
+                llb::meta_with_caps(Some(high_name), &["diffop"]),
+            );
+            let parts: Vec<&Output> = base.into_iter().chain([&lower, &upper]).collect();
+            let layer = g.push(
+                llb::merge(&parts),
+                llb::meta_with_caps(Some("squash: the layers together"), &["mergeop"]),
+            );
+            Ok(Made { layer, report })
+        }
+        (Split::Stage(stage), _) => {
+            let tool = tool?;
+            let at = lineage.states[stage_end(g, lineage, stage)?].clone();
+            let tool_head = g.add_definition(&tool.def)?.ok_or(PlanError::NoTool)?;
+            let lower = g.push(
+                llb::sync_exec(
+                    &tool_head,
+                    &tool.exe,
+                    &at,
+                    base,
+                    &[],
+                    None,
+                    tool.platform.clone(),
+                ),
+                llb::meta_with_caps(Some(low_name), llb::SYNC_EXEC_CAPS),
+            );
+            let upper = g.push(
+                llb::sync_exec(
+                    &tool_head,
+                    &tool.exe,
+                    head,
+                    Some(&lower),
+                    &[],
+                    Some(reporting),
+                    tool.platform.clone(),
+                ),
+                llb::meta_with_caps(Some(high_name), llb::SYNC_EXEC_CAPS),
+            );
+            Ok(Made {
+                report: report_of(&upper),
+                layer: upper,
+            })
+        }
+        (Split::Paths(paths), _) => {
+            let tool = tool?;
+            let tool_head = g.add_definition(&tool.def)?.ok_or(PlanError::NoTool)?;
+            let copied = g.push(
+                llb::copy_paths_onto_scratch(head, paths),
+                llb::meta_with_caps(
+                    Some(&format!("squash: copy {}", paths.join(", "))),
+                    llb::COPY_PATHS_CAPS,
+                ),
+            );
+            let lower = g.push(
+                llb::sync_exec(
+                    &tool_head,
+                    &tool.exe,
+                    &copied,
+                    base,
+                    paths,
+                    None,
+                    tool.platform.clone(),
+                ),
+                llb::meta_with_caps(Some(low_name), llb::SYNC_EXEC_CAPS),
+            );
+            let upper = g.push(
+                llb::sync_exec(
+                    &tool_head,
+                    &tool.exe,
+                    head,
+                    Some(&lower),
+                    &[],
+                    Some(reporting),
+                    tool.platform.clone(),
+                ),
+                llb::meta_with_caps(Some(high_name), llb::SYNC_EXEC_CAPS),
+            );
+            Ok(Made {
+                report: report_of(&upper),
+                layer: upper,
+            })
+        }
+    }
+}
 
 /// How full mode makes its one layer.
 enum FullWay<'a> {
@@ -686,6 +949,7 @@ mod tests {
             epoch: None,
             no_cache: false,
             min_saving: None,
+            split: None,
         }
     }
 
@@ -973,6 +1237,241 @@ mod tests {
                 pb::OpMetadata::decode(out.metadata[&llb::digest_of(&out.def[i])].as_slice())
                     .unwrap();
             assert!(meta.caps[caps]);
+        }
+    }
+
+    /// Plans the staged build with `split`, in `mode`, with or without DiffOp.
+    fn split_plan(split: &str, mode: Mode, has_diff: bool) -> Result<Squash, PlanError> {
+        let (def, _) = crate::testkit::staged_definition();
+        // A base of one layer, and the three steps' layers above it.
+        let cfg = crate::testkit::config_with_layers(3);
+        let bcfg = crate::testkit::base_config_with_layers(1);
+        let c = caps(has_diff);
+        let t = tool();
+        let built = received(&def, Some(&cfg[..]), Some(&bcfg[..]));
+        let split = match split.strip_prefix('/') {
+            Some(_) => Split::Paths(split.split(',').map(str::to_string).collect()),
+            None => Split::Stage(split.into()),
+        };
+        let mut inputs = env(mode, Method::Auto, &c, Some(&t));
+        inputs.split = Some(split);
+        match plan(built, &inputs)? {
+            Plan::Squash(s) => Ok(s),
+            other => panic!("not squashed: {other:?}"),
+        }
+    }
+
+    /// The ops a split plan added to the staged definition (its 4 received ops), without our
+    /// own image's (the sample definition's, which the plan adds where it first needs them),
+    /// each with its digest.
+    fn split_added(def: &pb::Definition) -> Vec<(String, pb::Op)> {
+        let (_, tool_ops) = sample_definition();
+        def.def[4..]
+            .iter()
+            .map(|b| (llb::digest_of(b), pb::Op::decode(b.as_slice()).unwrap()))
+            .filter(|(d, _)| !tool_ops.contains(d))
+            .collect()
+    }
+
+    /// [`split_added`] in the golden form of [`appended`].
+    fn split_appended(def: &pb::Definition) -> Vec<String> {
+        let added: Vec<Vec<u8>> = split_added(def)
+            .into_iter()
+            .map(|(_, op)| op.encode_to_vec())
+            .collect();
+        appended(
+            &pb::Definition {
+                def: added,
+                ..Default::default()
+            },
+            0,
+        )
+    }
+
+    #[test]
+    fn a_split_at_a_stage_by_diff_merges_the_base_and_two_diffs() {
+        let (_, digests) = crate::testkit::staged_definition();
+        let s = split_plan("deps", Mode::Base, true).unwrap();
+        assert_eq!(
+            split_appended(&s.def),
+            [
+                "mkdir /",
+                "diff",
+                "/bin/squash-frontend inspect /squash/final",
+                "diff",
+                "merge 3",
+                "terminal"
+            ]
+        );
+        let added = split_added(&s.def);
+        let [(_, mkdir), (lower_d, lower), (inspect_d, inspect), (upper_d, upper), (_, merge), _] =
+            &added[..]
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            mkdir.inputs[0].digest, digests[0],
+            "the no-op sits on the base"
+        );
+        // The lower layer: the base (+ no-op) against the stage's last step.
+        assert_eq!(lower.inputs[1].digest, digests[2]);
+        // The upper one: the stage's end (+ our inspect step) against the result.
+        assert_eq!(
+            inspect.inputs[1].digest, digests[3],
+            "the result, read-only"
+        );
+        assert_eq!(
+            inspect.inputs[2].digest, digests[2],
+            "the stage's end, its output"
+        );
+        assert_eq!(upper.inputs[0].digest, *inspect_d);
+        assert_eq!(upper.inputs[1].digest, digests[3]);
+        let merged: Vec<&str> = merge.inputs.iter().map(|i| i.digest.as_str()).collect();
+        assert_eq!(
+            merged,
+            [digests[0].as_str(), lower_d, upper_d],
+            "the base first"
+        );
+        assert!(s.keeps_base && s.report.is_some());
+        assert_eq!(
+            s.summary,
+            summary_of("4 layers -> 1 base + 2, stage deps apart")
+        );
+        let v: Value = serde_json::from_slice(&s.config.unwrap()).unwrap();
+        let history = v["history"].as_array().unwrap();
+        let new: Vec<&str> = history[history.len() - 2..]
+            .iter()
+            .map(|h| h["created_by"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            new,
+            [
+                summary_of("stage deps -> 1 layer"),
+                summary_of("the steps after stage deps -> 1 layer")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_split_at_a_stage_in_full_mode_starts_from_scratch() {
+        let s = split_plan("deps", Mode::Full, true).unwrap();
+        assert_eq!(
+            split_appended(&s.def),
+            [
+                "mkdir /",
+                "diff",
+                "/bin/squash-frontend inspect /squash/final",
+                "diff",
+                "merge 2",
+                "terminal"
+            ]
+        );
+        let added = split_added(&s.def);
+        assert!(
+            added[0].1.inputs.is_empty(),
+            "the lower layer's empty side is scratch"
+        );
+        assert!(!s.keeps_base);
+        assert_eq!(s.summary, summary_of("4 layers -> 2, stage deps apart"));
+    }
+
+    #[test]
+    fn a_split_at_a_stage_by_sync_syncs_twice() {
+        let (_, digests) = crate::testkit::staged_definition();
+        let s = split_plan("deps", Mode::Base, false).unwrap();
+        assert_eq!(
+            split_appended(&s.def),
+            [
+                "/bin/squash-frontend sync /squash/final /squash/base",
+                "/bin/squash-frontend sync /squash/final /squash/base",
+                "terminal"
+            ]
+        );
+        let added = split_added(&s.def);
+        let [(lower_d, lower), (_, upper), _] = &added[..] else {
+            unreachable!()
+        };
+        // The stage's end onto the base, with no report; the result onto that, with one.
+        assert_eq!(
+            (
+                lower.inputs[1].digest.as_str(),
+                lower.inputs[2].digest.as_str()
+            ),
+            (digests[2].as_str(), digests[0].as_str())
+        );
+        assert_eq!(lower.inputs.len(), 3, "no report's filesystems");
+        assert_eq!(upper.inputs[1].digest, digests[3]);
+        assert_eq!(upper.inputs[2].digest, *lower_d);
+        assert!(upper.inputs.len() > 3, "the report's filesystems");
+        assert!(s.report.is_some());
+    }
+
+    #[test]
+    fn a_split_at_paths_copies_them_then_syncs_twice() {
+        let (_, digests) = crate::testkit::staged_definition();
+        for has_diff in [true, false] {
+            let s = split_plan("/usr,/var/lib/dpkg", Mode::Base, has_diff).unwrap();
+            assert_eq!(
+                split_appended(&s.def),
+                [
+                    "copy / -> /",
+                    "/bin/squash-frontend sync /squash/final /squash/base --only /usr,/var/lib/dpkg",
+                    "/bin/squash-frontend sync /squash/final /squash/base",
+                    "terminal"
+                ]
+            );
+            let added = split_added(&s.def);
+            let [(copy_d, copy), (lower_d, lower), (_, upper), _] = &added[..] else {
+                unreachable!()
+            };
+            let Some(pb::op::Op::File(f)) = &copy.op else {
+                unreachable!()
+            };
+            let Some(pb::file_action::Action::Copy(c)) = &f.actions[0].action else {
+                unreachable!()
+            };
+            assert_eq!(c.include_patterns, ["usr", "var/lib/dpkg"]);
+            assert_eq!(copy.inputs[0].digest, digests[3], "copied from the result");
+            assert_eq!(lower.inputs[1].digest, *copy_d, "the copy, synced");
+            assert_eq!(lower.inputs[2].digest, digests[0], "onto the base");
+            assert_eq!(upper.inputs[1].digest, digests[3], "then the whole result");
+            assert_eq!(upper.inputs[2].digest, *lower_d);
+        }
+    }
+
+    #[test]
+    fn a_split_names_the_stages_it_could_use() {
+        let e = split_plan("build", Mode::Base, true).unwrap_err();
+        assert_eq!(
+            e,
+            PlanError::SplitStage {
+                stage: "build".into(),
+                found: "deps, stage-1".into()
+            }
+        );
+        assert!(e.to_string().contains("valid values are"), "{e}");
+        let e = split_plan("stage-1", Mode::Full, false).unwrap_err();
+        assert_eq!(
+            e,
+            PlanError::SplitNothingAfter {
+                stage: "stage-1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn stage_names_are_read_from_progress_names() {
+        for (name, stage) in [
+            ("[deps 2/3] RUN x", Some("deps")),
+            ("[build  3/12] COPY . .", Some("build")),
+            ("[linux/arm64 deps 1/2] FROM x", Some("deps")),
+            ("[linux/amd64->arm64 stage-1 2/2] RUN y", Some("stage-1")),
+            ("[1/3] RUN z", None),
+            ("[linux/amd64 1/3] RUN z", None),
+            ("[internal] load build context", None),
+            ("RUN x", None),
+        ] {
+            assert_eq!(stage_of(name), stage, "{name}");
         }
     }
 

@@ -292,6 +292,56 @@ impl Method {
     }
 }
 
+/// Where the squash splits the image into two layers (the `squash-split` setting), so that an
+/// app-only change leaves the lower one as it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Split {
+    /// Everything up to the end of the named stage in one layer, the rest in another.
+    Stage(String),
+    /// These paths (absolute, without a trailing `/`) in one layer, everything else in another.
+    Paths(Vec<String>),
+}
+
+impl Split {
+    /// The valid forms, for error messages.
+    pub const FORMS: &'static str = "a stage name (as in FROM ... AS <name>: letters, digits, '.', '_', '-') or a comma-separated list of absolute paths (/usr,/etc,/var/lib/dpkg), or empty for no split";
+
+    fn parse(value: &str) -> Option<Split> {
+        let v = value.trim();
+        if v.starts_with('/') {
+            let mut paths = Vec::new();
+            for p in v.split(',') {
+                let p = p.trim().trim_end_matches('/');
+                let ok = p.starts_with('/')
+                    && p.len() > 1
+                    && p[1..]
+                        .split('/')
+                        .all(|c| !c.is_empty() && c != "." && c != "..");
+                if !ok || paths.contains(&p.to_string()) {
+                    return None;
+                }
+                paths.push(p.to_string());
+            }
+            // A path inside another would be in both layers.
+            let nested = paths.iter().any(|a| {
+                paths
+                    .iter()
+                    .any(|b| a != b && a.starts_with(&format!("{b}/")))
+            });
+            return (!nested && paths.len() <= 64).then_some(Split::Paths(paths));
+        }
+        let name = v.to_ascii_lowercase();
+        let ok = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        ok.then_some(Split::Stage(name))
+    }
+}
+
 /// Where a setting came from, for error messages and for the precedence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
@@ -339,6 +389,12 @@ pub const METHOD: Setting = Setting {
     build_arg: "SQUASH_METHOD",
     directive: "squash-method",
 };
+/// Where the squash splits the image into two layers.
+pub const SPLIT: Setting = Setting {
+    option: "squash-split",
+    build_arg: "SQUASH_SPLIT",
+    directive: "squash-split",
+};
 /// The least the squash must reclaim.
 pub const MIN_SAVING: Setting = Setting {
     option: "squash-min-saving",
@@ -353,7 +409,7 @@ pub const UPSTREAM: Setting = Setting {
 };
 
 /// Every setting, to tell which option names are ours.
-pub const SETTINGS: [Setting; 4] = [MODE, METHOD, UPSTREAM, MIN_SAVING];
+pub const SETTINGS: [Setting; 5] = [MODE, METHOD, UPSTREAM, MIN_SAVING, SPLIT];
 
 /// The option we set when we hand the build to an upstream frontend image: should that image
 /// be a squash frontend too, it passes the build through instead of following the same
@@ -411,6 +467,8 @@ pub struct Settings {
     pub upstream: Option<String>,
     /// The least the squash must reclaim; below it the image is returned as built.
     pub min_saving: Option<MinSaving>,
+    /// Where the squash splits the image into two layers, if it does.
+    pub split: Option<Split>,
 }
 
 /// Resolves every setting from the options and the Dockerfile's directives.
@@ -445,11 +503,20 @@ fn settings(opts: &Opts, directives: &Directives) -> Result<Settings, OptionErro
         )?),
         None => None,
     };
+    let split = match raw(opts, directives, &SPLIT) {
+        // Empty: no split, also over a directive that asks for one.
+        Some((_, value, _)) if value.trim().is_empty() => None,
+        Some((name, value, origin)) => {
+            Some(check(&name, &value, &origin, Split::FORMS, Split::parse)?)
+        }
+        None => None,
+    };
     Ok(Settings {
         mode,
         method,
         upstream,
         min_saving,
+        split,
     })
 }
 
@@ -631,8 +698,50 @@ mod tests {
             ("build-arg:SQUASH_METHOD", "auto"),
             ("squash-upstream", "x"),
             ("build-arg:SQUASH_MIN_SAVING", "5%"),
+            ("squash-split", "deps"),
         ]);
         assert!(!Request::new(&all, "s").needs_directives());
+    }
+
+    #[test]
+    fn split_forms() {
+        let split = |v: &str| settings(&opts(&[("squash-split", v)]), &dirs(&[])).map(|s| s.split);
+        assert_eq!(split(" Deps "), Ok(Some(Split::Stage("deps".into()))));
+        assert_eq!(
+            split("/usr, /etc/,/var/lib/dpkg"),
+            Ok(Some(Split::Paths(vec![
+                "/usr".into(),
+                "/etc".into(),
+                "/var/lib/dpkg".into()
+            ])))
+        );
+        for bad in [
+            "/",
+            "/usr,/usr",
+            "/usr,/usr/lib",
+            "/a/../b",
+            "//x",
+            "-x",
+            "a b",
+            "/x,y",
+        ] {
+            let e = split(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("squash-split") && e.contains("stage name"),
+                "{bad}: {e}"
+            );
+        }
+        assert_eq!(settings(&opts(&[]), &dirs(&[])).unwrap().split, None);
+        assert_eq!(
+            settings(
+                &opts(&[("build-arg:SQUASH_SPLIT", " ")]),
+                &dirs(&[("squash-split", "deps", 3)])
+            )
+            .unwrap()
+            .split,
+            None,
+            "empty: no split, over a directive's"
+        );
     }
 
     #[test]

@@ -92,6 +92,31 @@ pub fn sample_definition() -> (pb::Definition, Vec<String>) {
     (def, vec![source_digest, exec_digest])
 }
 
+/// A two-stage build as the Dockerfile frontend names it (`FROM busybox AS deps`, two `RUN`s,
+/// then `FROM deps` and one `RUN`): image source -> `[deps 1/3]`... -> `[stage-1 2/2]` ->
+/// terminal. Returns the definition and the digests of the source and the three execs.
+pub fn staged_definition() -> (pb::Definition, Vec<String>) {
+    let mut g = crate::llb::Graph::default();
+    let source = g.push(
+        image_source("docker-image://docker.io/library/busybox:latest@sha256:aaaa"),
+        crate::llb::meta_with_caps(Some("[deps 1/3] FROM docker.io/library/busybox"), &[]),
+    );
+    let mut digests = vec![source.digest.clone()];
+    let mut head = source;
+    for (name, cmd) in [
+        ("[deps 2/3] RUN apt-get install -y gcc", "deps one"),
+        ("[deps 3/3] RUN rm -rf /var/cache", "deps two"),
+        ("[stage-1 2/2] RUN make install", "the app"),
+    ] {
+        head = g.push(
+            run_on(&head, cmd),
+            crate::llb::meta_with_caps(Some(name), &[]),
+        );
+        digests.push(head.digest.clone());
+    }
+    (g.finish(&head).expect("complete"), digests)
+}
+
 /// Engine capabilities with DiffOp and MergeOp on (the containerd store) or off (the classic
 /// store, with its reason).
 pub fn caps(merge_diff: bool) -> Caps {

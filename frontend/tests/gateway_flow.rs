@@ -406,6 +406,7 @@ async fn an_unreadable_dockerfile_is_the_dockerfile_frontends_to_report_when_no_
         ("squash-method", "auto"),
         ("squash-upstream", "docker/dockerfile:1.7"),
         ("squash-min-saving", "0"),
+        ("squash-split", ""),
         ("filename", "Missing.Dockerfile"),
     ]);
     let (code, log) = drive(fake("FROM busybox\n"), o).await;

@@ -81,6 +81,7 @@ fn check(def: &pb::Definition, cfg: Option<&[u8]>, base_cfg: Option<&[u8]>) {
                         epoch: None,
                         no_cache: false,
                         min_saving: None,
+                        split: None,
                     };
                     let received = Received::decode(def, cfg, base_cfg).expect("the graph took");
                     match plan::plan(received, &inputs) {

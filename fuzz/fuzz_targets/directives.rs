@@ -14,7 +14,8 @@ use libfuzzer_sys::fuzz_target;
 use squash_frontend::directives::{self, DirectiveError};
 use squash_frontend::request::{Opts, Request};
 
-const OURS: [&str; 4] = [
+const OURS: [&str; 5] = [
+    "squash-split",
     "squash",
     "squash-method",
     "squash-upstream",

@@ -71,6 +71,10 @@ fuzz_target!(|data: &[u8]| {
             "squash-method" => ["auto", "diff", "sync"].contains(&norm(v).as_str()),
             // Its forms are the report's own parser's (unit-tested there).
             "squash-min-saving" => MinSaving::parse(v).is_some(),
+            // Its forms are the request's own (unit-tested there).
+            "squash-split" => Request::new(&[("squash-split".to_string(), v.to_string())].into_iter().collect(), "s")
+                .settings(&Default::default())
+                .is_ok(),
             _ => {
                 let t = v.trim();
                 t.chars()

@@ -124,9 +124,130 @@ pub fn sync_tree(src: &Path, dst: &Path, opts: &SyncOptions) -> Result<SyncStats
     sync::run(src, dst, opts)
 }
 
+/// [`sync_tree`] of one subtree: makes `dst/rel` equal to `src/rel` (`rel` relative, `/`
+/// separated, no `.` or `..`), touching nothing else of `dst`. Directories above it that `dst`
+/// lacks are made with their metadata in `src`; one that is not a real directory in `dst` (a
+/// symlink, a file) is an error, never followed. Returns `None`, touching nothing, when
+/// `src/rel` is not a real directory (absent, a file or a symlink).
+pub fn sync_subtree(
+    src: &Path,
+    dst: &Path,
+    rel: &str,
+    opts: &SyncOptions,
+) -> Result<Option<SyncStats>, SyncError> {
+    use std::ffi::CString;
+    use std::os::fd::AsFd;
+    let parts: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+    if parts.is_empty() || parts.iter().any(|c| *c == "." || *c == "..") {
+        return Err(SyncError::io(
+            "sync the subtree",
+            dst.join(rel),
+            std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        ));
+    }
+    let name = |c: &str| {
+        CString::new(c).map_err(|e| SyncError::io("open", dst.join(rel), std::io::Error::other(e)))
+    };
+    // The source side first: the subtree must be a real directory, reached without a symlink.
+    let mut s = sys::open_root(src).map_err(|e| SyncError::io("open directory", src.into(), e))?;
+    let mut metas = Vec::new();
+    for c in &parts {
+        match sys::open_dir_at(s.as_fd(), &name(c)?) {
+            Ok(fd) => {
+                let m = sys::fstat(fd.as_fd()).map_err(|e| match e {
+                    sys::StatError::Io(e) => SyncError::io("stat", src.join(rel), e),
+                    sys::StatError::UnknownType(_) => SyncError::io(
+                        "stat",
+                        src.join(rel),
+                        std::io::Error::from(std::io::ErrorKind::InvalidData),
+                    ),
+                })?;
+                metas.push(m);
+                s = fd;
+            }
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(SyncError::io("open directory", src.join(rel), e)),
+        }
+    }
+    // The destination side: every directory on the way, made where missing.
+    let mut d = sys::open_root(dst).map_err(|e| SyncError::io("open directory", dst.into(), e))?;
+    let mut here = dst.to_path_buf();
+    for (c, m) in parts.iter().zip(&metas) {
+        here.push(c);
+        let n = name(c)?;
+        let fd = match sys::open_dir_at(d.as_fd(), &n) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => {
+                sys::mkdir_at(d.as_fd(), &n)
+                    .map_err(|e| SyncError::io("create directory", here.clone(), e))?;
+                let fd = sys::open_dir_at(d.as_fd(), &n)
+                    .map_err(|e| SyncError::io("open directory", here.clone(), e))?;
+                sys::fchown(fd.as_fd(), m.uid, m.gid)
+                    .map_err(|e| SyncError::io("change owner of", here.clone(), e))?;
+                sys::fchmod(fd.as_fd(), m.perm)
+                    .map_err(|e| SyncError::io("change mode of", here.clone(), e))?;
+                sys::futimens(fd.as_fd(), m.atime, m.mtime)
+                    .map_err(|e| SyncError::io("set times", here.clone(), e))?;
+                fd
+            }
+            Err(e @ (rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP)) => {
+                return Err(SyncError::io(
+                    "enter (not a directory, never followed)",
+                    here,
+                    e,
+                ))
+            }
+            Err(e) => return Err(SyncError::io("open directory", here, e)),
+        };
+        d = fd;
+    }
+    sync_tree(&src.join(rel), &dst.join(rel), opts).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_subtree_alone_is_synced() {
+        let t = tempfile::tempdir().unwrap();
+        let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+        std::fs::create_dir_all(src.join("var/lib/dpkg")).unwrap();
+        std::fs::write(src.join("var/lib/dpkg/status"), b"new").unwrap();
+        std::fs::write(src.join("var/other"), b"not in the subtree").unwrap();
+        std::fs::create_dir_all(dst.join("var")).unwrap();
+        std::fs::write(dst.join("var/keep"), b"stays").unwrap();
+        std::fs::create_dir_all(dst.join("usr")).unwrap();
+        let o = SyncOptions::default();
+        let st = sync_subtree(&src, &dst, "var/lib/dpkg", &o)
+            .unwrap()
+            .unwrap();
+        assert_eq!(st.created, 1, "{st}");
+        assert_eq!(
+            std::fs::read(dst.join("var/lib/dpkg/status")).unwrap(),
+            b"new"
+        );
+        assert!(
+            dst.join("var/keep").exists(),
+            "outside the subtree: untouched"
+        );
+        assert!(!dst.join("var/other").exists());
+        assert!(dst.join("usr").exists());
+        // Absent, or not a directory, in the source: nothing done.
+        assert_eq!(sync_subtree(&src, &dst, "opt", &o).unwrap(), None);
+        assert_eq!(sync_subtree(&src, &dst, "var/other", &o).unwrap(), None);
+        // A symlink on the way in the destination is never followed.
+        std::fs::create_dir_all(src.join("etc/app")).unwrap();
+        let elsewhere = t.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dst.join("etc")).unwrap();
+        let e = sync_subtree(&src, &dst, "etc/app", &o).unwrap_err();
+        assert!(e.to_string().contains("never followed"), "{e}");
+        assert!(std::fs::read_dir(&elsewhere).unwrap().next().is_none());
+        assert!(sync_subtree(&src, &dst, "../x", &o).is_err());
+    }
 
     #[test]
     fn stats_print_every_counter() {
