@@ -438,7 +438,7 @@ measure_image() {
   base=$(wl_base "$wl")
   [ -n "${BASE_BLOBS[$base]:-}" ] || BASE_BLOBS[$base]=$(layer_blobs "$base")
   if ! awk -F'\t' -v w="$wl" '$1 == w && $2 == "base-image" { f = 1 } END { exit !f }' "$SIZES"; then
-    printf '%s\tbase-image\t-\t%s\t%s\n' "$wl" "$(awk '{ s += $2 } END { print s + 0 }' <<<"${BASE_BLOBS[$base]}")" \
+    printf '%s\tbase-image\t-\t%s\t%s\n' "$wl" "$(awk '{ s += $2 } END { printf "%.0f\n", s }' <<<"${BASE_BLOBS[$base]}")" \
       "$(wc -l <<<"${BASE_BLOBS[$base]}")" >>"$SIZES"
   fi
   # On this engine (Docker 26, containerd store) .Size of a built image is its content size
@@ -448,17 +448,17 @@ measure_image() {
   # An image pulled from the registry (buildah's) is weighed there: the engine does not fetch
   # the blobs of layers it already has unpacked, so `docker save` cannot give them.
   if [ -n "${REG_REF[$wl:$way]:-}" ]; then blobs=$(registry_blobs "${REG_REF[$wl:$way]}"); else blobs=$(layer_blobs "$tag"); fi
-  comp=$(awk '{ s += $2 } END { print s + 0 }' <<<"$blobs")
+  comp=$(awk '{ s += $2 } END { printf "%.0f\n", s }' <<<"$blobs")
   # What a host that already has the base image must pull: the layers it lacks, by their
   # content (diff ID): a blob compressed anew (buildah pushes the base's layer recompressed)
   # is not pulled again where the layer is there.
-  pull=$(awk 'NR == FNR { have[$1] = 1; next } !($1 in have) { s += $2 } END { print s + 0 }' \
+  pull=$(awk 'NR == FNR { have[$1] = 1; next } !($1 in have) { s += $2 } END { printf "%.0f\n", s }' \
     <(docker image inspect -f '{{range .RootFS.Layers}}{{println .}}{{end}}' "$base" | sed '/^$/d') \
     <(paste -d' ' <(docker image inspect -f '{{range .RootFS.Layers}}{{println .}}{{end}}' "$tag" | sed '/^$/d') \
       <(awk '{ print $2 }' <<<"$blobs")))
   top=$(tail -n 1 <<<"$blobs" | awk '{ print $2 }')
   kinds=$(awk '{ print $3 }' <<<"$blobs" | sort -u | paste -sd+)
-  tars=$(awk '$4 == "-" { u = 1 } { s += $4 } END { print u ? "-" : s + 0 }' <<<"$blobs")
+  tars=$(awk '$4 == "-" { u = 1 } { s += $4 } END { if (u) print "-"; else printf "%.0f\n", s }' <<<"$blobs")
   kept=$(config_kept "$tag" "$LOGS/config-w$wl.txt")
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$way" "$size" "$comp" "$layers" "$pull" "$top" "$kinds" "$kept" "$tars" >>"$SIZES"
 }
@@ -552,9 +552,16 @@ derive() {
     record "$wl" export-import-only "$phase" "$run" "$E_WALL" "$E_CPU" - - - - -
     log "  workload $wl run $run import: ${pw}s + ${E_WALL}s export/import"
   fi
-  if wl_has "$wl" dsquash; then dsquash_way "$wl" dsquash "$run" "$phase" "$src" "$dst:dsquash" "$pw" "$pc"; fi
-  if wl_has "$wl" dsquash-base; then dsquash_way "$wl" dsquash-base "$run" "$phase" "$src" "$dst:dsquash-base" "$pw" "$pc"; fi
-  if wl_has "$wl" crane; then crane_way "$wl" "$run" "$phase" "$src" "$dst:crane" "$pw" "$pc"; fi
+  local w
+  for w in dsquash dsquash-base crane; do
+    wl_has "$wl" "$w" || continue
+    case $w in
+      crane) crane_way "$wl" "$run" "$phase" "$src" "$dst:crane" "$pw" "$pc" ;;
+      *) dsquash_way "$wl" "$w" "$run" "$phase" "$src" "$dst:$w" "$pw" "$pc" ;;
+    esac
+    # The large workloads: each image measured and removed before the next way runs.
+    if [ "$wl" -ge 6 ] && [ "$run" = "$(wl_runs "$wl")" ]; then measure_and_drop "$wl" "$w"; fi
+  done
   return 0
 }
 
@@ -599,16 +606,17 @@ run_cold() { # workloads 1, 2, 3, 6, 7
     for way in $(wl_ways "$wl"); do
       if docker image inspect "squash-bench/$name:$way" >/dev/null 2>&1; then measure_image "$wl" "$way" "squash-bench/$name:$way"; fi
     done
+    # Measured: the images go (BENCH_KEEP keeps them), so that the disk holds one workload's.
+    [ "$KEEP" = 1 ] || docker image ls --format '{{.Repository}}:{{.Tag}}' "squash-bench/$name" | xargs -r docker image rm -f >/dev/null
   fi
   if [ "$PROBES" = 1 ] && [ "$wl" = 2 ]; then probe_cold_zstd "$ctx"; fi
 }
 
-# measure_and_drop WL WAY: sizes of the images WAY (and, after plain, the ways derived from
-# it) made, then removed.
+# measure_and_drop WL WAY: the sizes of WAY's image, then the image removed (and the build
+# cache emptied).
 measure_and_drop() {
   local wl=$1 way=$2 name w ways=$2
   name=$(wl_name "$wl")
-  if [ "$way" = plain ]; then ways="$(wl_ways "$wl" | tr ' ' '\n' | { grep -E '^(dsquash|dsquash-base|crane|import)$' || true; } | paste -sd' ') plain"; fi
   for w in $ways; do
     if docker image inspect "squash-bench/$name:$w" >/dev/null 2>&1; then measure_image "$wl" "$w" "squash-bench/$name:$w"; fi
   done
@@ -651,7 +659,7 @@ run_cached() { # workload 4
 # What a registry that has the previous image receives for the new one: the bytes of the
 # layers whose digest is new. Prints "BYTES LAYERS".
 pushed_bytes() { # pushed_bytes OLD_BLOBS NEW_BLOBS (layer_blobs lines)
-  awk 'NR == FNR { have[$1] = 1; next } !($1 in have) { s += $2 } { n++ } END { print s + 0, n + 0 }' \
+  awk 'NR == FNR { have[$1] = 1; next } !($1 in have) { s += $2 } { n++ } END { printf "%.0f %d\n", s, n }' \
     <(printf '%s\n' "$1") <(printf '%s\n' "$2")
 }
 
@@ -1324,7 +1332,7 @@ main() {
   ENGINE_PIDS=$(engine_pids)
   [ -n "$ENGINE_PIDS" ] || log "warning: engine processes unknown (not started by scripts/engine.sh); no engine CPU figures"
   FRONTEND_SIZE=$(docker image inspect -f '{{.Size}}' "$FRONTEND")
-  FRONTEND_TARS=$(layer_blobs "$FRONTEND" | awk '{ s += $4 } END { print s + 0 }')
+  FRONTEND_TARS=$(layer_blobs "$FRONTEND" | awk '{ s += $4 } END { printf "%.0f\n", s }')
   if peers_wanted; then install_peers; log "peers: $PEERS"; fi
   wait_quiet
   write_meta
