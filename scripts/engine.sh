@@ -24,6 +24,11 @@
 #                                                no argument: every engine and the registry
 #   scripts/engine.sh registry start|env|stop    a local registry on 127.0.0.1; start and env
 #                                                print `export SQUASH_REGISTRY=127.0.0.1:PORT`
+#   scripts/engine.sh install-debs NAME 'SUITE: PKG=VER ...[; SUITE: ...]' [FILE...]
+#                                                other tools' packages, pinned, fetched with
+#                                                private lists and unpacked (dpkg -x) into
+#                                                the cache; prints the root (the benchmark's
+#                                                peers)
 #   scripts/engine.sh images                     create the local base images in the engine
 #                                                the environment points at (idempotent)
 #   scripts/engine.sh status                     engines and registry: running, versions, stores
@@ -225,9 +230,15 @@ eroot() { printf '%s/%s/root\n' "$CACHE" "$1"; }
 pins_line() {
   case $1 in
     registry) printf '%s: %s\n' "$HOST_SUITE" "$PINS_REGISTRY" ;;
-    *) printf '%s: %s; %s: %s\n' "$(suite_of "$1")" "$(pins_of "$1")" "$HOST_SUITE" "$PINS_RUNC" ;;
+    26 | 28) printf '%s: %s; %s: %s\n' "$(suite_of "$1")" "$(pins_of "$1")" "$HOST_SUITE" "$PINS_RUNC" ;;
+    *)
+      [ -n "${OTHER_PINS[$1]:-}" ] || die "nothing is pinned for '$1'"
+      printf '%s\n' "${OTHER_PINS[$1]}"
+      ;;
   esac
 }
+# Other tools unpacked the same way (install-debs): NAME -> "SUITE: PKG=VER ...[; SUITE: ...]".
+declare -A OTHER_PINS=()
 installed() { # installed ENGINE|registry
   local root
   root=$(eroot "$1")
@@ -317,6 +328,38 @@ install_registry() {
   unpack registry "$debs" usr/bin/docker-registry
   unlock
   log "installed the registry in $((SECONDS - t0))s: $(installed_versions registry)"
+}
+
+# install_debs NAME PINS FILE...: the packages PINS names ("SUITE: PKG=VER ...; SUITE: ..."),
+# fetched through each suite's private, verified lists and unpacked into NAME's root in the
+# cache (made anew when the pins change), with FILEs checked there; prints the root. For
+# tools besides the engines (the benchmark's peers); their version record is ROOT/.installed.
+install_debs() {
+  local name=$1 pins=$2 root part suite keyring t0=$SECONDS
+  shift 2
+  case $name in 26 | 28 | registry | apt | debs | keyring | "") die "install-debs: '$name' is taken" ;; esac
+  OTHER_PINS[$name]=$(tr -s ' \n' '  ' <<<"$pins" | sed 's/^ //;s/ $//')
+  root=$(eroot "$name")
+  lock
+  if installed "$name"; then
+    unlock
+    log "$name already installed in $root"
+  else
+    log "installing $name into $root"
+    rm -rf "$CACHE/$name/debs"
+    while IFS= read -r part; do
+      suite=$(awk -F: '{ gsub(/ /, "", $1); print $1 }' <<<"$part")
+      [ -n "$suite" ] || continue
+      keyring=$(suite_keyring "$suite")
+      # shellcheck disable=SC2046 # the pins are words
+      fetch_pinned "$suite" "$keyring" "$CACHE/$name/debs/$suite" $(cut -d: -f2- <<<"$part")
+    done < <(tr ';' '\n' <<<"${OTHER_PINS[$name]}")
+    unpack "$name" "$CACHE/$name/debs" "$@"
+    unlock
+    log "installed $name in $((SECONDS - t0))s: $(installed_versions "$name")"
+  fi
+  warn_unpinned "$name"
+  printf '%s\n' "$root"
 }
 
 cmd_install() {
@@ -1097,6 +1140,10 @@ main() {
   [ $# -gt 0 ] && shift
   case $cmd in
     install) cmd_install "$@" ;;
+    install-debs)
+      [ $# -ge 2 ] || die "usage: $0 install-debs NAME 'SUITE: PKG=VERSION ...[; SUITE: ...]' [FILE...]"
+      install_debs "$@"
+      ;;
     start) cmd_start "$@" ;;
     env) cmd_env "$@" ;;
     stop) cmd_stop "$@" ;;
@@ -1109,4 +1156,6 @@ main() {
   esac
 }
 
-main "$@"
+# Sourced (`. scripts/engine.sh`), it only defines its functions: other scripts use its apt
+# helpers (private lists, pinned versions, unpacked roots) for tools of their own.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; fi
