@@ -106,13 +106,19 @@ fn squashed(
         plain.image.diff_ids()[..kept],
         "[{t}] {side}: the base's layers as they were"
     );
-    // The report counts both layers.
+    // The report counts both layers. (A build whose squash steps all come from the cache,
+    // as a split by paths in base mode does after the same split by the other method, which
+    // is the same graph, prints none.)
     let reports = squash_reports(&built.build.stderr);
     let layers = format!("layers {} -> {}", plain.image.layers.len(), kept + 2);
-    assert!(
-        reports.len() == 1 && reports[0].title.ends_with(&layers),
-        "[{t}] {side}: one report, saying {layers}: {reports:?}"
-    );
+    if squash_steps(&built.build.stderr).iter().all(|s| s.reused()) {
+        assert!(reports.is_empty(), "[{t}] {side}: cached, {reports:?}");
+    } else {
+        assert!(
+            reports.len() == 1 && reports[0].title.ends_with(&layers),
+            "[{t}] {side}: one report, saying {layers}: {reports:?}"
+        );
+    }
     let entries = layer_entries(image);
     let top: Vec<&str> = entries[entries.len() - 2..]
         .iter()
