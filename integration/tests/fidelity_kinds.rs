@@ -16,7 +16,7 @@ use integration::fs::Kind;
 use integration::image::{is_empty_layer, rfc3339_seconds, Image};
 use integration::progress::{error_lines, squash_lines};
 use integration::scenario::{
-    frontend_image_from_env, load_built, squash_dockerfile, variants, Built, TagGuard,
+    frontend_image_from_env, load_built, run_nonce, squash_dockerfile, variants, Built, TagGuard,
 };
 use integration::show::describe;
 use serde_json::Value;
@@ -244,8 +244,13 @@ fn assert_same_mtimes(t: &str, label: &str, plain: &Built, squashed: &Built) {
 // ---------------------------------------------------------------------------
 
 /// Two RUN steps (two layers) on a base of four layers.
+/// (The first step writes [`run_nonce`], so that each run of the tests builds and squashes
+/// anew rather than finding the whole result in an earlier run's build cache.)
 fn on_base(base: &str) -> String {
-    format!("FROM {base}\nRUN echo a > /a\nRUN echo b > /b && rm /base/dir/one\n")
+    format!(
+        "FROM {base}\nRUN echo a > /a && echo {} > /run-id\nRUN echo b > /b && rm /base/dir/one\n",
+        run_nonce().trim()
+    )
 }
 
 /// How many history entries of `image` describe a layer.
