@@ -252,17 +252,7 @@ async fn build(gw: &mut Gateway, start: &Start) -> Result<gateway::Result, Build
                 continue;
             }
         }
-        let solved = gw
-            .solve(gateway::SolveRequest {
-                definition: Some(squash.def.clone()),
-                cache_imports: request.cache_imports.clone(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| BuildError::Squash(e.status))?;
-        let Some(gateway::result::Result::Ref(reference)) = solved.result else {
-            return Err(BuildError::UnexpectedResult);
-        };
+        let reference = solve_ref(gw, &squash.def, &request).await?;
         squashed.push(Squashed {
             platform: platform.map(str::to_string),
             reference,
@@ -273,13 +263,13 @@ async fn build(gw: &mut Gateway, start: &Start) -> Result<gateway::Result, Build
     Ok(result::assemble(&built, &squashed))
 }
 
-/// Solves the report's definition and reads the report back: the ref (for an attestation) and
-/// the report.
-async fn read_report(
+/// Solves one of our definitions (the squash, or its report) with the build's cache imports;
+/// its ref.
+async fn solve_ref(
     gw: &mut Gateway,
     def: &pb::Definition,
     request: &Request,
-) -> Result<(gateway::Ref, report::Report), BuildError> {
+) -> Result<gateway::Ref, BuildError> {
     let solved = gw
         .solve(gateway::SolveRequest {
             definition: Some(def.clone()),
@@ -288,9 +278,20 @@ async fn read_report(
         })
         .await
         .map_err(|e| BuildError::Squash(e.status))?;
-    let Some(gateway::result::Result::Ref(reference)) = solved.result else {
-        return Err(BuildError::UnexpectedResult);
-    };
+    match solved.result {
+        Some(gateway::result::Result::Ref(reference)) => Ok(reference),
+        _ => Err(BuildError::UnexpectedResult),
+    }
+}
+
+/// Solves the report's definition and reads the report back: the ref (for an attestation) and
+/// the report.
+async fn read_report(
+    gw: &mut Gateway,
+    def: &pb::Definition,
+    request: &Request,
+) -> Result<(gateway::Ref, report::Report), BuildError> {
+    let reference = solve_ref(gw, def, request).await?;
     let bytes = gw.read_file(&reference.id, llb::REPORT_FILE).await?;
     let made = serde_json::from_slice(&bytes).map_err(|e| BuildError::Report(e.to_string()))?;
     Ok((reference, made))

@@ -149,6 +149,19 @@ pub fn error_lines(build_output: &str) -> Vec<String> {
         .collect()
 }
 
+/// An `ERROR` line's message without buildx's client prefix: `ERROR: `, buildx 0.2x's
+/// `failed to build: `, then `failed to solve: ` or `failed to run Build function: `
+/// (buildx runs a build through a client-side build function and a solve at once, and the same
+/// failure reaches it through either first, with or without our line).
+pub fn error_message(line: &str) -> &str {
+    let l = line.strip_prefix("ERROR: ").unwrap_or(line);
+    let l = l.strip_prefix("failed to build: ").unwrap_or(l);
+    ["failed to solve: ", "failed to run Build function: "]
+        .iter()
+        .find_map(|p| l.strip_prefix(p))
+        .unwrap_or(l)
+}
+
 /// Which squash graph a base-mode build used: the diff method's vertices
 /// are named `squash: diff against the base`; the sync method's step prints
 /// `squash-frontend sync:` (or is cached under the summary name).

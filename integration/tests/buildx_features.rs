@@ -30,7 +30,7 @@ use integration::fixtures::{BUSYBOX, LAYERS};
 use integration::fs::FsModel;
 use integration::image::{created_by, Image, Platform};
 use integration::progress::{
-    error_lines, run_copy_steps, show_steps, squash_lines, squash_steps, Step,
+    error_lines, error_message, run_copy_steps, show_steps, squash_lines, squash_steps, Step,
 };
 use integration::scenario::{
     frontend_image_from_env, load_built, squash_dockerfile, Built, Outcome, Scenario,
@@ -857,17 +857,7 @@ fn print_unanswered_request_fails_alike() {
         let msg = format!("unsupported request frontend.{what}");
         // buildx 0.13 prints `ERROR: <message>`, newer ones `ERROR: failed to build: failed to
         // solve: <message>`.
-        let inner = |l: &str| {
-            // Either path of buildx's client can report the failure first.
-            let l = l
-                .trim_start_matches("ERROR: ")
-                .trim_start_matches("failed to build: ");
-            ["failed to solve: ", "failed to run Build function: "]
-                .iter()
-                .find_map(|p| l.strip_prefix(p))
-                .unwrap_or(l)
-                .to_string()
-        };
+        let inner = |l: &str| error_message(l).to_string();
         assert_eq!(pe.len(), 1, "plain: {p}");
         assert_eq!(inner(&pe[0]), format!("{msg}: {msg}"), "plain: {p}");
         assert_eq!(se.len(), 1, "squashed: {s}");

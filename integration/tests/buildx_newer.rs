@@ -38,7 +38,7 @@ use integration::docker::{
 use integration::fixtures::{self, DaemonLog, BUSYBOX};
 use integration::image::{created_by, Image, Platform};
 use integration::progress::{
-    error_lines, lint_violation_rules, lint_warnings, squash_steps, LintWarning,
+    error_lines, error_message, lint_violation_rules, lint_warnings, squash_steps, LintWarning,
 };
 use integration::scenario::{
     both_contexts, frontend_image_from_env, load_built, Built, Outcome, Scenario, TagGuard,
@@ -369,20 +369,12 @@ fn same_warnings(t: &str, what: &str, p: &BuildOutput, s: &BuildOutput) -> Vec<S
 
 /// The `ERROR` lines of a build without the rule list of a lint violation,
 /// which BuildKit writes in no fixed order.
-///
-/// Without the client's prefix too: buildx reaches the same failure through its build function
-/// or its solve, whichever ends first (`failed to run Build function: ` or `failed to solve: `,
-/// after buildx 0.2x's `failed to build: `), with or without our line.
+/// Without the client's prefix too ([`error_message`]).
 fn errors_without_rule_list(out: &BuildOutput) -> Vec<String> {
     error_lines(&out.stderr)
-        .into_iter()
+        .iter()
         .map(|l| {
-            let l = l.strip_prefix("ERROR: ").unwrap_or(&l);
-            let l = l.strip_prefix("failed to build: ").unwrap_or(l);
-            let l = ["failed to solve: ", "failed to run Build function: "]
-                .iter()
-                .find_map(|p| l.strip_prefix(p))
-                .unwrap_or(l);
+            let l = error_message(l);
             match l.split_once("lint violation found for rules: ") {
                 Some((head, _)) => format!("{head}lint violation found for rules: <sorted apart>"),
                 None => l.to_string(),

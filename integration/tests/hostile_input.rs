@@ -14,7 +14,7 @@ use integration::compare::CompareOptions;
 use integration::context::TestContext;
 use integration::docker::{self, BuildOutput, Buildx, BUILD_TIMEOUT};
 use integration::fixtures::{DaemonLog, BUSYBOX};
-use integration::progress::{error_lines, squash_lines};
+use integration::progress::{error_lines, error_message, squash_lines};
 use integration::scenario::{frontend_image_from_env, squash_dockerfile, Scenario};
 use integration::show::{describe_outcome, indent};
 
@@ -377,22 +377,11 @@ fn assert_fails_as_plain(t: &str, case: &str, body: &str, args: &[&str], needle:
     log.assert_no_panic(t);
 }
 
-/// The `ERROR: ...` lines without the client's prefix: buildx runs the build through a
-/// client-side build function and a solve at once, and the same failure reaches it through
-/// either first (`failed to solve: ` or `failed to run Build function: `), with or without
-/// our line; buildx 0.2x puts `failed to build: ` before either.
+/// The `ERROR: ...` lines without the client's prefix ([`error_message`]).
 fn error_messages(out: &BuildOutput) -> Vec<String> {
     error_lines(&out.stderr)
-        .into_iter()
-        .map(|l| {
-            let l = l.strip_prefix("ERROR: ").unwrap_or(&l);
-            let l = l.strip_prefix("failed to build: ").unwrap_or(l);
-            ["failed to solve: ", "failed to run Build function: "]
-                .iter()
-                .find_map(|p| l.strip_prefix(p))
-                .unwrap_or(l)
-                .to_string()
-        })
+        .iter()
+        .map(|l| error_message(l).to_string())
         .collect()
 }
 
