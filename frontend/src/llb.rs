@@ -447,8 +447,100 @@ pub struct Reporting<'a> {
     pub base: Option<&'a Output>,
     /// After each step, in order.
     pub states: &'a [Output],
-    /// The report's request (a [`crate::report::Request`] as JSON).
-    pub request: String,
+    /// What the report is to say.
+    pub request: crate::report::Request,
+    /// Our [`account_exec`] step of the first steps, and how many it covers: their
+    /// filesystems (and the base's) are then not mounted, and the report goes on from there.
+    pub resume: Option<(Output, usize)>,
+}
+
+impl Reporting<'_> {
+    /// The filesystems to mount, named as the in-build step finds them under
+    /// [`REPORT_STATES`], and the request with where the resumed accounting is.
+    fn mounts(&self) -> (Vec<(String, &Output)>, crate::report::Request) {
+        let mut request = self.request.clone();
+        let skip = self.resume.as_ref().map_or(0, |(_, n)| *n);
+        let base = self.base.filter(|_| self.resume.is_none());
+        let mut named: Vec<(String, &Output)> = base
+            .map(|b| ("base".to_string(), b))
+            .into_iter()
+            .chain(
+                self.states
+                    .iter()
+                    .enumerate()
+                    .skip(skip)
+                    .map(|(k, s)| ((k + 1).to_string(), s)),
+            )
+            .collect();
+        if let Some((saved, _)) = &self.resume {
+            named.push((RESUME.to_string(), saved));
+            request.resume = Some(format!("{REPORT_STATES}/{RESUME}/{ACCOUNTING_FILE}"));
+        }
+        (named, request)
+    }
+
+    /// `mounts` and `inputs` for the filesystems, keyed by their definitions.
+    fn add_to(&self, inputs: &mut Vec<pb::Input>, mounts: &mut Vec<pb::Mount>) -> String {
+        let (named, request) = self.mounts();
+        for (name, state) in named {
+            inputs.push(state.input());
+            mounts.push(by_definition(
+                inputs.len() as i64 - 1,
+                &format!("{REPORT_STATES}/{name}"),
+            ));
+        }
+        serde_json::to_string(&request).expect("plain data serialises")
+    }
+}
+
+/// Where a resumed report finds the saved accounting, under [`REPORT_STATES`].
+const RESUME: &str = "resume";
+/// The saved accounting's file name (in [`REPORT_DIR`] of our [`account_exec`] step).
+pub const ACCOUNTING_FILE: &str = "accounting";
+
+/// A mount of `input` at `dest` (read-only or writable), as output `output` (-1: none).
+fn mount(input: i64, dest: &str, output: i64, readonly: bool) -> pb::Mount {
+    pb::Mount {
+        input,
+        dest: dest.into(),
+        output,
+        readonly,
+        ..Default::default()
+    }
+}
+
+/// A read-only mount keyed by its input's definition, not its content: a cached squash (or one
+/// whose cache was imported) then needs no copy of the finished image or of any step's
+/// filesystem at all.
+fn by_definition(input: i64, dest: &str) -> pb::Mount {
+    pb::Mount {
+        content_cache: pb::MountContentCache::Off as i32,
+        ..mount(input, dest, -1, true)
+    }
+}
+
+/// A run of our own binary's `account` subcommand, in our own image: it reads the filesystems
+/// `report` names and saves what they cost ([`crate::report::Accounting::save`]) to
+/// [`ACCOUNTING_FILE`] in an empty mount at [`REPORT_DIR`], its output 0, for a later step to
+/// go on from. No network.
+pub fn account_exec(
+    tool: &Output,
+    exe: &str,
+    report: &Reporting<'_>,
+    platform: pb::Platform,
+) -> pb::Op {
+    let mut inputs = vec![tool.input()];
+    // Read-only with no output: see `tool_exec`.
+    let mut mounts = vec![mount(0, "/", -1, true), mount(-1, REPORT_DIR, 0, false)];
+    let request = report.add_to(&mut inputs, &mut mounts);
+    let args = vec![
+        exe.to_string(),
+        "account".into(),
+        format!("{REPORT_DIR}/{ACCOUNTING_FILE}"),
+        "--request".into(),
+        request,
+    ];
+    exec_op(inputs, args, mounts, platform)
 }
 
 /// A run of our own binary's `sync` subcommand, in our own image, that makes a writable mount of
@@ -512,19 +604,6 @@ fn tool_exec(
     report: Option<&Reporting<'_>>,
     platform: pb::Platform,
 ) -> pb::Op {
-    let mount = |input: i64, dest: &str, output: i64, readonly: bool| pb::Mount {
-        input,
-        dest: dest.into(),
-        output,
-        readonly,
-        ..Default::default()
-    };
-    // Keyed by their definitions, not their content: a cached squash (or one whose cache was
-    // imported) then needs no copy of the finished image or of any step's filesystem at all.
-    let by_definition = |input: i64, dest: &str| pb::Mount {
-        content_cache: pb::MountContentCache::Off as i32,
-        ..mount(input, dest, -1, true)
-    };
     let (writable, at) = output;
     let mut inputs: Vec<pb::Input> = vec![tool.input(), finished.input()];
     let mut mounts = vec![
@@ -545,30 +624,24 @@ fn tool_exec(
     mounts.push(mount(writable_input, at, 0, false));
     if let Some(report) = report {
         mounts.push(mount(-1, REPORT_DIR, 1, false));
-        let named = [report.base.map(|b| ("base".to_string(), b))]
-            .into_iter()
-            .flatten()
-            .chain(
-                report
-                    .states
-                    .iter()
-                    .enumerate()
-                    .map(|(k, s)| ((k + 1).to_string(), s)),
-            );
-        for (name, state) in named {
-            inputs.push(state.input());
-            mounts.push(by_definition(
-                inputs.len() as i64 - 1,
-                &format!("{REPORT_STATES}/{name}"),
-            ));
-        }
+        let request = report.add_to(&mut inputs, &mut mounts);
         args.extend([
             "--report".to_string(),
             format!("{REPORT_DIR}/{REPORT_FILE}"),
             "--request".to_string(),
-            report.request.clone(),
+            request,
         ]);
     }
+    exec_op(inputs, args, mounts, platform)
+}
+
+/// An exec of `args` with `mounts` (the first is the root), no environment, no network.
+fn exec_op(
+    inputs: Vec<pb::Input>,
+    args: Vec<String>,
+    mounts: Vec<pb::Mount>,
+    platform: pb::Platform,
+) -> pb::Op {
     pb::Op {
         inputs,
         op: Some(pb::op::Op::Exec(pb::ExecOp {

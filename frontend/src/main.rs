@@ -18,6 +18,9 @@ const USAGE: &str =
                                          in those comma-separated absolute paths alone)
        squash-frontend inspect FINAL [--report FILE --request JSON]
                                          (check FINAL for what no image layer can hold)
+       squash-frontend account FILE --request JSON
+                                         (save what the first steps cost, for a later
+                                         --report to go on from)
        with --report: report what the squash reclaims, as the JSON request asks";
 
 fn main() -> ExitCode {
@@ -25,6 +28,7 @@ fn main() -> ExitCode {
     match args.first().and_then(|a| a.to_str()) {
         Some("sync") => sync(&args[1..]),
         Some("inspect") => inspect(&args[1..]),
+        Some("account") => account(&args[1..]),
         Some("--version") => {
             // Stdout is the gRPC wire only when BuildKit starts us, which it does with no
             // argument.
@@ -161,38 +165,92 @@ fn check(final_dir: &Path, report: ReportArgs<'_>) -> Option<ExitCode> {
         eprintln!("squash-frontend: {e}");
         Some(ExitCode::FAILURE)
     };
-    let final_listing = match report {
+    let reserved = match report {
         Some((file, request)) => match make_report(file.as_ref(), request) {
-            Ok(listing) => listing,
+            Ok(reserved) => reserved,
             Err(e) => return failed(&e),
         },
         None => match scan::listing(final_dir) {
-            Ok(listing) => listing,
+            Ok(listing) => scan::reserved(&listing),
             Err(e) => return failed(&e),
         },
     };
-    scan::refusal(&scan::reserved(&final_listing)).map(|why| {
+    scan::refusal(&reserved).map(|why| {
         eprintln!("squash-frontend: {why}");
         ExitCode::from(scan::EXIT_UNREPRESENTABLE)
     })
 }
 
-/// Makes the report the request asks for, prints it and writes it to `file`; returns the last
-/// filesystem it read (the finished one).
-fn make_report(file: &Path, request: &OsString) -> Result<report::Listing, String> {
+/// The in-build `account` step: reads the filesystems the request names and saves what they
+/// cost to FILE, for a later step's report to go on from (see `report::Request::resume`).
+fn account(args: &[OsString]) -> ExitCode {
+    let [file, flag, request] = args else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    if flag != "--request" {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    }
     let started = std::time::Instant::now();
-    let request: report::Request = serde_json::from_str(&request.to_string_lossy())
-        .map_err(|e| format!("the report request does not read: {e}"))?;
+    let saved = read_request(request)
+        .and_then(|request| accounting(&request))
+        .and_then(|accounting| {
+            std::fs::write(file, accounting.save())
+                .map_err(|e| format!("cannot write {}: {e}", Path::new(file).display()))
+                .map(|()| accounting.steps_read())
+        });
+    match saved {
+        Ok(steps) => {
+            eprintln!(
+                "squash report: the first {steps} steps read (made from metadata in {} ms, peak RSS {} KiB)",
+                started.elapsed().as_millis(),
+                peak_rss_kib().unwrap_or(0)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("squash-frontend: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_request(request: &OsString) -> Result<report::Request, String> {
+    serde_json::from_str(&request.to_string_lossy())
+        .map_err(|e| format!("the report request does not read: {e}"))
+}
+
+/// The accounting of the steps the request names: each step's filesystem read in turn, from
+/// the base's, or from a saved accounting of the first ones.
+fn accounting(request: &report::Request) -> Result<report::Accounting, String> {
     let states = Path::new(&request.states);
-    let base = scan::listing(&states.join("base")).map_err(|e| e.to_string())?;
-    let mut accounting = report::Accounting::new(base.clone(), request.squash);
-    let mut last = base;
-    for (k, name) in request.steps.iter().enumerate() {
+    let mut accounting = match &request.resume {
+        Some(saved) => {
+            let bytes = std::fs::read(saved).map_err(|e| format!("cannot read {saved}: {e}"))?;
+            report::Accounting::load(&bytes).map_err(|e| e.to_string())?
+        }
+        None => {
+            let base = scan::listing(&states.join("base")).map_err(|e| e.to_string())?;
+            report::Accounting::new(base, request.squash).with_split(request.split.clone())
+        }
+    };
+    let done = accounting.steps_read();
+    for (k, name) in request.steps.iter().enumerate().skip(done) {
         let listing =
             scan::listing(&states.join((k + 1).to_string())).map_err(|e| e.to_string())?;
-        accounting.step(name, listing.clone());
-        last = listing;
+        accounting.step(name, listing);
     }
+    Ok(accounting)
+}
+
+/// Makes the report the request asks for, prints it and writes it to `file`; returns the names
+/// of the last filesystem it read (the finished one) that no layer can hold.
+fn make_report(file: &Path, request: &OsString) -> Result<Vec<String>, String> {
+    let started = std::time::Instant::now();
+    let request = read_request(request)?;
+    let accounting = accounting(&request)?;
+    let reserved = scan::reserved(accounting.last());
     let made = accounting
         .report(request.layers_before, request.top)
         .with_new_layers(request.new_layers);
@@ -213,7 +271,7 @@ fn make_report(file: &Path, request: &OsString) -> Result<report::Listing, Strin
     }
     let json = serde_json::to_vec_pretty(&made).expect("plain data serialises");
     std::fs::write(file, json).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-    Ok(last)
+    Ok(reserved)
 }
 
 /// The in-build step: makes the tree at BASE equal to the one at FINAL, touching only what
@@ -228,16 +286,55 @@ fn sync(args: &[OsString]) -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    if let Some(stop) = check(final_dir.as_ref(), report) {
+    let (final_dir, base_dir): (&Path, &Path) = (final_dir.as_ref(), base_dir.as_ref());
+    // The check (and report) and the sync read different things and share nothing: they run
+    // side by side. If the check stops the step, what the sync wrote is thrown away with it
+    // (BuildKit keeps no output of a failed step).
+    let (stop, synced) = std::thread::scope(|s| {
+        let syncing = s.spawn(|| mirror(final_dir, base_dir, &only));
+        let stop = check(final_dir, report);
+        (stop, syncing.join())
+    });
+    if let Some(stop) = stop {
         return stop;
     }
+    match synced {
+        Ok(Ok(done)) => {
+            for (path, stats) in done {
+                match stats {
+                    Some(stats) if only.is_empty() => eprintln!("squash-frontend sync: {stats}"),
+                    Some(stats) => eprintln!("squash-frontend sync {path}: {stats}"),
+                    None => eprintln!("squash-frontend sync {path}: not a directory in the result, left to the next layer"),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            eprintln!("squash-frontend sync: {e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("squash-frontend sync: the sync stopped unexpectedly");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Each path's sync statistics (`None`: not a directory in the result).
+type Synced = Vec<(String, Option<treesync::SyncStats>)>;
+
+/// Makes BASE equal to FINAL (with `only`: in those paths alone).
+fn mirror(
+    final_dir: &Path,
+    base_dir: &Path,
+    only: &[String],
+) -> Result<Synced, treesync::SyncError> {
     // The changes of BASE become the squashed layer, through BuildKit's layer differ.
     let options = treesync::SyncOptions {
         for_layer_differ: true,
         ..Default::default()
     };
-    let (final_dir, base_dir): (&Path, &Path) = (final_dir.as_ref(), base_dir.as_ref());
-    let synced = if only.is_empty() {
+    if only.is_empty() {
         treesync::sync_tree(final_dir, base_dir, &options)
             .map(|stats| vec![("/".into(), Some(stats))])
     } else {
@@ -249,21 +346,5 @@ fn sync(args: &[OsString]) -> ExitCode {
                     .map(|stats| (format!("/{rel}"), stats))
             })
             .collect()
-    };
-    match synced {
-        Ok(done) => {
-            for (path, stats) in done {
-                match stats {
-                    Some(stats) if only.is_empty() => eprintln!("squash-frontend sync: {stats}"),
-                    Some(stats) => eprintln!("squash-frontend sync {path}: {stats}"),
-                    None => eprintln!("squash-frontend sync {path}: not a directory in the result, left to the next layer"),
-                }
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("squash-frontend sync: {e}");
-            ExitCode::FAILURE
-        }
     }
 }

@@ -367,11 +367,18 @@ pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> 
             steps: step_names.clone(),
             top: REPORT_TOP,
             min_saving: inputs.min_saving,
+            // A split at a stage is counted from the step it ends with (`split_layers`).
+            split: match &inputs.split {
+                Some(Split::Paths(paths)) => Some(report::SplitAt::Paths(paths.clone())),
+                _ => None,
+            },
+            resume: None,
         };
         llb::Reporting {
             base: root_image.as_ref(),
             states: &lineage.states,
-            request: serde_json::to_string(&request).expect("plain data serialises"),
+            request,
+            resume: None,
         }
     };
     if let Some(split) = &inputs.split {
@@ -729,7 +736,9 @@ fn split_layers(
     let tool = inputs.tool.ok_or(PlanError::NoTool);
     match (split, method) {
         (Split::Stage(stage), Method::Diff) => {
-            let at = lineage.states[stage_end(g, lineage, stage)?].clone();
+            let end = stage_end(g, lineage, stage)?;
+            let at = lineage.states[end].clone();
+            let reporting = &resumed_at(g, inputs, reporting, end + 1, &split_names(split).0)?;
             let lower_root = g.push(
                 llb::mkdir_root(base),
                 llb::meta_with_caps(Some("squash: mark the base"), &["file.base"]),
@@ -738,21 +747,22 @@ fn split_layers(
                 llb::diff(&lower_root, &at),
                 llb::meta_with_caps(Some(low_name), &["diffop"]),
             );
-            let (upper_root, report) = new_root(g, head, Some(&at), inputs, reporting)?;
-            let upper = g.push(
-                llb::diff(&upper_root, head),
-                llb::meta_with_caps(Some(high_name), &["diffop"]),
-            );
-            let parts: Vec<&Output> = base.into_iter().chain([&lower, &upper]).collect();
+            let upper = upper_at(g, head, &at, inputs, reporting, high_name)?;
+            let parts: Vec<&Output> = base.into_iter().chain([&lower, &upper.layer]).collect();
             let layer = g.push(
                 llb::merge(&parts),
                 llb::meta_with_caps(Some("squash: the layers together"), &["mergeop"]),
             );
-            Ok(Made { layer, report })
+            Ok(Made {
+                layer,
+                report: upper.report,
+            })
         }
         (Split::Stage(stage), _) => {
             let tool = tool?;
-            let at = lineage.states[stage_end(g, lineage, stage)?].clone();
+            let end = stage_end(g, lineage, stage)?;
+            let at = lineage.states[end].clone();
+            let reporting = &resumed_at(g, inputs, reporting, end + 1, &split_names(split).0)?;
             let tool_head = g.add_definition(&tool.def)?.ok_or(PlanError::NoTool)?;
             let chain = SyncChain {
                 tool,
@@ -779,6 +789,86 @@ fn split_layers(
             Ok(chain.push(g, (&copied, paths), base, head, reporting))
         }
     }
+}
+
+/// The upper layer of a split at the state `at`, with DiffOp: what the later steps changed.
+/// Where our own image is known, our `sync` step makes a writable mount of `at` equal to the
+/// result (with the report), so the layer is that step's own, which BuildKit exports as it
+/// stands; the diff from `at` then takes exactly that layer. Without it, the diff from a no-op
+/// on `at` to the result, which BuildKit's differ computes by walking both trees at export.
+fn upper_at(
+    g: &mut Graph,
+    head: &Output,
+    at: &Output,
+    inputs: &Inputs<'_>,
+    reporting: &llb::Reporting<'_>,
+    name: &str,
+) -> Result<Made, PlanError> {
+    let tool_head = match inputs.tool {
+        Some(tool) => g.add_definition(&tool.def)?.map(|h| (tool, h)),
+        None => None,
+    };
+    let Some((tool, tool_head)) = tool_head else {
+        let (root, report) = new_root(g, head, Some(at), inputs, reporting)?;
+        let layer = g.push(
+            llb::diff(&root, head),
+            llb::meta_with_caps(Some(name), &["diffop"]),
+        );
+        return Ok(Made { layer, report });
+    };
+    let synced = g.push(
+        llb::sync_exec(
+            &tool_head,
+            &tool.exe,
+            head,
+            Some(at),
+            &[],
+            Some(reporting),
+            tool.platform.clone(),
+        ),
+        llb::meta_with_caps(Some(name), llb::SYNC_EXEC_CAPS),
+    );
+    let layer = g.push(
+        llb::diff(at, &synced),
+        llb::meta_with_caps(Some("squash: the layer of the later steps"), &["diffop"]),
+    );
+    Ok(Made {
+        report: report_of(&synced),
+        layer,
+    })
+}
+
+/// The report of a split after the first `steps` steps (`lower` says what they hold): where our own image is known, its
+/// accounting of those steps is made by a step of its own, which the build cache keeps while
+/// they stay the same, and the report goes on from it, reading only the later steps'
+/// filesystems (an app-only change then reads the app's steps alone).
+fn resumed_at<'a>(
+    g: &mut Graph,
+    inputs: &Inputs<'_>,
+    reporting: &llb::Reporting<'a>,
+    steps: usize,
+    lower: &str,
+) -> Result<llb::Reporting<'a>, PlanError> {
+    let mut reporting = reporting.clone();
+    reporting.request.split = Some(report::SplitAt::Step(steps));
+    let Some(tool) = inputs.tool else {
+        return Ok(reporting);
+    };
+    let Some(tool_head) = g.add_definition(&tool.def)? else {
+        return Ok(reporting);
+    };
+    let mut first = reporting.clone();
+    first.states = &reporting.states[..steps];
+    first.request.steps.truncate(steps);
+    let account = g.push(
+        llb::account_exec(&tool_head, &tool.exe, &first, tool.platform.clone()),
+        llb::meta_with_caps(
+            Some(&format!("squash: report on {lower}")),
+            llb::SYNC_EXEC_CAPS,
+        ),
+    );
+    reporting.resume = Some((account, steps));
+    Ok(reporting)
 }
 
 /// Two of our `sync` steps in a row, for a split without DiffOp: the lower layer's content
@@ -930,7 +1020,7 @@ mod tests {
                     .unwrap()
                     .args
                     .iter()
-                    .take_while(|a| *a != "--report")
+                    .take_while(|a| *a != "--report" && *a != "--request")
                     .cloned()
                     .collect::<Vec<_>>()
                     .join(" "),
@@ -1240,6 +1330,19 @@ mod tests {
         }
     }
 
+    /// Our step that accounts for the steps below a split, in [`appended`]'s form.
+    const ACCOUNT: &str = "/bin/squash-frontend account /squash/report/accounting";
+
+    /// The report request of one of our steps.
+    fn request_of(op: &pb::Op) -> report::Request {
+        let Some(pb::op::Op::Exec(e)) = &op.op else {
+            panic!("not our step: {op:?}")
+        };
+        let args = &e.meta.as_ref().unwrap().args;
+        let at = args.iter().position(|a| a == "--request").unwrap();
+        serde_json::from_str(&args[at + 1]).unwrap()
+    }
+
     /// Plans the staged build with `split`, in `mode`, with or without DiffOp.
     fn split_plan(split: &str, mode: Mode, has_diff: bool) -> Result<Squash, PlanError> {
         let (def, _) = crate::testkit::staged_definition();
@@ -1295,37 +1398,60 @@ mod tests {
         assert_eq!(
             split_appended(&s.def),
             [
+                ACCOUNT,
                 "mkdir /",
                 "diff",
-                "/bin/squash-frontend inspect /squash/final",
+                "/bin/squash-frontend sync /squash/final /squash/base",
                 "diff",
                 "merge 3",
                 "terminal"
             ]
         );
         let added = split_added(&s.def);
-        let [(_, mkdir), (lower_d, lower), (inspect_d, inspect), (upper_d, upper), (_, merge), _] =
+        let [(account_d, account), (_, mkdir), (lower_d, lower), (sync_d, sync), (upper_d, upper), (_, merge), _] =
             &added[..]
         else {
             unreachable!()
         };
+        // The report: the base and the stage's two steps read by a step of their own (kept
+        // by the build cache while they stay the same); the upper sync reads the last step's
+        // filesystem and goes on from there.
+        let mounted = |op: &pb::Op| -> Vec<String> {
+            op.inputs[1..].iter().map(|i| i.digest.clone()).collect()
+        };
+        assert_eq!(mounted(account), &digests[..3]);
+        assert_eq!(
+            request_of(account).steps.len(),
+            2,
+            "the stage's steps alone"
+        );
+        assert_eq!(request_of(account).split, Some(report::SplitAt::Step(2)));
+        let resumed = request_of(sync);
+        assert_eq!(resumed.steps.len(), 3, "every step's name");
+        assert_eq!(
+            resumed.resume.as_deref(),
+            Some("/squash/states/resume/accounting")
+        );
+        assert_eq!(
+            mounted(sync)[2..],
+            [digests[3].clone(), account_d.clone()],
+            "after the result and the stage's end: the last step and the saved accounting"
+        );
         assert_eq!(
             mkdir.inputs[0].digest, digests[0],
             "the no-op sits on the base"
         );
         // The lower layer: the base (+ no-op) against the stage's last step.
         assert_eq!(lower.inputs[1].digest, digests[2]);
-        // The upper one: the stage's end (+ our inspect step) against the result.
+        // The upper one: our sync of the result onto the stage's end, against the stage's
+        // end: the sync step's own layer.
+        assert_eq!(sync.inputs[1].digest, digests[3], "the result, read-only");
         assert_eq!(
-            inspect.inputs[1].digest, digests[3],
-            "the result, read-only"
-        );
-        assert_eq!(
-            inspect.inputs[2].digest, digests[2],
+            sync.inputs[2].digest, digests[2],
             "the stage's end, its output"
         );
-        assert_eq!(upper.inputs[0].digest, *inspect_d);
-        assert_eq!(upper.inputs[1].digest, digests[3]);
+        assert_eq!(upper.inputs[0].digest, digests[2]);
+        assert_eq!(upper.inputs[1].digest, *sync_d);
         let merged: Vec<&str> = merge.inputs.iter().map(|i| i.digest.as_str()).collect();
         assert_eq!(
             merged,
@@ -1358,9 +1484,10 @@ mod tests {
         assert_eq!(
             split_appended(&s.def),
             [
+                ACCOUNT,
                 "mkdir /",
                 "diff",
-                "/bin/squash-frontend inspect /squash/final",
+                "/bin/squash-frontend sync /squash/final /squash/base",
                 "diff",
                 "merge 2",
                 "terminal"
@@ -1368,7 +1495,7 @@ mod tests {
         );
         let added = split_added(&s.def);
         assert!(
-            added[0].1.inputs.is_empty(),
+            added[1].1.inputs.is_empty(),
             "the lower layer's empty side is scratch"
         );
         assert!(!s.keeps_base);
@@ -1382,15 +1509,21 @@ mod tests {
         assert_eq!(
             split_appended(&s.def),
             [
+                ACCOUNT,
                 "/bin/squash-frontend sync /squash/final /squash/base",
                 "/bin/squash-frontend sync /squash/final /squash/base",
                 "terminal"
             ]
         );
         let added = split_added(&s.def);
-        let [(lower_d, lower), (_, upper), _] = &added[..] else {
+        let [(account_d, _), (lower_d, lower), (_, upper), _] = &added[..] else {
             unreachable!()
         };
+        assert_eq!(
+            upper.inputs.last().map(|i| &i.digest),
+            Some(account_d),
+            "the report goes on from the stage's accounting"
+        );
         // The stage's end onto the base, with no report; the result onto that, with one.
         assert_eq!(
             (

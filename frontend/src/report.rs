@@ -32,7 +32,7 @@ pub enum Kind {
 }
 
 /// One path of a filesystem, as `lstat` describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     /// What it is.
     pub kind: Kind,
@@ -302,6 +302,26 @@ pub struct Request {
     pub top: usize,
     /// The least the squash must reclaim, if the build set one.
     pub min_saving: Option<MinSaving>,
+    /// Where the squash splits its layers (`squash-split`), if it does.
+    #[serde(default)]
+    pub split: Option<SplitAt>,
+    /// A saved [`Accounting`] of the first steps (made by an earlier step of ours, which the
+    /// build cache keeps while those steps stay the same): the steps it covers are not read
+    /// again, and their filesystems are not mounted.
+    #[serde(default)]
+    pub resume: Option<String>,
+}
+
+/// Where a split squash divides the image, as the report counts its two layers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitAt {
+    /// After this many steps: the lower layer holds the filesystem then, the upper one what
+    /// the later steps changed.
+    Step(usize),
+    /// These absolute paths: the lower layer holds them as the result has them, the upper one
+    /// everything else that differs.
+    Paths(Vec<String>),
 }
 
 /// What the squash is of.
@@ -318,8 +338,10 @@ pub enum Squash {
 }
 
 /// Reads a build step by step (the filesystem after each), keeping only the last filesystem and
-/// what each of its paths cost, and makes the [`Report`] at the end.
-#[derive(Debug)]
+/// what each of its paths cost, and makes the [`Report`] at the end. It can be saved after some
+/// steps and read back to go on ([`Accounting::save`], [`Accounting::load`]), so that a step
+/// of ours the build cache keeps can hold what the first steps cost.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Accounting {
     squash: Squash,
     base: Listing,
@@ -330,6 +352,18 @@ pub struct Accounting {
     /// and its size (0 for all but the first name of an inode in that step).
     owner: HashMap<Vec<u8>, (Option<usize>, u64)>,
     wasted: Vec<(u64, Vec<u8>, usize, usize)>,
+    split: Option<SplitAt>,
+    /// With a split after a step, once that step is read: the lower layer's bytes and the
+    /// filesystem it ends with.
+    lower: Option<(u64, Listing)>,
+}
+
+/// Why a saved [`Accounting`] cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountingError {
+    /// The bytes are not an accounting of this version.
+    #[error("the saved accounting of the first steps does not read: {0}")]
+    Load(#[from] postcard::Error),
 }
 
 impl Accounting {
@@ -348,6 +382,42 @@ impl Accounting {
             names: Vec::new(),
             owner,
             wasted: Vec::new(),
+            split: None,
+            lower: None,
+        }
+    }
+
+    /// Counts the squash as two layers, split at `split` (see [`SplitAt`]).
+    pub fn with_split(mut self, split: Option<SplitAt>) -> Accounting {
+        self.split = split;
+        self
+    }
+
+    /// How many steps it has read.
+    pub fn steps_read(&self) -> usize {
+        self.names.len()
+    }
+
+    /// The last filesystem it read (the base's, before any step).
+    pub fn last(&self) -> &Listing {
+        &self.before
+    }
+
+    /// The accounting as bytes, to [`Accounting::load`] in a later step.
+    pub fn save(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("plain data serialises")
+    }
+
+    /// An accounting [`Accounting::save`]d.
+    pub fn load(bytes: &[u8]) -> Result<Accounting, AccountingError> {
+        Ok(postcard::from_bytes(bytes)?)
+    }
+
+    /// The filesystem the squash starts from: the base's in base mode, empty in full mode.
+    fn start(&self) -> Option<&Listing> {
+        match self.squash {
+            Squash::Full => None,
+            Squash::Base { .. } => Some(&self.base),
         }
     }
 
@@ -370,15 +440,44 @@ impl Accounting {
         }
         charge(&mut self.owner, &self.before, &after, Some(k));
         self.before = after;
+        if self.split == Some(SplitAt::Step(k + 1)) {
+            let empty = Listing::new();
+            let bytes = layer_bytes(self.start().unwrap_or(&empty), &self.before);
+            self.lower = Some((bytes, self.before.clone()));
+        }
+    }
+
+    /// The bytes of the squashed layer, or of the split's two layers together.
+    fn squashed_bytes(&self) -> u64 {
+        let empty = Listing::new();
+        let start = self.start().unwrap_or(&empty);
+        let last = &self.before;
+        match (&self.split, &self.lower) {
+            (Some(SplitAt::Step(_)), Some((lower, at))) => lower + layer_bytes(at, last),
+            (Some(SplitAt::Paths(paths)), _) => {
+                // The lower layer: the start with those paths as the result has them.
+                let under = |p: &[u8]| {
+                    paths.iter().any(|q| {
+                        let q = q.trim_start_matches('/').as_bytes();
+                        p.starts_with(q) && (p.len() == q.len() || p[q.len()] == b'/')
+                    })
+                };
+                let lower: Listing = start
+                    .iter()
+                    .filter(|(p, _)| !under(p))
+                    .chain(last.iter().filter(|(p, _)| under(p)))
+                    .map(|(p, e)| (p.clone(), e.clone()))
+                    .collect();
+                layer_bytes(start, &lower) + layer_bytes(&lower, last)
+            }
+            _ => layer_bytes(start, last),
+        }
     }
 
     /// The report: `layers_before` is the image's layer count; `top` how many wasted files to
     /// name.
     pub fn report(mut self, layers_before: usize, top: usize) -> Report {
-        let squashed = match self.squash {
-            Squash::Full => layer_bytes(&Listing::new(), &self.before),
-            Squash::Base { .. } => layer_bytes(&self.base, &self.before),
-        };
+        let squashed = self.squashed_bytes();
         let wasted_files = self.wasted.len() as u64;
         let wasted_file_bytes = self.wasted.iter().map(|w| w.0).sum();
         self.wasted
@@ -594,6 +693,68 @@ mod tests {
     }
 
     #[test]
+    fn a_split_counts_both_layers_and_an_accounting_goes_on_where_it_was_saved() {
+        let base = listing(&[("etc", dir()), ("etc/conf", file(100, 1))]);
+        let deps = listing(&[
+            ("etc", dir()),
+            ("etc/conf", file(100, 1)),
+            ("lib", dir()),
+            ("lib/dep", file(9000, 2)),
+        ]);
+        let app = listing(&[
+            ("etc", dir()),
+            ("etc/conf", file(100, 1)),
+            ("lib", dir()),
+            ("lib/dep", file(9500, 3)),
+            ("app", file(700, 3)),
+        ]);
+        let names = ["[deps 2/2] RUN deps", "[app 1/1] RUN app"];
+        let split = Some(SplitAt::Step(1));
+        let whole = |split: Option<SplitAt>| {
+            let mut a = Accounting::new(base.clone(), Squash::Base { layers: 1 }).with_split(split);
+            a.step(names[0], deps.clone());
+            a.step(names[1], app.clone());
+            a.report(3, 10)
+        };
+        let one = whole(None);
+        let two = whole(split.clone());
+        // The app step rewrote a file of the lower layer: the two layers both hold it.
+        assert_eq!(one.squashed_bytes, layer_bytes(&base, &app));
+        assert_eq!(
+            two.squashed_bytes,
+            layer_bytes(&base, &deps) + layer_bytes(&deps, &app)
+        );
+        assert!(two.squashed_bytes > one.squashed_bytes);
+        assert_eq!(two.reclaimed_bytes, 0, "nothing was deleted: {two:?}");
+        // Saved after the first step and read back, it ends where the whole run ends.
+        let mut first =
+            Accounting::new(base.clone(), Squash::Base { layers: 1 }).with_split(split.clone());
+        first.step(names[0], deps.clone());
+        let mut again = Accounting::load(&first.save()).unwrap();
+        assert_eq!(again.steps_read(), 1);
+        assert_eq!(again.last(), &deps);
+        again.step(names[1], app.clone());
+        assert_eq!(again.report(3, 10), two);
+        assert!(Accounting::load(b"not an accounting").is_err());
+
+        // By paths: /lib below, the rest above.
+        let mut by_paths = Accounting::new(base.clone(), Squash::Base { layers: 1 })
+            .with_split(Some(SplitAt::Paths(vec!["/lib".into()])));
+        by_paths.step(names[0], deps.clone());
+        by_paths.step(names[1], app.clone());
+        let lower = listing(&[
+            ("etc", dir()),
+            ("etc/conf", file(100, 1)),
+            ("lib", dir()),
+            ("lib/dep", file(9500, 3)),
+        ]);
+        assert_eq!(
+            by_paths.report(3, 10).squashed_bytes,
+            layer_bytes(&base, &lower) + layer_bytes(&lower, &app)
+        );
+    }
+
+    #[test]
     fn nothing_deleted_reclaims_nothing() {
         let base = listing(&[("a", file(10, 1))]);
         let s1 = listing(&[("a", file(10, 1)), ("b", file(20, 2))]);
@@ -655,7 +816,13 @@ mod tests {
             steps: vec!["[2/3] RUN a".into()],
             top: 10,
             min_saving: Some(MinSaving::Percent(5.0)),
+            split: Some(SplitAt::Paths(vec!["/usr".into()])),
+            resume: Some("/squash/states/resume/accounting".into()),
         };
+        // A request without the fields added later reads as no split and no resume.
+        let old = r#"{"squash":"full","layers_before":2,"new_layers":1,"states":"/s","steps":[],"top":10,"min_saving":null}"#;
+        let old: Request = serde_json::from_str(old).unwrap();
+        assert_eq!((old.split, old.resume), (None, None));
         let json = serde_json::to_string(&req).unwrap();
         assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), req);
     }
