@@ -314,11 +314,12 @@ disk_check() { # disk_check WHERE
   fi
 }
 
-# The report our in-build step prints ends with "(made from metadata in N ms, peak RSS N KiB)";
-# prints "MS KIB" of the largest of a build's reports (one per platform), or "- -".
+# Our in-build report steps end their output with "(made from metadata in N ms, peak RSS N
+# KiB)"; prints "MS KIB": their times summed (a split at a stage reports in two steps: the
+# stage's steps, then the rest) and the largest peak RSS, or "- -".
 report_cost() { # report_cost BUILD_LOG
   { grep -aoE 'made from metadata in [0-9]+ ms, peak RSS [0-9]+ KiB' "$1" || true; } |
-    awk '$9 + 0 >= rss { rss = $9 + 0; ms = $5 } END { if (NR) print ms, rss; else print "- -" }'
+    awk '{ ms += $5 } $9 + 0 >= rss { rss = $9 + 0 } END { if (NR) print ms, rss; else print "- -" }'
 }
 
 # build KEY DOCKERFILE CONTEXT [BUILDX ARGS...]: one timed build; the caller's arguments say

@@ -472,9 +472,12 @@ impl Reporting<'_> {
                     .map(|(k, s)| ((k + 1).to_string(), s)),
             )
             .collect();
-        if let Some((saved, _)) = &self.resume {
+        if let Some((saved, steps)) = &self.resume {
             named.push((RESUME.to_string(), saved));
-            request.resume = Some(format!("{REPORT_STATES}/{RESUME}/{ACCOUNTING_FILE}"));
+            request.resume = Some(crate::report::Resume {
+                file: format!("{REPORT_STATES}/{RESUME}/{ACCOUNTING_FILE}"),
+                steps: *steps,
+            });
         }
         (named, request)
     }
@@ -621,7 +624,14 @@ fn tool_exec(
         }
         None => -1,
     };
-    mounts.push(mount(writable_input, at, 0, false));
+    // Keyed by its definition too: BuildKit keys a writable mount of a whole state by its
+    // content by default (solver/llbsolver/ops/exec.go, getMountDeps), so our step onto one
+    // state would be answered from the cache with our step onto another state of the same
+    // content, whose output sits on that state's layers, not on these.
+    mounts.push(pb::Mount {
+        content_cache: pb::MountContentCache::Off as i32,
+        ..mount(writable_input, at, 0, false)
+    });
     if let Some(report) = report {
         mounts.push(mount(-1, REPORT_DIR, 1, false));
         let request = report.add_to(&mut inputs, &mut mounts);

@@ -222,26 +222,56 @@ fn read_request(request: &OsString) -> Result<report::Request, String> {
 }
 
 /// The accounting of the steps the request names: each step's filesystem read in turn, from
-/// the base's, or from a saved accounting of the first ones.
+/// the base's, or from a saved accounting of the first ones. The next filesystem is read while
+/// the last one is counted (never more than one ahead: three filesystems in memory at most).
 fn accounting(request: &report::Request) -> Result<report::Accounting, String> {
     let states = Path::new(&request.states);
-    let mut accounting = match &request.resume {
-        Some(saved) => {
-            let bytes = std::fs::read(saved).map_err(|e| format!("cannot read {saved}: {e}"))?;
-            report::Accounting::load(&bytes).map_err(|e| e.to_string())?
-        }
-        None => {
-            let base = scan::listing(&states.join("base")).map_err(|e| e.to_string())?;
-            report::Accounting::new(base, request.squash).with_split(request.split.clone())
-        }
-    };
-    let done = accounting.steps_read();
-    for (k, name) in request.steps.iter().enumerate().skip(done) {
-        let listing =
-            scan::listing(&states.join((k + 1).to_string())).map_err(|e| e.to_string())?;
-        accounting.step(name, listing);
+    let first = request.resume.as_ref().map_or(0, |r| r.steps);
+    if first > request.steps.len() {
+        return Err(format!(
+            "the report request resumes after step {first} of {}",
+            request.steps.len()
+        ));
     }
-    Ok(accounting)
+    std::thread::scope(|s| {
+        let (listed, next) = std::sync::mpsc::sync_channel(0);
+        let count = request.steps.len();
+        s.spawn(move || {
+            for k in first..count {
+                let listing =
+                    scan::listing(&states.join((k + 1).to_string())).map_err(|e| e.to_string());
+                let failed = listing.is_err();
+                // The other side stops taking when it fails itself.
+                if listed.send(listing).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let mut accounting = match &request.resume {
+            Some(resume) => {
+                let bytes = std::fs::read(&resume.file)
+                    .map_err(|e| format!("cannot read {}: {e}", resume.file))?;
+                report::Accounting::load(&bytes).map_err(|e| e.to_string())?
+            }
+            None => {
+                let base = scan::listing(&states.join("base")).map_err(|e| e.to_string())?;
+                report::Accounting::new(base, request.squash).with_split(request.split.clone())
+            }
+        };
+        if accounting.steps_read() != first {
+            return Err(format!(
+                "the saved accounting covers {} steps, not the {first} the request says",
+                accounting.steps_read()
+            ));
+        }
+        for name in &request.steps[first..] {
+            let listing = next
+                .recv()
+                .map_err(|_| "the filesystems stopped being read".to_string())??;
+            accounting.step(name, listing);
+        }
+        Ok(accounting)
+    })
 }
 
 /// Makes the report the request asks for, prints it and writes it to `file`; returns the names

@@ -1429,8 +1429,11 @@ mod tests {
         let resumed = request_of(sync);
         assert_eq!(resumed.steps.len(), 3, "every step's name");
         assert_eq!(
-            resumed.resume.as_deref(),
-            Some("/squash/states/resume/accounting")
+            resumed.resume,
+            Some(report::Resume {
+                file: "/squash/states/resume/accounting".into(),
+                steps: 2
+            })
         );
         assert_eq!(
             mounted(sync)[2..],
@@ -1524,6 +1527,19 @@ mod tests {
             Some(account_d),
             "the report goes on from the stage's accounting"
         );
+        // The writable mounts are keyed by their definitions: the lower step's output holds
+        // the stage's content, and a key by content would answer the upper step from the
+        // cache of a sync onto the stage's end itself (the other method), on its layers.
+        for op in [lower, upper] {
+            let Some(pb::op::Op::Exec(e)) = &op.op else {
+                unreachable!()
+            };
+            let onto = e.mounts.iter().find(|m| m.dest == llb::SYNC_BASE).unwrap();
+            assert_eq!(
+                (onto.readonly, onto.content_cache),
+                (false, pb::MountContentCache::Off as i32)
+            );
+        }
         // The stage's end onto the base, with no report; the result onto that, with one.
         assert_eq!(
             (

@@ -309,7 +309,16 @@ pub struct Request {
     /// build cache keeps while those steps stay the same): the steps it covers are not read
     /// again, and their filesystems are not mounted.
     #[serde(default)]
-    pub resume: Option<String>,
+    pub resume: Option<Resume>,
+}
+
+/// Where a report goes on from a saved [`Accounting`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The saved accounting's file.
+    pub file: String,
+    /// How many steps it covers: the first of [`Request::steps`].
+    pub steps: usize,
 }
 
 /// Where a split squash divides the image, as the report counts its two layers.
@@ -354,8 +363,9 @@ pub struct Accounting {
     wasted: Vec<(u64, Vec<u8>, usize, usize)>,
     split: Option<SplitAt>,
     /// With a split after a step, once that step is read: the lower layer's bytes and the
-    /// filesystem it ends with.
-    lower: Option<(u64, Listing)>,
+    /// filesystem it ends with (`None` while that is still the last one read, so that it is
+    /// neither copied nor saved twice).
+    lower: Option<(u64, Option<Listing>)>,
 }
 
 /// Why a saved [`Accounting`] cannot be used.
@@ -377,8 +387,12 @@ impl Accounting {
                 Squash::Base { .. } => 0,
             },
             squash,
-            before: base.clone(),
-            base,
+            // Full mode starts from nothing: the base's own filesystem is not kept twice.
+            base: match squash {
+                Squash::Full => Listing::new(),
+                Squash::Base { .. } => base.clone(),
+            },
+            before: base,
             names: Vec::new(),
             owner,
             wasted: Vec::new(),
@@ -439,11 +453,14 @@ impl Accounting {
             }
         }
         charge(&mut self.owner, &self.before, &after, Some(k));
-        self.before = after;
+        let before = std::mem::replace(&mut self.before, after);
+        if let Some((_, at @ None)) = &mut self.lower {
+            *at = Some(before);
+        }
         if self.split == Some(SplitAt::Step(k + 1)) {
             let empty = Listing::new();
             let bytes = layer_bytes(self.start().unwrap_or(&empty), &self.before);
-            self.lower = Some((bytes, self.before.clone()));
+            self.lower = Some((bytes, None));
         }
     }
 
@@ -453,7 +470,9 @@ impl Accounting {
         let start = self.start().unwrap_or(&empty);
         let last = &self.before;
         match (&self.split, &self.lower) {
-            (Some(SplitAt::Step(_)), Some((lower, at))) => lower + layer_bytes(at, last),
+            (Some(SplitAt::Step(_)), Some((lower, at))) => {
+                lower + layer_bytes(at.as_ref().unwrap_or(last), last)
+            }
             (Some(SplitAt::Paths(paths)), _) => {
                 // The lower layer: the start with those paths as the result has them.
                 let under = |p: &[u8]| {
@@ -817,7 +836,10 @@ mod tests {
             top: 10,
             min_saving: Some(MinSaving::Percent(5.0)),
             split: Some(SplitAt::Paths(vec!["/usr".into()])),
-            resume: Some("/squash/states/resume/accounting".into()),
+            resume: Some(Resume {
+                file: "/squash/states/resume/accounting".into(),
+                steps: 1,
+            }),
         };
         // A request without the fields added later reads as no split and no resume.
         let old = r#"{"squash":"full","layers_before":2,"new_layers":1,"states":"/s","steps":[],"top":10,"min_saving":null}"#;
