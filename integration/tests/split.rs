@@ -17,8 +17,9 @@ use integration::progress::{error_lines, show_steps, squash_reports, squash_step
 use integration::scenario::{load_built, run_nonce, squash_dockerfile, variants, Built, TagGuard};
 
 /// A dependency stage (a library and a config file, written once) and an app stage on top of
-/// it, which copies the app and deletes one of the dependency stage's files (a deletion
-/// across the boundary). The dependency step copies `run-id` ([`run_nonce`]), so that the
+/// it, which copies the app, deletes one of the dependency stage's files (a deletion across
+/// the boundary) and appends to another (which both layers of a split at the stage then hold,
+/// and the report counts twice). The dependency step copies `run-id` ([`run_nonce`]), so that the
 /// first build of a test run makes every layer anew and the second can only find the lower
 /// one in this run's cache.
 const BODY: &str = r#"FROM squash-test/busybox:latest AS deps
@@ -27,7 +28,7 @@ RUN head -c 300000 /dev/urandom > /opt/deps/lib.so && echo old > /opt/deps/old.c
 
 FROM deps
 COPY app.txt /app/app.txt
-RUN rm /opt/deps/old.conf && echo built > /app/built
+RUN rm /opt/deps/old.conf && echo built > /app/built && echo patched >> /opt/deps/lib.so
 ENV APP=1
 CMD ["cat", "/app/app.txt"]
 "#;
@@ -117,6 +118,17 @@ fn squashed(
         assert!(
             reports.len() == 1 && reports[0].title.ends_with(&layers),
             "[{t}] {side}: one report, saying {layers}: {reports:?}"
+        );
+        // Its squashed bytes are the two layers' (as tars, less the framing each repeats:
+        // the end marker and the directories above the entries).
+        let layers: u64 = image.layers[kept..]
+            .iter()
+            .map(|l| l.uncompressed_size)
+            .sum();
+        let said = reports[0].squashed_bytes;
+        assert!(
+            said.abs_diff(layers) <= layers / 100 + 2 * 4096,
+            "[{t}] {side}: the report's squashed bytes ({said}) are the two layers' ({layers})"
         );
     }
     let entries = layer_entries(image);
@@ -218,16 +230,27 @@ fn split_keeps_the_lower_layer_across_an_app_change() {
                 ids2[kept + 1],
                 "[{t}] {label}: the upper layer holds the new app"
             );
-            // The lower layer's own steps: named after it, and (for a split by paths) the
-            // copy of its paths.
+            // The lower layer's own steps: named after it, the copy of its paths (a split by
+            // paths) and the report's reading of its steps (a split at a stage), which the
+            // report of the upper layer goes on from.
             let steps = squash_steps(&second.build.stderr);
             let lower: Vec<_> = steps
                 .iter()
                 .filter(|s| {
                     s.name.starts_with(&format!("squash: {}", case.lower))
                         || s.name.starts_with("squash: copy ")
+                        || s.name.starts_with("squash: report on ")
                 })
                 .collect();
+            let resumed = lower
+                .iter()
+                .any(|s| s.name.starts_with("squash: report on "));
+            assert_eq!(
+                resumed,
+                !case.value.starts_with('/'),
+                "[{t}] {label}: a split at a stage reports on the stage's steps in a step of its own:\n{}",
+                show_steps(&steps)
+            );
             assert!(
                 !lower.is_empty() && lower.iter().all(|s| s.cached),
                 "[{t}] {label}: the lower layer's squash steps are cached:\n{}",
