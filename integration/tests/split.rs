@@ -16,19 +16,20 @@ use integration::image::{created_by, is_empty_layer, Image};
 use integration::progress::{error_lines, show_steps, squash_reports, squash_steps};
 use integration::scenario::{load_built, run_nonce, squash_dockerfile, variants, Built, TagGuard};
 
-/// A dependency stage (a library and a config file, written once) and an app stage on top of
-/// it, which copies the app, deletes one of the dependency stage's files (a deletion across
-/// the boundary) and appends to another (which both layers of a split at the stage then hold,
-/// and the report counts twice). The dependency step copies `run-id` ([`run_nonce`]), so that the
+/// A dependency stage (a library, a config file and a data file, written once) and an app
+/// stage on top of it, which copies the app, deletes one of the dependency stage's files (a
+/// deletion across the boundary) and appends to the data file (which both layers of a split at
+/// the stage then hold, and the report counts twice; it is outside the paths of the split by
+/// paths, whose cached lower layer would hold it with an earlier time, see the README). The dependency step copies `run-id` ([`run_nonce`]), so that the
 /// first build of a test run makes every layer anew and the second can only find the lower
 /// one in this run's cache.
 const BODY: &str = r#"FROM squash-test/busybox:latest AS deps
 COPY run-id /opt/deps/run-id
-RUN head -c 300000 /dev/urandom > /opt/deps/lib.so && echo old > /opt/deps/old.conf && mkdir -p /etc/deps && echo on > /etc/deps/enabled
+RUN head -c 300000 /dev/urandom > /opt/deps/lib.so && echo old > /opt/deps/old.conf && mkdir -p /etc/deps /srv && echo on > /etc/deps/enabled && head -c 200000 /dev/urandom > /srv/data
 
 FROM deps
 COPY app.txt /app/app.txt
-RUN rm /opt/deps/old.conf && echo built > /app/built && echo patched >> /opt/deps/lib.so
+RUN rm /opt/deps/old.conf && echo built > /app/built && echo patched >> /srv/data
 ENV APP=1
 CMD ["cat", "/app/app.txt"]
 "#;
