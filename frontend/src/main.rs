@@ -194,7 +194,7 @@ fn account(args: &[OsString]) -> ExitCode {
     }
     let started = std::time::Instant::now();
     let saved = read_request(request)
-        .and_then(|request| accounting(&request))
+        .and_then(|request| scan::account(&request).map_err(|e| e.to_string()))
         .and_then(|accounting| {
             std::fs::write(file, accounting.save())
                 .map_err(|e| format!("cannot write {}: {e}", Path::new(file).display()))
@@ -221,65 +221,12 @@ fn read_request(request: &OsString) -> Result<report::Request, String> {
         .map_err(|e| format!("the report request does not read: {e}"))
 }
 
-/// The accounting of the steps the request names: each step's filesystem read in turn, from
-/// the base's, or from a saved accounting of the first ones. The next filesystem is read while
-/// the last one is counted (never more than one ahead: three filesystems in memory at most).
-fn accounting(request: &report::Request) -> Result<report::Accounting, String> {
-    let states = Path::new(&request.states);
-    let first = request.resume.as_ref().map_or(0, |r| r.steps);
-    if first > request.steps.len() {
-        return Err(format!(
-            "the report request resumes after step {first} of {}",
-            request.steps.len()
-        ));
-    }
-    std::thread::scope(|s| {
-        let (listed, next) = std::sync::mpsc::sync_channel(0);
-        let count = request.steps.len();
-        s.spawn(move || {
-            for k in first..count {
-                let listing =
-                    scan::listing(&states.join((k + 1).to_string())).map_err(|e| e.to_string());
-                let failed = listing.is_err();
-                // The other side stops taking when it fails itself.
-                if listed.send(listing).is_err() || failed {
-                    break;
-                }
-            }
-        });
-        let mut accounting = match &request.resume {
-            Some(resume) => {
-                let bytes = std::fs::read(&resume.file)
-                    .map_err(|e| format!("cannot read {}: {e}", resume.file))?;
-                report::Accounting::load(&bytes).map_err(|e| e.to_string())?
-            }
-            None => {
-                let base = scan::listing(&states.join("base")).map_err(|e| e.to_string())?;
-                report::Accounting::new(base, request.squash).with_split(request.split.clone())
-            }
-        };
-        if accounting.steps_read() != first {
-            return Err(format!(
-                "the saved accounting covers {} steps, not the {first} the request says",
-                accounting.steps_read()
-            ));
-        }
-        for name in &request.steps[first..] {
-            let listing = next
-                .recv()
-                .map_err(|_| "the filesystems stopped being read".to_string())??;
-            accounting.step(name, listing);
-        }
-        Ok(accounting)
-    })
-}
-
 /// Makes the report the request asks for, prints it and writes it to `file`; returns the names
 /// of the last filesystem it read (the finished one) that no layer can hold.
 fn make_report(file: &Path, request: &OsString) -> Result<Vec<String>, String> {
     let started = std::time::Instant::now();
     let request = read_request(request)?;
-    let accounting = accounting(&request)?;
+    let accounting = scan::account(&request).map_err(|e| e.to_string())?;
     let reserved = scan::reserved(accounting.last());
     let made = accounting
         .report(request.layers_before, request.top)

@@ -1,12 +1,12 @@
-//! Walking a mounted tree inside the build (our `inspect` and `sync` steps), without following
-//! a symlink and without reading a byte of any file: what the squash checks before it writes a
-//! layer.
+//! Walking a mounted tree inside the build (our `inspect`, `sync` and `account` steps),
+//! without following a symlink and without reading a byte of any file: what the squash checks
+//! before it writes a layer, and the filesystems its report counts ([`account`]).
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use crate::report::{Entry, Kind, Listing};
+use crate::report::{self, Accounting, AccountingError, Entry, Kind, Listing};
 
 /// Why a tree could not be walked.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +79,97 @@ fn walk_error(root: &Path, e: walkdir::Error) -> ScanError {
     }
 }
 
+/// Why the filesystems a report request names could not be accounted for.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// A filesystem could not be walked.
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    /// The saved accounting could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The saved accounting's file.
+        path: String,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The saved accounting does not read.
+    #[error(transparent)]
+    Load(#[from] AccountingError),
+    /// The reading of the filesystems stopped before this step's (it does not, short of a
+    /// crash of that thread).
+    #[error("the filesystems stopped being read before the one after {step}")]
+    Stopped {
+        /// The step whose filesystem was not read.
+        step: String,
+    },
+    /// The saved accounting and the request disagree on how many steps it covers.
+    #[error(
+        "the saved accounting covers {saved} steps, the report request says {said} of {steps}"
+    )]
+    Resume {
+        /// Steps the saved accounting covers.
+        saved: usize,
+        /// Steps the request says it covers.
+        said: usize,
+        /// Steps the request names.
+        steps: usize,
+    },
+}
+
+/// The accounting of the steps `request` names: each step's filesystem (mounted at
+/// `<states>/<k>`) read in turn, from the base's (`<states>/base`), or from a saved accounting
+/// of the first ones ([`report::Request::resume`]). The next filesystem is read while the last
+/// one is counted (never more than one ahead).
+pub fn account(request: &report::Request) -> Result<Accounting, AccountError> {
+    let states = Path::new(&request.states);
+    let count = request.steps.len();
+    let first = request.resume.as_ref().map_or(0, |r| r.steps);
+    let mismatch = |saved| AccountError::Resume {
+        saved,
+        said: first,
+        steps: count,
+    };
+    if first > count {
+        return Err(mismatch(first));
+    }
+    std::thread::scope(|s| {
+        let (listed, next) = std::sync::mpsc::sync_channel(0);
+        s.spawn(move || {
+            for k in first..count {
+                let listing = listing(&states.join((k + 1).to_string()));
+                let failed = listing.is_err();
+                // The other side stops taking when it fails itself.
+                if listed.send(listing).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let mut accounting = match &request.resume {
+            Some(resume) => {
+                let bytes = std::fs::read(&resume.file).map_err(|source| AccountError::Read {
+                    path: resume.file.clone(),
+                    source,
+                })?;
+                Accounting::load(&bytes)?
+            }
+            None => Accounting::new(listing(&states.join("base"))?, request.squash)
+                .with_split(request.split.clone()),
+        };
+        if accounting.steps_read() != first {
+            return Err(mismatch(accounting.steps_read()));
+        }
+        for name in &request.steps[first..] {
+            let listing = next
+                .recv()
+                .map_err(|_| AccountError::Stopped { step: name.clone() })?;
+            accounting.step(name, listing?);
+        }
+        Ok(accounting)
+    })
+}
+
 /// The paths of `listing` (as absolute paths of the image) whose names start with
 /// [`WHITEOUT_PREFIX`].
 pub fn reserved(listing: &Listing) -> Vec<String> {
@@ -149,6 +240,93 @@ mod tests {
         assert_eq!((a.kind, a.size), (Kind::File, 1));
         // A filesystem nobody mounted (a build from scratch) is empty.
         assert!(listing_or_empty(&root.join("missing")));
+    }
+
+    /// A request over `states` for the steps named.
+    fn request(states: &Path, steps: &[&str], split: Option<report::SplitAt>) -> report::Request {
+        report::Request {
+            squash: report::Squash::Base { layers: 1 },
+            layers_before: steps.len() + 1,
+            new_layers: if split.is_some() { 2 } else { 1 },
+            states: states.to_string_lossy().into_owned(),
+            steps: steps.iter().map(|s| s.to_string()).collect(),
+            top: 10,
+            min_saving: None,
+            split,
+            resume: None,
+        }
+    }
+
+    #[test]
+    fn an_accounting_resumed_from_a_saved_one_ends_as_one_read_at_once() {
+        let t = tempfile::tempdir().unwrap();
+        let states = t.path();
+        let write = |dir: &str, files: &[(&str, usize)]| {
+            for (name, size) in files {
+                let path = states.join(dir).join(name);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, vec![b'x'; *size]).unwrap();
+                // One time for all: a file is the same in two filesystems unless its size
+                // says otherwise.
+                let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+                std::fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_modified(at))
+                    .unwrap();
+            }
+        };
+        write("base", &[("etc/conf", 100)]);
+        write(
+            "1",
+            &[("etc/conf", 100), ("lib/dep", 50_000), ("tmp/junk", 9_000)],
+        );
+        write("2", &[("etc/conf", 100), ("lib/dep", 50_000)]);
+        write("3", &[("etc/conf", 100), ("lib/dep", 50_500), ("app", 700)]);
+        let steps = [
+            "[deps 2/3] RUN deps",
+            "[deps 3/3] RUN clean",
+            "[app 1/1] RUN app",
+        ];
+        let split = Some(report::SplitAt::Step(2));
+        let whole = account(&request(states, &steps, split.clone())).unwrap();
+        assert_eq!(whole.steps_read(), 3);
+        let whole = whole.report(4, 10);
+        assert_eq!(
+            whole.wasted_files, 2,
+            "the junk and the first /lib/dep: {whole:?}"
+        );
+
+        // The first two steps, saved; the last one read after them.
+        let first = account(&request(states, &steps[..2], split.clone())).unwrap();
+        let saved = states.join("saved");
+        std::fs::write(&saved, first.save()).unwrap();
+        let mut resumed = request(states, &steps, split);
+        resumed.resume = Some(report::Resume {
+            file: saved.to_string_lossy().into_owned(),
+            steps: 2,
+        });
+        // The base and the first two filesystems are not read again: gone, they are not missed.
+        for dir in ["base", "1", "2"] {
+            std::fs::remove_dir_all(states.join(dir)).unwrap();
+        }
+        assert_eq!(account(&resumed).unwrap().report(4, 10), whole);
+
+        // A request that says the saved accounting covers more or fewer steps than it does.
+        for steps in [1, 3, 4] {
+            resumed.resume.as_mut().unwrap().steps = steps;
+            let e = account(&resumed).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    AccountError::Resume { saved: 2, .. } | AccountError::Resume { said: 4, .. }
+                ),
+                "{e}"
+            );
+        }
+        resumed.resume.as_mut().unwrap().file = states.join("nothing").to_string_lossy().into();
+        resumed.resume.as_mut().unwrap().steps = 2;
+        assert!(matches!(account(&resumed), Err(AccountError::Read { .. })));
     }
 
     #[test]
