@@ -215,6 +215,7 @@ async fn build(gw: &mut Gateway, start: &Start) -> Result<gateway::Result, Build
             no_cache: request.no_cache,
             min_saving: settings.min_saving,
             split: settings.split.clone(),
+            split_from: settings.split_from.clone(),
         };
         let mut received = Received::decode(
             def,

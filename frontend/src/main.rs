@@ -203,7 +203,7 @@ fn account(args: &[OsString]) -> ExitCode {
     match saved {
         Ok(steps) => {
             eprintln!(
-                "squash report: the first {steps} steps read (made from metadata in {} ms, peak RSS {} KiB)",
+                "squash report: the filesystems of the first {steps} steps, counted for the report of the later ones (made from metadata in {} ms, peak RSS {} KiB)",
                 started.elapsed().as_millis(),
                 peak_rss_kib().unwrap_or(0)
             );

@@ -159,6 +159,8 @@ pub struct Inputs<'a> {
     pub min_saving: Option<report::MinSaving>,
     /// Where the squash splits the image into two layers (`squash-split`), if it does.
     pub split: Option<Split>,
+    /// Where the split was given ([`crate::request::Settings::split_from`]).
+    pub split_from: String,
 }
 
 /// One built image as the Dockerfile frontend returned it, its definition decoded once.
@@ -292,19 +294,25 @@ pub enum PlanError {
         /// The engine's reason.
         reason: String,
     },
-    /// `squash-split` names a stage the image is not built from.
-    #[error("squash-split names the stage {stage}, but the image is not built from it (its steps come from {found}); valid values are the stages the target stage is built from, or paths")]
+    /// `squash-split` names a stage the target stage is not built on.
+    #[error("{from} names the stage {stage}, which the target stage does not start FROM, directly or through other stages; valid values are {valid}")]
     SplitStage {
+        /// Where the setting was given.
+        from: String,
         /// The stage asked for.
         stage: String,
-        /// The stages the image is built from, as the progress names them.
-        found: String,
+        /// The valid values, in words: the stages it is built on, as the progress names them.
+        valid: String,
     },
-    /// `squash-split` names the target stage itself, or a stage nothing follows.
-    #[error("squash-split names the stage {stage}, but no step of the image comes after it: split at an earlier stage")]
+    /// `squash-split` names the target stage itself: nothing comes after it.
+    #[error("{from} names the stage {stage}, the target stage itself, after which nothing is left for the upper layer; valid values are {valid}")]
     SplitNothingAfter {
+        /// Where the setting was given.
+        from: String,
         /// The stage asked for.
         stage: String,
+        /// The valid values, in words.
+        valid: String,
     },
     /// Method `sync` without our own image's definition.
     #[error("squash method sync needs the frontend's own image definition, which BuildKit did not provide at /run/config/buildkit/metadata/frontend.bin; set the squash method to diff or auto, or use full mode")]
@@ -627,14 +635,21 @@ fn new_root(
             return Ok((step, report));
         }
     }
-    let (op, name) = match base {
-        Some(base) => (llb::mkdir_root(Some(base)), "squash: mark the base"),
-        None => (llb::mkdir_root(None), "squash: an empty root"),
-    };
     Ok((
-        g.push(op, llb::meta_with_caps(Some(name), &["file.base"])),
+        g.push(
+            llb::mkdir_root(base),
+            llb::meta_with_caps(Some(root_name(base)), &["file.base"]),
+        ),
         None,
     ))
+}
+
+/// The progress name of the no-op a diff starts from: on the base, or on nothing.
+fn root_name(base: Option<&Output>) -> &'static str {
+    match base {
+        Some(_) => "squash: mark the base",
+        None => "squash: an empty root",
+    }
 }
 
 /// The progress name of our in-build `inspect` step.
@@ -668,28 +683,52 @@ fn stage_of(name: &str) -> Option<&str> {
     }
 }
 
-/// The last of `lineage`'s filesystems that the stage `stage` made.
-fn stage_end(g: &Graph, lineage: &base::Lineage, stage: &str) -> Result<usize, PlanError> {
+/// The last of `lineage`'s filesystems that the stage `stage` made (`from`: where the setting
+/// was given, for the errors).
+fn stage_end(
+    g: &Graph,
+    lineage: &base::Lineage,
+    stage: &str,
+    from: &str,
+) -> Result<usize, PlanError> {
     let names: Vec<String> = lineage
         .states
         .iter()
         .map(|s| g.name(&s.digest).unwrap_or_default())
         .collect();
+    // The stages one can split at: those the target stage is built on, not itself.
+    let target = names.last().and_then(|n| stage_of(n));
+    let mut below: Vec<&str> = names
+        .iter()
+        .filter_map(|n| stage_of(n))
+        .filter(|s| Some(*s) != target)
+        .collect();
+    below.dedup();
+    let valid = if below.is_empty() {
+        "absolute paths such as /usr,/etc (the target stage is built on no other stage)".into()
+    } else {
+        format!(
+            "the stages it is built on ({}), or absolute paths such as /usr,/etc",
+            below.join(", ")
+        )
+    };
+    let from = if from.is_empty() {
+        "squash-split"
+    } else {
+        from
+    };
     let Some(k) = names.iter().rposition(|n| stage_of(n) == Some(stage)) else {
-        let mut found: Vec<&str> = names.iter().filter_map(|n| stage_of(n)).collect();
-        found.dedup();
         return Err(PlanError::SplitStage {
+            from: from.to_string(),
             stage: stage.to_string(),
-            found: if found.is_empty() {
-                "steps without stage names".into()
-            } else {
-                found.join(", ")
-            },
+            valid,
         });
     };
     if k + 1 == lineage.states.len() {
         return Err(PlanError::SplitNothingAfter {
+            from: from.to_string(),
             stage: stage.to_string(),
+            valid,
         });
     }
     Ok(k)
@@ -736,12 +775,12 @@ fn split_layers(
     let tool = inputs.tool.ok_or(PlanError::NoTool);
     match (split, method) {
         (Split::Stage(stage), Method::Diff) => {
-            let end = stage_end(g, lineage, stage)?;
+            let end = stage_end(g, lineage, stage, &inputs.split_from)?;
             let at = lineage.states[end].clone();
             let reporting = &resumed_at(g, inputs, reporting, end + 1, &split_names(split).0)?;
             let lower_root = g.push(
                 llb::mkdir_root(base),
-                llb::meta_with_caps(Some("squash: mark the base"), &["file.base"]),
+                llb::meta_with_caps(Some(root_name(base)), &["file.base"]),
             );
             let lower = g.push(
                 llb::diff(&lower_root, &at),
@@ -760,7 +799,7 @@ fn split_layers(
         }
         (Split::Stage(stage), _) => {
             let tool = tool?;
-            let end = stage_end(g, lineage, stage)?;
+            let end = stage_end(g, lineage, stage, &inputs.split_from)?;
             let at = lineage.states[end].clone();
             let reporting = &resumed_at(g, inputs, reporting, end + 1, &split_names(split).0)?;
             let tool_head = g.add_definition(&tool.def)?.ok_or(PlanError::NoTool)?;
@@ -1040,6 +1079,7 @@ mod tests {
             no_cache: false,
             min_saving: None,
             split: None,
+            split_from: String::new(),
         }
     }
 
@@ -1589,22 +1629,44 @@ mod tests {
     }
 
     #[test]
-    fn a_split_names_the_stages_it_could_use() {
+    fn a_split_names_the_stages_it_could_use_and_where_it_was_given() {
+        let valid = "the stages it is built on (deps), or absolute paths such as /usr,/etc";
         let e = split_plan("build", Mode::Base, true).unwrap_err();
         assert_eq!(
             e,
             PlanError::SplitStage {
+                from: "squash-split".into(),
                 stage: "build".into(),
-                found: "deps, stage-1".into()
+                valid: valid.into(),
             }
         );
-        assert!(e.to_string().contains("valid values are"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!("squash-split names the stage build, which the target stage does not start FROM, directly or through other stages; valid values are {valid}")
+        );
+        // The target stage itself is no choice: nothing would be left for the upper layer.
         let e = split_plan("stage-1", Mode::Full, false).unwrap_err();
         assert_eq!(
             e,
             PlanError::SplitNothingAfter {
-                stage: "stage-1".into()
+                from: "squash-split".into(),
+                stage: "stage-1".into(),
+                valid: valid.into(),
             }
+        );
+        // Where the setting came from, as the flow passes it on.
+        let (def, _) = crate::testkit::staged_definition();
+        let cfg = crate::testkit::config_with_layers(3);
+        let bcfg = crate::testkit::base_config_with_layers(1);
+        let (c, t) = (caps(true), tool());
+        let mut inputs = env(Mode::Base, Method::Auto, &c, Some(&t));
+        inputs.split = Some(Split::Stage("nope".into()));
+        inputs.split_from = "build argument SQUASH_SPLIT".into();
+        let e = plan(received(&def, Some(&cfg[..]), Some(&bcfg[..])), &inputs).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("build argument SQUASH_SPLIT names the stage nope, which"),
+            "{e}"
         );
     }
 

@@ -190,8 +190,12 @@ impl Report {
         if self.wasted.is_empty() {
             out.push("  no file was added by one step and removed by a later one".into());
         } else {
+            let (files, were) = match self.wasted_files {
+                1 => ("file", "was"),
+                _ => ("files", "were"),
+            };
             out.push(format!(
-                "  {} files ({}) were added by one step and removed or replaced by a later one; the largest (file sizes, hardlinks once):",
+                "  {} {files} ({}) {were} added by one step and removed or replaced by a later one; the largest (file sizes, hardlinks once):",
                 self.wasted_files,
                 human(self.wasted_file_bytes)
             ));
@@ -662,6 +666,13 @@ mod tests {
             .lines()
             .iter()
             .any(|l| l.contains("/big") && l.contains("10.0 MB")));
+        assert!(
+            r.lines()
+                .iter()
+                .any(|l| l.starts_with("  1 file (10.0 MB) was added by one step")),
+            "one file, in the singular: {:?}",
+            r.lines()
+        );
     }
 
     #[test]

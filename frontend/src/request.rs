@@ -469,6 +469,9 @@ pub struct Settings {
     pub min_saving: Option<MinSaving>,
     /// Where the squash splits the image into two layers, if it does.
     pub split: Option<Split>,
+    /// Where `split` was given, for the errors only the plan can find (`build argument
+    /// SQUASH_SPLIT`, `directive # squash-split= (from Dockerfile line 3)`).
+    pub split_from: String,
 }
 
 /// Resolves every setting from the options and the Dockerfile's directives.
@@ -503,7 +506,13 @@ fn settings(opts: &Opts, directives: &Directives) -> Result<Settings, OptionErro
         )?),
         None => None,
     };
-    let split = match raw(opts, directives, &SPLIT) {
+    let given = raw(opts, directives, &SPLIT);
+    let split_from = match &given {
+        Some((name, _, origin @ Origin::Directive { .. })) => format!("{name} (from {origin})"),
+        Some((name, _, _)) => name.clone(),
+        None => String::new(),
+    };
+    let split = match given {
         // Empty: no split, also over a directive that asks for one.
         Some((_, value, _)) if value.trim().is_empty() => None,
         Some((name, value, origin)) => {
@@ -517,6 +526,7 @@ fn settings(opts: &Opts, directives: &Directives) -> Result<Settings, OptionErro
         upstream,
         min_saving,
         split,
+        split_from,
     })
 }
 
@@ -742,6 +752,23 @@ mod tests {
             None,
             "empty: no split, over a directive's"
         );
+        // Where it was given, for the errors the plan finds.
+        let from = |o: &[(&str, &str)], d: &[(&str, &str, usize)]| {
+            settings(&opts(o), &dirs(d)).unwrap().split_from
+        };
+        assert_eq!(
+            from(&[], &[("squash-split", "deps", 3)]),
+            "directive # squash-split= (from Dockerfile line 3)"
+        );
+        assert_eq!(
+            from(
+                &[("build-arg:SQUASH_SPLIT", "app")],
+                &[("squash-split", "deps", 3)]
+            ),
+            "build argument SQUASH_SPLIT"
+        );
+        assert_eq!(from(&[("squash-split", "app")], &[]), "option squash-split");
+        assert_eq!(from(&[], &[]), "");
     }
 
     #[test]

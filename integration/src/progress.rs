@@ -553,7 +553,7 @@ ERROR: failed to build: failed to solve: lint violation found for rules: FromAsC
 #10 0.051   plain image layers: 22.1 MB (22101504 bytes: what each layer adds, uncompressed)
 #10 0.051   squashed layer: 2.1 MB (2100224 bytes)
 #10 0.051   reclaimed: 20.0 MB (20001280 bytes, 90.5 %)
-#10 0.051   1 files (20.0 MB) were added by one step and removed or replaced by a later one; the largest (file sizes, hardlinks once):
+#10 0.051   1 file (20.0 MB) was added by one step and removed or replaced by a later one; the largest (file sizes, hardlinks once):
 #10 0.051       20.0 MB  /big  added by [2/4] RUN head -c 20000000 /dev/zero > /big, removed by [3/4] RUN rm /big
 #10 DONE 0.1s
 ";

@@ -267,11 +267,11 @@ fn split_at_a_stage_that_is_not_there_names_the_stages() {
     for (value, expected) in [
         (
             "build",
-            "squash-split names the stage build, but the image is not built from it (its steps come from deps, stage-1); valid values are",
+            "build argument SQUASH_SPLIT names the stage build, which the target stage does not start FROM, directly or through other stages; valid values are the stages it is built on (deps), or absolute paths",
         ),
         (
             "stage-1",
-            "squash-split names the stage stage-1, but no step of the image comes after it",
+            "build argument SQUASH_SPLIT names the stage stage-1, the target stage itself, after which nothing is left for the upper layer",
         ),
     ] {
         let ctx = context(t, &squash_dockerfile(BODY), "v1\n");
