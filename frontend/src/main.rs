@@ -202,11 +202,11 @@ fn account(args: &[OsString]) -> ExitCode {
         });
     match saved {
         Ok(steps) => {
-            eprintln!(
+            say(&[format!(
                 "squash report: the filesystems of the first {steps} steps, counted for the report of the later ones (made from metadata in {} ms, peak RSS {} KiB)",
                 started.elapsed().as_millis(),
                 peak_rss_kib().unwrap_or(0)
-            );
+            )]);
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -231,24 +231,34 @@ fn make_report(file: &Path, request: &OsString) -> Result<Vec<String>, String> {
     let made = accounting
         .report(request.layers_before, request.top)
         .with_new_layers(request.new_layers);
-    for line in made.lines() {
-        eprintln!("{line}");
-    }
-    eprintln!(
+    let mut lines = made.lines();
+    lines.push(format!(
         "  (made from metadata in {} ms, peak RSS {} KiB)",
         started.elapsed().as_millis(),
         peak_rss_kib().unwrap_or(0)
-    );
+    ));
     if let Some(min) = request.min_saving {
-        if min.met_by(&made) {
-            eprintln!("  at least squash-min-saving ({min}): squashed");
+        lines.push(if min.met_by(&made) {
+            format!("  at least squash-min-saving ({min}): squashed")
         } else {
-            eprintln!("  less than squash-min-saving ({min}): the image is returned as built");
-        }
+            format!("  less than squash-min-saving ({min}): the image is returned as built")
+        });
     }
+    say(&lines);
     let json = serde_json::to_vec_pretty(&made).expect("plain data serialises");
     std::fs::write(file, json).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
     Ok(reserved)
+}
+
+/// Writes `lines` to stderr in one write: BuildKit reads the step's output in chunks, and
+/// buildx's plain progress cuts a line that arrives in two when another step's output comes
+/// between them (Rust's stderr is unbuffered, so `eprintln!` may write a line in pieces).
+fn say(lines: &[String]) {
+    use std::io::Write;
+    let mut text = lines.join("\n");
+    text.push('\n');
+    // Nowhere to say that stderr failed.
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// The in-build step: makes the tree at BASE equal to the one at FINAL, touching only what

@@ -308,28 +308,41 @@ pub struct SquashReport {
 
 /// The squash reports in a build's plain progress output, in order (one per image: a
 /// multi-platform build has one per platform).
+///
+/// Each line goes to the report of its own step (`#N`): two platforms' reports may come
+/// interleaved. A line buildx cut off to show another step's output (it ends with `#N ...`)
+/// is left out: buildx prints it again, whole, when it comes back to the step.
 pub fn squash_reports(build_output: &str) -> Vec<SquashReport> {
     let mut out: Vec<SquashReport> = Vec::new();
+    let mut by_step: std::collections::HashMap<&str, usize> = Default::default();
     for line in build_output.lines() {
         // `#12 0.123 <text>`: a step's output line.
         let Some(rest) = line.strip_prefix('#') else {
             continue;
         };
         let mut parts = rest.splitn(3, ' ');
-        let (Some(_id), Some(time), Some(text)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(id), Some(time), Some(text)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
-        if time.parse::<f64>().is_err() {
+        if time.parse::<f64>().is_err() || text.ends_with(&format!("#{id} ...")) {
             continue;
         }
         if text.starts_with("squash report (") {
-            out.push(SquashReport {
+            let report = SquashReport {
                 title: text.to_string(),
                 ..Default::default()
-            });
+            };
+            match by_step.get(id) {
+                // The step's output printed again from its first line.
+                Some(&k) => out[k] = report,
+                None => {
+                    by_step.insert(id, out.len());
+                    out.push(report);
+                }
+            }
             continue;
         }
-        let Some(report) = out.last_mut() else {
+        let Some(report) = by_step.get(id).map(|&k| &mut out[k]) else {
             continue;
         };
         if !text.starts_with("  ") {
@@ -364,6 +377,42 @@ pub fn squash_reports(build_output: &str) -> Vec<SquashReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interleaved_and_cut_reports_are_read_per_step() {
+        // As buildx 0.13 printed two platforms' reports: #9's first line cut off by #10's
+        // output, then printed again, whole.
+        let out = "\
+#9 squash: inspect the result
+#9 0.251 squash report (squash-frontend 0.1.0): layers 2 -> 1#9 ...
+
+#10 squash: inspect the result
+#10 0.274 squash report (squash-frontend 0.1.0): layers 2 -> 1
+#10 0.274   plain image layers: 2.0 kB (2048 bytes: what each layer adds, uncompressed)
+#10 0.274   squashed layer: 2.0 kB (2048 bytes)
+#10 0.274   reclaimed: 0 B (0 bytes, 0.0 %)
+#10 DONE 0.4s
+
+#9 squash: inspect the result
+#9 0.251 squash report (squash-frontend 0.1.0): layers 2 -> 1
+#9 0.264   plain image layers: 3.0 kB (3072 bytes: what each layer adds, uncompressed)
+#9 0.271   squashed layer: 2.5 kB (2560 bytes)
+#9 0.271   reclaimed: 512 B (512 bytes, 16.7 %)
+#9 DONE 0.4s
+";
+        let reports = squash_reports(out);
+        assert_eq!(reports.len(), 2, "{reports:?}");
+        let figures: Vec<(u64, u64, u64)> = reports
+            .iter()
+            .map(|r| (r.plain_bytes, r.squashed_bytes, r.reclaimed_bytes))
+            .collect();
+        assert_eq!(
+            figures,
+            [(2048, 2048, 0), (3072, 2560, 512)],
+            "in the order their whole first lines came"
+        );
+        assert!(reports.iter().all(|r| r.lines.len() == 3));
+    }
 
     const OUTPUT: &str = "\
 #0 building with \"default\" instance using docker driver
