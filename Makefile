@@ -2,7 +2,8 @@
 #   make demo   build the frontend image and squash an example, showing layers and sizes
 #   make test   every test: format, lints, unit tests, a short fuzz run, then end-to-end on
 #               both engine generations (Docker 26.1 and 28.5), both stores each
-#   make check  format, lints (Rust, shell scripts, workflows) and unit tests only (no engine)
+#   make check  format, lints (Rust, shell scripts, workflows), a type check of the fuzz
+#               targets and unit tests only (no engine)
 #   make e2e ENGINE=26|28 MODE=classic|c8d   end-to-end tests on one engine and store
 #   ENGINE=26|28 (default 26) picks the engine generation of e2e, demo, bench, frontend-image
 #   make fuzz   every fuzz target for FUZZ_SECONDS each (nightly + cargo-fuzz)
@@ -35,6 +36,7 @@ check:
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cargo test --workspace --locked --lib --bins --test gateway_flow
 	cargo fmt --manifest-path fuzz/Cargo.toml --check
+	cargo check --manifest-path fuzz/Cargo.toml --bins --quiet
 	scripts/lint.sh
 	scripts/release-image.sh selftest
 
