@@ -487,10 +487,12 @@ impl Reporting<'_> {
         let (named, request) = self.mounts();
         for (name, state) in named {
             inputs.push(state.input());
-            mounts.push(by_definition(
+            mounts.push(by_definition(mount(
                 inputs.len() as i64 - 1,
                 &format!("{REPORT_STATES}/{name}"),
-            ));
+                -1,
+                true,
+            )));
         }
         serde_json::to_string(&request).expect("plain data serialises")
     }
@@ -512,13 +514,16 @@ fn mount(input: i64, dest: &str, output: i64, readonly: bool) -> pb::Mount {
     }
 }
 
-/// A read-only mount keyed by its input's definition, not its content: a cached squash (or one
+/// `m`, keyed by its input's definition, not its content. Read-only: a cached squash (or one
 /// whose cache was imported) then needs no copy of the finished image or of any step's
-/// filesystem at all.
-fn by_definition(input: i64, dest: &str) -> pb::Mount {
+/// filesystem at all. Writable: BuildKit keys a writable mount of a whole state by its content
+/// by default (solver/llbsolver/ops/exec.go, getMountDeps), so our step onto one state would be
+/// answered from the cache with our step onto another state of the same content, whose output
+/// sits on that state's layers, not on these.
+fn by_definition(m: pb::Mount) -> pb::Mount {
     pb::Mount {
         content_cache: pb::MountContentCache::Off as i32,
-        ..mount(input, dest, -1, true)
+        ..m
     }
 }
 
@@ -615,7 +620,7 @@ fn tool_exec(
         // mounts the cached image itself, which is read-only on the containerd store: runc
         // fails to create /proc there.
         mount(0, "/", -1, true),
-        by_definition(1, SYNC_FINAL),
+        by_definition(mount(1, SYNC_FINAL, -1, true)),
     ];
     let writable_input = match writable {
         Some(w) => {
@@ -624,14 +629,7 @@ fn tool_exec(
         }
         None => -1,
     };
-    // Keyed by its definition too: BuildKit keys a writable mount of a whole state by its
-    // content by default (solver/llbsolver/ops/exec.go, getMountDeps), so our step onto one
-    // state would be answered from the cache with our step onto another state of the same
-    // content, whose output sits on that state's layers, not on these.
-    mounts.push(pb::Mount {
-        content_cache: pb::MountContentCache::Off as i32,
-        ..mount(writable_input, at, 0, false)
-    });
+    mounts.push(by_definition(mount(writable_input, at, 0, false)));
     if let Some(report) = report {
         mounts.push(mount(-1, REPORT_DIR, 1, false));
         let request = report.add_to(&mut inputs, &mut mounts);

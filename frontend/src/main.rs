@@ -228,9 +228,7 @@ fn make_report(file: &Path, request: &OsString) -> Result<Vec<String>, String> {
     let request = read_request(request)?;
     let accounting = scan::account(&request).map_err(|e| e.to_string())?;
     let reserved = scan::reserved(accounting.last());
-    let made = accounting
-        .report(request.layers_before, request.top)
-        .with_new_layers(request.new_layers);
+    let made = accounting.report(request.layers_before, request.top);
     let mut lines = made.lines();
     lines.push(format!(
         "  (made from metadata in {} ms, peak RSS {} KiB)",

@@ -370,7 +370,6 @@ pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> 
         let request = report::Request {
             squash,
             layers_before: layers.map_or(0, |l| l.total()),
-            new_layers: if inputs.split.is_some() { 2 } else { 1 },
             states: llb::REPORT_STATES.into(),
             steps: step_names.clone(),
             top: REPORT_TOP,
@@ -514,6 +513,53 @@ fn report_of(step: &Output) -> Option<Output> {
     })
 }
 
+/// Our own image, taken into the graph: what our in-build steps run in.
+struct Ours<'a> {
+    tool: &'a Tool,
+    /// The image's output in the graph.
+    head: Output,
+}
+
+impl<'a> Ours<'a> {
+    /// Our image where BuildKit described it (and its definition is not empty).
+    fn find(g: &mut Graph, inputs: &Inputs<'a>) -> Result<Option<Ours<'a>>, PlanError> {
+        let Some(tool) = inputs.tool else {
+            return Ok(None);
+        };
+        Ok(g.add_definition(&tool.def)?.map(|head| Ours { tool, head }))
+    }
+
+    /// [`Ours::find`], where the plan cannot do without it.
+    fn needed(g: &mut Graph, inputs: &Inputs<'a>) -> Result<Ours<'a>, PlanError> {
+        Ours::find(g, inputs)?.ok_or(PlanError::NoTool)
+    }
+
+    /// Our `sync` step ([`llb::sync_exec`]), named `name`: `from` mirrored onto `onto` (in the
+    /// paths `only` alone, where there are any), with `report`.
+    fn sync(
+        &self,
+        g: &mut Graph,
+        from: &Output,
+        onto: Option<&Output>,
+        only: &[String],
+        report: Option<&llb::Reporting<'_>>,
+        name: &str,
+    ) -> Output {
+        g.push(
+            llb::sync_exec(
+                &self.head,
+                &self.tool.exe,
+                from,
+                onto,
+                only,
+                report,
+                self.tool.platform.clone(),
+            ),
+            llb::meta_with_caps(Some(name), llb::SYNC_EXEC_CAPS),
+        )
+    }
+}
+
 /// Base mode: the base's layers and one layer of everything the Dockerfile did on it.
 fn base_layer(
     g: &mut Graph,
@@ -525,20 +571,8 @@ fn base_layer(
 ) -> Result<Made, PlanError> {
     Ok(match base_method(inputs)? {
         Method::Sync => {
-            let tool = inputs.tool.ok_or(PlanError::NoTool)?;
-            let tool_head = g.add_definition(&tool.def)?.ok_or(PlanError::NoTool)?;
-            let step = g.push(
-                llb::sync_exec(
-                    &tool_head,
-                    &tool.exe,
-                    head,
-                    Some(base),
-                    &[],
-                    Some(reporting),
-                    tool.platform.clone(),
-                ),
-                llb::meta_with_caps(Some(summary), llb::SYNC_EXEC_CAPS),
-            );
+            let step =
+                Ours::needed(g, inputs)?.sync(g, head, Some(base), &[], Some(reporting), summary);
             Made {
                 report: report_of(&step),
                 layer: step,
@@ -577,19 +611,11 @@ fn full_layer(
             Made { layer, report }
         }
         FullWay::Sync(tool) => {
-            let tool_head = g.add_definition(&tool.def)?.ok_or(PlanError::NoTool)?;
-            let step = g.push(
-                llb::sync_exec(
-                    &tool_head,
-                    &tool.exe,
-                    head,
-                    None,
-                    &[],
-                    Some(reporting),
-                    tool.platform.clone(),
-                ),
-                llb::meta_with_caps(Some(summary), llb::SYNC_EXEC_CAPS),
-            );
+            let ours = Ours {
+                tool,
+                head: g.add_definition(&tool.def)?.ok_or(PlanError::NoTool)?,
+            };
+            let step = ours.sync(g, head, None, &[], Some(reporting), summary);
             Made {
                 report: report_of(&step),
                 layer: step,
@@ -618,22 +644,20 @@ fn new_root(
     inputs: &Inputs<'_>,
     reporting: &llb::Reporting<'_>,
 ) -> Result<(Output, Option<Output>), PlanError> {
-    if let Some(tool) = inputs.tool {
-        if let Some(tool_head) = g.add_definition(&tool.def)? {
-            let step = g.push(
-                llb::inspect_exec(
-                    &tool_head,
-                    &tool.exe,
-                    head,
-                    base,
-                    reporting,
-                    tool.platform.clone(),
-                ),
-                llb::meta_with_caps(Some(INSPECT_STEP), llb::SYNC_EXEC_CAPS),
-            );
-            let report = report_of(&step);
-            return Ok((step, report));
-        }
+    if let Some(ours) = Ours::find(g, inputs)? {
+        let step = g.push(
+            llb::inspect_exec(
+                &ours.head,
+                &ours.tool.exe,
+                head,
+                base,
+                reporting,
+                ours.tool.platform.clone(),
+            ),
+            llb::meta_with_caps(Some(INSPECT_STEP), llb::SYNC_EXEC_CAPS),
+        );
+        let report = report_of(&step);
+        return Ok((step, report));
     }
     Ok((
         g.push(
@@ -739,7 +763,8 @@ fn stage_end(
 /// At a stage: the lower layer is the squash of the filesystem at the stage's end, which the
 /// build cache keeps as long as that stage's steps do not change; the upper one holds what the
 /// later steps changed (whiteouts for what they deleted). With DiffOp and MergeOp:
-/// `merge(base, diff(base + no-op, stage end), diff(stage end + our inspect step, result))`;
+/// `merge(base, diff(base + no-op, stage end), diff(stage end, our sync of the result onto
+/// it))`, see [`upper_at`];
 /// without: our `sync` of the stage's end onto the base, then of the result onto that.
 ///
 /// At paths: the lower layer is those paths of the result, synced onto the base from a copy of
@@ -772,7 +797,6 @@ fn split_layers(
         Method::Auto => Method::Sync,
         m => m,
     };
-    let tool = inputs.tool.ok_or(PlanError::NoTool);
     match (split, method) {
         (Split::Stage(stage), Method::Diff) => {
             let end = stage_end(g, lineage, stage, &inputs.split_from)?;
@@ -798,21 +822,18 @@ fn split_layers(
             })
         }
         (Split::Stage(stage), _) => {
-            let tool = tool?;
+            let ours = Ours::needed(g, inputs)?;
             let end = stage_end(g, lineage, stage, &inputs.split_from)?;
             let at = lineage.states[end].clone();
             let reporting = &resumed_at(g, inputs, reporting, end + 1, &split_names(split).0)?;
-            let tool_head = g.add_definition(&tool.def)?.ok_or(PlanError::NoTool)?;
             let chain = SyncChain {
-                tool,
-                tool_head: &tool_head,
+                ours,
                 names: (low_name, high_name),
             };
             Ok(chain.push(g, (&at, &[]), base, head, reporting))
         }
         (Split::Paths(paths), _) => {
-            let tool = tool?;
-            let tool_head = g.add_definition(&tool.def)?.ok_or(PlanError::NoTool)?;
+            let ours = Ours::needed(g, inputs)?;
             let copied = g.push(
                 llb::copy_paths_onto_scratch(head, paths),
                 llb::meta_with_caps(
@@ -821,8 +842,7 @@ fn split_layers(
                 ),
             );
             let chain = SyncChain {
-                tool,
-                tool_head: &tool_head,
+                ours,
                 names: (low_name, high_name),
             };
             Ok(chain.push(g, (&copied, paths), base, head, reporting))
@@ -843,11 +863,7 @@ fn upper_at(
     reporting: &llb::Reporting<'_>,
     name: &str,
 ) -> Result<Made, PlanError> {
-    let tool_head = match inputs.tool {
-        Some(tool) => g.add_definition(&tool.def)?.map(|h| (tool, h)),
-        None => None,
-    };
-    let Some((tool, tool_head)) = tool_head else {
+    let Some(ours) = Ours::find(g, inputs)? else {
         let (root, report) = new_root(g, head, Some(at), inputs, reporting)?;
         let layer = g.push(
             llb::diff(&root, head),
@@ -855,18 +871,7 @@ fn upper_at(
         );
         return Ok(Made { layer, report });
     };
-    let synced = g.push(
-        llb::sync_exec(
-            &tool_head,
-            &tool.exe,
-            head,
-            Some(at),
-            &[],
-            Some(reporting),
-            tool.platform.clone(),
-        ),
-        llb::meta_with_caps(Some(name), llb::SYNC_EXEC_CAPS),
-    );
+    let synced = ours.sync(g, head, Some(at), &[], Some(reporting), name);
     let layer = g.push(
         llb::diff(at, &synced),
         llb::meta_with_caps(Some("squash: the layer of the later steps"), &["diffop"]),
@@ -877,10 +882,10 @@ fn upper_at(
     })
 }
 
-/// The report of a split after the first `steps` steps (`lower` says what they hold): where our own image is known, its
-/// accounting of those steps is made by a step of its own, which the build cache keeps while
-/// they stay the same, and the report goes on from it, reading only the later steps'
-/// filesystems (an app-only change then reads the app's steps alone).
+/// The report of a split after the first `steps` steps (`lower` says what they hold): where
+/// our own image is known, its accounting of those steps is made by a step of its own, which
+/// the build cache keeps while they stay the same, and the report goes on from it, reading only
+/// the later steps' filesystems (an app-only change then reads the app's steps alone).
 fn resumed_at<'a>(
     g: &mut Graph,
     inputs: &Inputs<'_>,
@@ -890,17 +895,19 @@ fn resumed_at<'a>(
 ) -> Result<llb::Reporting<'a>, PlanError> {
     let mut reporting = reporting.clone();
     reporting.request.split = Some(report::SplitAt::Step(steps));
-    let Some(tool) = inputs.tool else {
-        return Ok(reporting);
-    };
-    let Some(tool_head) = g.add_definition(&tool.def)? else {
+    let Some(ours) = Ours::find(g, inputs)? else {
         return Ok(reporting);
     };
     let mut first = reporting.clone();
     first.states = &reporting.states[..steps];
     first.request.steps.truncate(steps);
     let account = g.push(
-        llb::account_exec(&tool_head, &tool.exe, &first, tool.platform.clone()),
+        llb::account_exec(
+            &ours.head,
+            &ours.tool.exe,
+            &first,
+            ours.tool.platform.clone(),
+        ),
         llb::meta_with_caps(
             Some(&format!("squash: report on {lower}")),
             llb::SYNC_EXEC_CAPS,
@@ -913,8 +920,7 @@ fn resumed_at<'a>(
 /// Two of our `sync` steps in a row, for a split without DiffOp: the lower layer's content
 /// onto the base (or an empty mount), then the whole result onto that.
 struct SyncChain<'a> {
-    tool: &'a Tool,
-    tool_head: &'a Output,
+    ours: Ours<'a>,
     /// The progress names (and history entries) of the lower and the upper layer.
     names: (&'a str, &'a str),
 }
@@ -930,22 +936,12 @@ impl SyncChain<'_> {
         head: &Output,
         reporting: &llb::Reporting<'_>,
     ) -> Made {
-        let sync = |g: &mut Graph, from: &Output, onto: Option<&Output>, only, report, name| {
-            g.push(
-                llb::sync_exec(
-                    self.tool_head,
-                    &self.tool.exe,
-                    from,
-                    onto,
-                    only,
-                    report,
-                    self.tool.platform.clone(),
-                ),
-                llb::meta_with_caps(Some(name), llb::SYNC_EXEC_CAPS),
-            )
-        };
-        let low = sync(g, lower.0, base, lower.1, None, self.names.0);
-        let upper = sync(g, head, Some(&low), &[], Some(reporting), self.names.1);
+        let low = self
+            .ours
+            .sync(g, lower.0, base, lower.1, None, self.names.0);
+        let upper = self
+            .ours
+            .sync(g, head, Some(&low), &[], Some(reporting), self.names.1);
         Made {
             report: report_of(&upper),
             layer: upper,

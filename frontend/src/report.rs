@@ -132,14 +132,6 @@ fn one() -> usize {
 }
 
 impl Report {
-    /// The report of a squash that makes `n` layers above the base (a split makes 2): the
-    /// squashed bytes are theirs together.
-    pub fn with_new_layers(mut self, n: usize) -> Report {
-        self.new_layers = n;
-        self.layers_after = self.base_layers + n;
-        self
-    }
-
     /// The share of the plain bytes reclaimed, in percent.
     pub fn reclaimed_percent(&self) -> f64 {
         if self.plain_bytes == 0 {
@@ -295,8 +287,6 @@ pub struct Request {
     pub squash: Squash,
     /// The image's layers before the squash.
     pub layers_before: usize,
-    /// The layers the squash makes above what it keeps: 1, or 2 with `squash-split`.
-    pub new_layers: usize,
     /// Where the filesystems are mounted: `<states>/base` (absent for `scratch`) and
     /// `<states>/1` to `<states>/<n>`, one per step.
     pub states: String,
@@ -357,6 +347,7 @@ pub enum Squash {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Accounting {
     squash: Squash,
+    /// The filesystem the squash starts from: the base's in base mode, empty in full mode.
     base: Listing,
     before: Listing,
     names: Vec<String>,
@@ -431,14 +422,6 @@ impl Accounting {
         Ok(postcard::from_bytes(bytes)?)
     }
 
-    /// The filesystem the squash starts from: the base's in base mode, empty in full mode.
-    fn start(&self) -> Option<&Listing> {
-        match self.squash {
-            Squash::Full => None,
-            Squash::Base { .. } => Some(&self.base),
-        }
-    }
-
     /// The next step, `name` as the build's progress shows it (`[3/7] RUN apt-get ...`), and
     /// the filesystem after it.
     pub fn step(&mut self, name: &str, after: Listing) {
@@ -462,16 +445,13 @@ impl Accounting {
             *at = Some(before);
         }
         if self.split == Some(SplitAt::Step(k + 1)) {
-            let empty = Listing::new();
-            let bytes = layer_bytes(self.start().unwrap_or(&empty), &self.before);
-            self.lower = Some((bytes, None));
+            self.lower = Some((layer_bytes(&self.base, &self.before), None));
         }
     }
 
     /// The bytes of the squashed layer, or of the split's two layers together.
     fn squashed_bytes(&self) -> u64 {
-        let empty = Listing::new();
-        let start = self.start().unwrap_or(&empty);
+        let start = &self.base;
         let last = &self.before;
         match (&self.split, &self.lower) {
             (Some(SplitAt::Step(_)), Some((lower, at))) => {
@@ -506,21 +486,22 @@ impl Accounting {
         self.wasted
             .sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         let names = &self.names;
-        let (mode, layers_after, base_layers) = match self.squash {
-            Squash::Full => ("full", 1, 0),
-            Squash::Base { layers } => ("base", layers + 1, layers),
+        let (mode, base_layers) = match self.squash {
+            Squash::Full => ("full", 0),
+            Squash::Base { layers } => ("base", layers),
         };
+        let new_layers = if self.split.is_some() { 2 } else { 1 };
         Report {
             schema: SCHEMA.into(),
             frontend: crate::version::describe(),
             mode: mode.into(),
             layers_before,
-            layers_after,
+            layers_after: base_layers + new_layers,
             plain_bytes: self.plain,
             squashed_bytes: squashed,
             reclaimed_bytes: self.plain.saturating_sub(squashed),
             base_layers,
-            new_layers: 1,
+            new_layers,
             wasted: self
                 .wasted
                 .iter()
@@ -824,7 +805,9 @@ mod tests {
         }
         let mut r = Accounting::new(Listing::new(), Squash::Full).report(1, 10);
         assert_eq!((r.layers_after, r.new_layers), (1, 1));
-        let split = r.clone().with_new_layers(2);
+        let split = Accounting::new(Listing::new(), Squash::Full)
+            .with_split(Some(SplitAt::Paths(vec!["/usr".into()])))
+            .report(1, 10);
         assert_eq!((split.layers_after, split.new_layers), (2, 2));
         assert!(split
             .lines()
@@ -841,7 +824,6 @@ mod tests {
         let req = Request {
             squash: Squash::Base { layers: 4 },
             layers_before: 6,
-            new_layers: 2,
             states: "/squash/states".into(),
             steps: vec!["[2/3] RUN a".into()],
             top: 10,

@@ -247,7 +247,6 @@ mod tests {
         report::Request {
             squash: report::Squash::Base { layers: 1 },
             layers_before: steps.len() + 1,
-            new_layers: if split.is_some() { 2 } else { 1 },
             states: states.to_string_lossy().into_owned(),
             steps: steps.iter().map(|s| s.to_string()).collect(),
             top: 10,
