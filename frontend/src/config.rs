@@ -5,7 +5,8 @@
 //! exporter matches history entries to layers by position (every entry without
 //! `empty_layer: true` is one layer) and silently "fixes" a mismatch by blaming the wrong step,
 //! so the history is written to match the new layers exactly: base entries verbatim, Dockerfile
-//! entries marked empty, one entry for the squashed layer.
+//! entries marked empty, one entry per squashed layer (at the end; a split's lower layer's right
+//! after the entry of the split stage's last step, see [`SquashEntry::under`]).
 //!
 //! Layers are counted from the base image's `rootfs.diff_ids`, never from its history: images
 //! made by other tools may have no history, fewer entries than layers, or wrong `empty_layer`
@@ -104,10 +105,15 @@ pub struct SquashEntry {
     pub created_by: String,
     /// The entry's `comment`.
     pub comment: String,
+    /// Where it goes: at the end (`None`), or right after the entry of the layer that has
+    /// this many of the image's layers above it (a split's lower layer: after the entry of
+    /// the split stage's last step, the later steps' entries after it). An entry that count
+    /// does not fit goes at the end.
+    pub under: Option<usize>,
 }
 
 /// What the entry of a base layer with no history entry of its own says.
-const BASE_LAYER_WITHOUT_HISTORY: &str =
+pub(crate) const BASE_LAYER_WITHOUT_HISTORY: &str =
     "base image layer (the base image has no history entry for it)";
 
 /// Whether `base_config` describes the bottom layers of the image whose config is `config`:
@@ -172,7 +178,32 @@ pub fn rewrite_for(
             (base_entries(old, base.layers), rest)
         }
     };
-    for mut item in rest {
+    // Where each new entry goes among `rest`: before the entry at that index (`rest.len()`:
+    // at the end).
+    let layer_entries: Vec<usize> = (0..rest.len()).filter(|&i| !is_empty(&rest[i])).collect();
+    let at: Vec<usize> = entries
+        .iter()
+        .map(|e| match e.under {
+            Some(above) if above < layer_entries.len() => {
+                layer_entries[layer_entries.len() - 1 - above] + 1
+            }
+            _ => rest.len(),
+        })
+        .collect();
+    let new_entries = |i: usize, history: &mut Vec<Value>| {
+        for (entry, _) in entries.iter().zip(&at).filter(|(_, &a)| a == i) {
+            let mut new = Map::new();
+            if let Some(created) = created {
+                new.insert("created".into(), Value::String(created.to_string()));
+            }
+            new.insert("created_by".into(), Value::String(entry.created_by.clone()));
+            new.insert("comment".into(), Value::String(entry.comment.clone()));
+            history.push(Value::Object(new));
+        }
+    };
+    let count = rest.len();
+    for (i, mut item) in rest.into_iter().enumerate() {
+        new_entries(i, &mut history);
         match item.as_object_mut() {
             Some(map) => {
                 map.insert("empty_layer".into(), Value::Bool(true));
@@ -182,15 +213,7 @@ pub fn rewrite_for(
         }
         history.push(item);
     }
-    for entry in entries {
-        let mut new = Map::new();
-        if let Some(created) = created {
-            new.insert("created".into(), Value::String(created.to_string()));
-        }
-        new.insert("created_by".into(), Value::String(entry.created_by.clone()));
-        new.insert("comment".into(), Value::String(entry.comment.clone()));
-        history.push(Value::Object(new));
-    }
+    new_entries(count, &mut history);
     obj.insert("history".into(), Value::Array(history));
     if let Some(created) = created {
         obj.insert("created".into(), Value::String(created.to_string()));
@@ -288,6 +311,7 @@ mod tests {
         SquashEntry {
             created_by: "squash: 3 layers -> 1".into(),
             comment: "squash-frontend".into(),
+            under: None,
         }
     }
 
@@ -477,6 +501,72 @@ mod tests {
         // Full mode: one layer, one entry.
         let out = rewrite(&config, Layout::Full, &entry(), None).unwrap();
         assert_eq!(non_empty(&entries(&out)), 1);
+    }
+
+    #[test]
+    fn an_entry_with_layers_above_it_follows_the_entry_of_the_layer_below_them() {
+        // Base: one layer; the Dockerfile: RUN a, ENV x (empty), RUN b, CMD (empty).
+        let mut config: Value =
+            serde_json::from_slice(&built_on(&[json!({"created_by": "base"})])).unwrap();
+        config["history"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"created_by": "CMD c", "empty_layer": true}));
+        let config = serde_json::to_vec(&config).unwrap();
+        let base = Base {
+            layers: 1,
+            history: 1,
+        };
+        let split = |under: Option<usize>| {
+            let lower = SquashEntry {
+                created_by: "lower".into(),
+                under,
+                ..entry()
+            };
+            let upper = SquashEntry {
+                created_by: "upper".into(),
+                ..entry()
+            };
+            let out = rewrite_for(&config, Layout::KeepBase(base), &[lower, upper], None).unwrap();
+            let h = entries(&out);
+            assert_eq!(non_empty(&h), 3, "the base's layer and two: {h:?}");
+            h.iter()
+                .map(|e| e["created_by"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        // One layer above the lower one: right after RUN a, ENV x (of either part) after it.
+        assert_eq!(
+            split(Some(1)),
+            ["base", "RUN a", "lower", "ENV x", "RUN b", "CMD c", "upper"]
+        );
+        // None above it: right after RUN b, the entries that follow (no layer) after it.
+        assert_eq!(
+            split(Some(0)),
+            ["base", "RUN a", "ENV x", "RUN b", "lower", "CMD c", "upper"]
+        );
+        // A count the Dockerfile's entries cannot hold (as many layers as it has, or more), and
+        // none: at the end, in order.
+        for under in [Some(2), Some(7), None] {
+            assert_eq!(
+                split(under),
+                ["base", "RUN a", "ENV x", "RUN b", "CMD c", "lower", "upper"]
+            );
+        }
+        // Full mode counts from the first entry: the base's layer is one of them.
+        let out = rewrite_for(
+            &config,
+            Layout::Full,
+            &[SquashEntry {
+                created_by: "lower".into(),
+                under: Some(2),
+                ..entry()
+            }],
+            None,
+        )
+        .unwrap();
+        let h = entries(&out);
+        assert_eq!(h[1]["created_by"], "lower", "{h:?}");
+        assert_eq!(non_empty(&h), 1);
     }
 
     #[test]

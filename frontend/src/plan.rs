@@ -411,17 +411,31 @@ pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> 
                 report::Squash::Full,
             ),
         };
-        let entries = [
+        // A split at a stage: the stage's last step (a bad stage name is refused here).
+        let boundary = match split {
+            Split::Stage(stage) => Boundary::Stage {
+                end: stage_end(&graph, &lineage, stage, &inputs.split_from)?,
+                name: &low,
+            },
+            Split::Paths(paths) => Boundary::Paths(paths),
+        };
+        let mut entries = [
             entry(&summary_of_layer(&low)),
             entry(&summary_of_layer(&high)),
         ];
+        // The lower layer's entry follows the stage's last step's, where the Dockerfile's
+        // steps are its layer entries one for one; the upper one's goes at the end.
+        if let (Boundary::Stage { end, .. }, Some(l)) = (&boundary, layers) {
+            if l.added == lineage.states.len() {
+                entries[0].under = Some(lineage.states.len() - 1 - end);
+            }
+        }
         let reporting = reporting(squash);
         let base_out = base.as_ref().ok().map(|(o, _)| o.clone());
         let made = split_layers(
             &mut graph,
-            &head,
-            &lineage,
-            split,
+            (&head, &lineage),
+            &boundary,
             base_out.as_ref(),
             inputs,
             &entries,
@@ -758,6 +772,15 @@ fn stage_end(
     Ok(k)
 }
 
+/// A split resolved against the build: where its lower layer ends.
+enum Boundary<'a> {
+    /// At the end of a stage: its last step made the lineage's filesystem `end`; `name` names
+    /// the lower layer (`stage deps`).
+    Stage { end: usize, name: &'a str },
+    /// At these absolute paths.
+    Paths(&'a [String]),
+}
+
 /// The two layers of a split squash above `base` (on scratch for `None`): `entries` name them.
 ///
 /// At a stage: the lower layer is the squash of the filesystem at the stage's end, which the
@@ -770,12 +793,10 @@ fn stage_end(
 /// At paths: the lower layer is those paths of the result, synced onto the base from a copy of
 /// them alone (a FileOp copy is keyed by the content it copies, so the step stays cached while
 /// they stay the same); the upper one is our `sync` of the whole result onto that.
-#[allow(clippy::too_many_arguments)]
 fn split_layers(
     g: &mut Graph,
-    head: &Output,
-    lineage: &base::Lineage,
-    split: &Split,
+    (head, lineage): (&Output, &base::Lineage),
+    boundary: &Boundary<'_>,
     base: Option<&Output>,
     inputs: &Inputs<'_>,
     entries: &[SquashEntry; 2],
@@ -797,11 +818,10 @@ fn split_layers(
         Method::Auto => Method::Sync,
         m => m,
     };
-    match (split, method) {
-        (Split::Stage(stage), Method::Diff) => {
-            let end = stage_end(g, lineage, stage, &inputs.split_from)?;
+    match (boundary, method) {
+        (&Boundary::Stage { end, name }, Method::Diff) => {
             let at = lineage.states[end].clone();
-            let reporting = &resumed_at(g, inputs, reporting, end + 1, &split_names(split).0)?;
+            let reporting = &resumed_at(g, inputs, reporting, end + 1, name)?;
             let lower_root = g.push(
                 llb::mkdir_root(base),
                 llb::meta_with_caps(Some(root_name(base)), &["file.base"]),
@@ -821,18 +841,17 @@ fn split_layers(
                 report: upper.report,
             })
         }
-        (Split::Stage(stage), _) => {
+        (&Boundary::Stage { end, name }, _) => {
             let ours = Ours::needed(g, inputs)?;
-            let end = stage_end(g, lineage, stage, &inputs.split_from)?;
             let at = lineage.states[end].clone();
-            let reporting = &resumed_at(g, inputs, reporting, end + 1, &split_names(split).0)?;
+            let reporting = &resumed_at(g, inputs, reporting, end + 1, name)?;
             let chain = SyncChain {
                 ours,
                 names: (low_name, high_name),
             };
             Ok(chain.push(g, (&at, &[]), base, head, reporting))
         }
-        (Split::Paths(paths), _) => {
+        (Boundary::Paths(paths), _) => {
             let ours = Ours::needed(g, inputs)?;
             let copied = g.push(
                 llb::copy_paths_onto_scratch(head, paths),
@@ -1005,6 +1024,7 @@ fn entry(summary: &str) -> SquashEntry {
     SquashEntry {
         created_by: summary.into(),
         comment: version::describe(),
+        under: None,
     }
 }
 
@@ -1504,15 +1524,26 @@ mod tests {
         );
         let v: Value = serde_json::from_slice(&s.config.unwrap()).unwrap();
         let history = v["history"].as_array().unwrap();
-        let new: Vec<&str> = history[history.len() - 2..]
+        let entries: Vec<(&str, bool)> = history
             .iter()
-            .map(|h| h["created_by"].as_str().unwrap())
+            .map(|h| (h["created_by"].as_str().unwrap(), h["empty_layer"] == true))
             .collect();
+        let (low, high) = (
+            summary_of("stage deps -> 1 layer"),
+            summary_of("the steps after stage deps -> 1 layer"),
+        );
+        // The lower layer's entry after the stage's last step's, the upper one's at the end:
+        // `docker history` reads as the build went.
         assert_eq!(
-            new,
+            entries,
             [
-                summary_of("stage deps -> 1 layer"),
-                summary_of("the steps after stage deps -> 1 layer")
+                (config::BASE_LAYER_WITHOUT_HISTORY, false),
+                ("ENV A=b", true),
+                ("RUN step 0", true),
+                ("RUN step 1", true),
+                (low.as_str(), false),
+                ("RUN step 2", true),
+                (high.as_str(), false),
             ]
         );
     }
@@ -1539,6 +1570,34 @@ mod tests {
         );
         assert!(!s.keeps_base);
         assert_eq!(s.summary, summary_of("4 layers -> 2, stage deps apart"));
+        // Every earlier entry is empty; the lower layer's follows the stage's last step's.
+        let v: Value = serde_json::from_slice(&s.config.unwrap()).unwrap();
+        let order: Vec<(&str, bool)> = v["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h["created_by"].as_str().unwrap_or(""),
+                    h["empty_layer"] == true,
+                )
+            })
+            .collect();
+        let (low, high) = (
+            summary_of("stage deps -> 1 layer"),
+            summary_of("the steps after stage deps -> 1 layer"),
+        );
+        assert_eq!(
+            order[order.len() - 4..],
+            [
+                ("RUN step 1", true),
+                (low.as_str(), false),
+                ("RUN step 2", true),
+                (high.as_str(), false),
+            ],
+            "{order:?}"
+        );
+        assert_eq!(order.iter().filter(|(_, empty)| !empty).count(), 2);
     }
 
     #[test]

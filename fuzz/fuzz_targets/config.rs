@@ -47,7 +47,20 @@ fuzz_target!(|data: &[u8]| {
     let entry = SquashEntry {
         created_by: "squash: fuzz".into(),
         comment: "squash-frontend".into(),
+        under: None,
     };
+    // A split's two entries: the lower one under some of the Dockerfile's layers.
+    let split = [
+        SquashEntry {
+            created_by: "squash: fuzz lower".into(),
+            under: Some(data.len() % 5),
+            ..entry.clone()
+        },
+        SquashEntry {
+            created_by: "squash: fuzz upper".into(),
+            ..entry.clone()
+        },
+    ];
     let mut layouts = vec![
         Layout::Full,
         Layout::KeepBase(Base {
@@ -62,6 +75,9 @@ fuzz_target!(|data: &[u8]| {
                 Ok(out) => {
                     assert!(counted.is_ok(), "rewrite took what count_layers refused");
                     check(data, &out, layout, &entry, created);
+                    let two = config::rewrite_for(data, layout, &split, created)
+                        .expect("rewrite_for takes what rewrite takes");
+                    check_split(&out, &two, &split);
                 }
                 Err(e) => {
                     assert_eq!(
@@ -153,4 +169,39 @@ fn check(input: &[u8], out: &[u8], layout: Layout, entry: &SquashEntry, created:
             assert_eq!(a.get("created"), b.get("created"));
         }
     }
+}
+
+/// The split's rewrite (`two`) against the single one (`one`): the same entries with the
+/// single entry replaced by the split's two, the upper one last, the lower one anywhere before
+/// it, and one more layer.
+fn check_split(one: &[u8], two: &[u8], split: &[SquashEntry; 2]) {
+    let history = |b: &[u8]| -> Vec<Value> {
+        let v: Value = serde_json::from_slice(b).unwrap();
+        v["history"].as_array().unwrap().clone()
+    };
+    let (h1, h2) = (history(one), history(two));
+    assert_eq!(h2.len(), h1.len() + 1, "one entry more");
+    assert_eq!(
+        squash_fuzz::non_empty(&h2),
+        squash_fuzz::non_empty(&h1) + 1,
+        "one layer more"
+    );
+    let by = |h: &Value| h["created_by"].as_str().map(str::to_string);
+    assert_eq!(
+        by(h2.last().unwrap()).as_deref(),
+        Some(split[1].created_by.as_str()),
+        "the upper entry last"
+    );
+    let lower = h2
+        .iter()
+        .position(|h| by(h).as_deref() == Some(split[0].created_by.as_str()))
+        .expect("the lower entry is there");
+    let mut rest = h2.clone();
+    rest.remove(lower);
+    rest.pop();
+    assert_eq!(
+        rest,
+        h1[..h1.len() - 1],
+        "the other entries as the single rewrite has them"
+    );
 }

@@ -42,6 +42,9 @@ struct SplitCase {
     /// Whether the upper layer holds the whiteout of `/opt/deps/old.conf` (made below the
     /// boundary, deleted above it).
     whiteout_above: bool,
+    /// What the history entry right before the lower layer's says: the split stage's last
+    /// step (the later steps' entries follow it), or the last entry of the Dockerfile.
+    follows: &'static str,
 }
 
 const CASES: [SplitCase; 2] = [
@@ -50,12 +53,14 @@ const CASES: [SplitCase; 2] = [
         lower: "stage deps -> 1 layer",
         upper: "the steps after stage deps -> 1 layer",
         whiteout_above: true,
+        follows: "head -c 300000 /dev/urandom > /opt/deps/lib.so",
     },
     SplitCase {
         value: "/opt,/etc",
         lower: "/opt, /etc -> 1 layer",
         upper: "all but /opt, /etc -> 1 layer",
         whiteout_above: false,
+        follows: "CMD",
     },
 ];
 
@@ -140,6 +145,16 @@ fn squashed(
     assert!(
         top[0].contains(case.lower) && top[1].contains(case.upper),
         "[{t}] {side}: one history entry per layer saying what it holds: {top:?}"
+    );
+    let history = image.history();
+    let history: Vec<&str> = history.iter().map(created_by).collect();
+    let lower_at = history
+        .iter()
+        .position(|h| h.contains(case.lower) && !h.contains(case.upper));
+    assert!(
+        lower_at.is_some_and(|i| i > 0 && history[i - 1].contains(case.follows)),
+        "[{t}] {side}: the lower layer's entry right after the one saying {:?}: {history:#?}",
+        case.follows
     );
     let upper = image.layers.last().unwrap().entries().unwrap();
     let whiteout = upper
