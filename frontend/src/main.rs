@@ -260,7 +260,7 @@ fn say(lines: &[String]) {
 }
 
 /// The in-build step: makes the tree at BASE equal to the one at FINAL, touching only what
-/// differs (see the `treesync` crate), and says what it changed.
+/// differs (see the `treesync` crate), and says what it changed and how long that took.
 fn sync(args: &[OsString]) -> ExitCode {
     let Some(StepArgs {
         positional: [final_dir, base_dir],
@@ -275,8 +275,12 @@ fn sync(args: &[OsString]) -> ExitCode {
     // The check (and report) and the sync read different things and share nothing: they run
     // side by side. If the check stops the step, what the sync wrote is thrown away with it
     // (BuildKit keeps no output of a failed step).
+    let started = std::time::Instant::now();
     let (stop, synced) = std::thread::scope(|s| {
-        let syncing = s.spawn(|| mirror(final_dir, base_dir, &only));
+        let syncing = s.spawn(|| {
+            let synced = mirror(final_dir, base_dir, &only);
+            (synced, started.elapsed().as_millis())
+        });
         let stop = check(final_dir, report);
         (stop, syncing.join())
     });
@@ -284,17 +288,22 @@ fn sync(args: &[OsString]) -> ExitCode {
         return stop;
     }
     match synced {
-        Ok(Ok(done)) => {
-            for (path, stats) in done {
+        Ok((Ok(done), ms)) => {
+            for (path, stats) in &done {
                 match stats {
-                    Some(stats) if only.is_empty() => eprintln!("squash-frontend sync: {stats}"),
+                    Some(stats) if only.is_empty() => {
+                        eprintln!("squash-frontend sync: {stats}, in {ms} ms")
+                    }
                     Some(stats) => eprintln!("squash-frontend sync {path}: {stats}"),
                     None => eprintln!("squash-frontend sync {path}: not a directory in the result, left to the next layer"),
                 }
             }
+            if !only.is_empty() {
+                eprintln!("squash-frontend sync: {} paths in {ms} ms", done.len());
+            }
             ExitCode::SUCCESS
         }
-        Ok(Err(e)) => {
+        Ok((Err(e), _)) => {
             eprintln!("squash-frontend sync: {e}");
             ExitCode::FAILURE
         }
