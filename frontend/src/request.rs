@@ -306,29 +306,52 @@ impl Split {
     /// The valid forms, for error messages.
     pub const FORMS: &'static str = "a stage name (as in FROM ... AS <name>: letters, digits, '.', '_', '-') or a comma-separated list of absolute paths (/usr,/etc,/var/lib/dpkg), or empty for no split";
 
-    fn parse(value: &str) -> Option<Split> {
+    /// Reads a stage name or a list of paths; what is wrong with anything else, in words.
+    fn parse(value: &str) -> Result<Split, String> {
         let v = value.trim();
         if v.starts_with('/') {
-            let mut paths = Vec::new();
+            let mut paths: Vec<String> = Vec::new();
             for p in v.split(',') {
                 let p = p.trim().trim_end_matches('/');
-                let ok = p.starts_with('/')
-                    && p.len() > 1
-                    && p[1..]
-                        .split('/')
-                        .all(|c| !c.is_empty() && c != "." && c != "..");
-                if !ok || paths.contains(&p.to_string()) {
-                    return None;
+                if p.is_empty() {
+                    return Err(
+                        "/ is the whole image, which leaves nothing for the other layer".into(),
+                    );
+                }
+                if !p.starts_with('/') {
+                    return Err(format!("{p} is not an absolute path"));
+                }
+                if p[1..]
+                    .split('/')
+                    .any(|c| c.is_empty() || c == "." || c == "..")
+                {
+                    return Err(format!(
+                        "{p} holds an empty, . or .. part; write each path as the image has it"
+                    ));
+                }
+                if paths.iter().any(|q| q == p) {
+                    return Err(format!("{p} is listed twice"));
+                }
+                // A path inside another would be in both layers.
+                if let Some((inner, outer)) = paths.iter().find_map(|q| {
+                    if p.starts_with(&format!("{q}/")) {
+                        Some((p, q.as_str()))
+                    } else if q.starts_with(&format!("{p}/")) {
+                        Some((q.as_str(), p))
+                    } else {
+                        None
+                    }
+                }) {
+                    return Err(format!(
+                        "{inner} is inside {outer}, so it would be in both layers"
+                    ));
                 }
                 paths.push(p.to_string());
             }
-            // A path inside another would be in both layers.
-            let nested = paths.iter().any(|a| {
-                paths
-                    .iter()
-                    .any(|b| a != b && a.starts_with(&format!("{b}/")))
-            });
-            return (!nested && paths.len() <= 64).then_some(Split::Paths(paths));
+            if paths.len() > 64 {
+                return Err(format!("{} paths are listed; at most 64 are", paths.len()));
+            }
+            return Ok(Split::Paths(paths));
         }
         let name = v.to_ascii_lowercase();
         let ok = name
@@ -338,7 +361,15 @@ impl Split {
             && name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-        ok.then_some(Split::Stage(name))
+        if ok {
+            Ok(Split::Stage(name))
+        } else if name.contains('/') {
+            Err(format!(
+                "{v} is neither a stage name nor an absolute path (it does not start with /)"
+            ))
+        } else {
+            Err(format!("{v} is not a stage name"))
+        }
     }
 }
 
@@ -423,7 +454,7 @@ const MAX_VALUE: usize = 4096;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OptionError {
     /// Not one of the valid values.
-    #[error("invalid {name} {value:?} (from {origin}): valid values are {choices}")]
+    #[error("invalid {name} {value:?} (from {origin}): {}valid values are {choices}", because(.why))]
     Invalid {
         /// The setting, as the user named it (`build argument SQUASH_MODE`).
         name: String,
@@ -431,6 +462,8 @@ pub enum OptionError {
         value: String,
         /// Where.
         origin: Origin,
+        /// What is wrong with it, where more can be said than that it is none of the choices.
+        why: Option<String>,
         /// The valid values.
         choices: &'static str,
     },
@@ -516,7 +549,9 @@ fn settings(opts: &Opts, directives: &Directives) -> Result<Settings, OptionErro
         // Empty: no split, also over a directive that asks for one.
         Some((_, value, _)) if value.trim().is_empty() => None,
         Some((name, value, origin)) => {
-            Some(check(&name, &value, &origin, Split::FORMS, Split::parse)?)
+            Some(check_why(&name, &value, &origin, Split::FORMS, |v| {
+                Split::parse(v).map_err(Some)
+            })?)
         }
         None => None,
     };
@@ -551,12 +586,28 @@ fn raw(opts: &Opts, directives: &Directives, s: &Setting) -> Option<(String, Str
     })
 }
 
+/// `why` as the start of an [`OptionError::Invalid`] message's second part.
+fn because(why: &Option<String>) -> String {
+    why.as_ref().map(|w| format!("{w}; ")).unwrap_or_default()
+}
+
 fn check<T>(
     name: &str,
     value: &str,
     origin: &Origin,
     choices: &'static str,
     parse: impl Fn(&str) -> Option<T>,
+) -> Result<T, OptionError> {
+    check_why(name, value, origin, choices, |v| parse(v).ok_or(None))
+}
+
+/// [`check`] with a parser that can say what is wrong with a value.
+fn check_why<T>(
+    name: &str,
+    value: &str,
+    origin: &Origin,
+    choices: &'static str,
+    parse: impl Fn(&str) -> Result<T, Option<String>>,
 ) -> Result<T, OptionError> {
     if value.len() > MAX_VALUE {
         return Err(OptionError::TooLong {
@@ -572,10 +623,11 @@ fn check<T>(
             choices,
         });
     }
-    parse(value).ok_or_else(|| OptionError::Invalid {
+    parse(value).map_err(|why| OptionError::Invalid {
         name: name.into(),
         value: value.into(),
         origin: origin.clone(),
+        why,
         choices,
     })
 }
@@ -725,22 +777,38 @@ mod tests {
                 "/var/lib/dpkg".into()
             ])))
         );
-        for bad in [
-            "/",
-            "/usr,/usr",
-            "/usr,/usr/lib",
-            "/a/../b",
-            "//x",
-            "-x",
-            "a b",
-            "/x,y",
+        // Each refusal says what is wrong, then the valid forms.
+        for (bad, why) in [
+            (
+                "/",
+                "/ is the whole image, which leaves nothing for the other layer",
+            ),
+            ("/usr,/", "/ is the whole image"),
+            ("/usr,/usr", "/usr is listed twice"),
+            (
+                "/usr,/usr/lib",
+                "/usr/lib is inside /usr, so it would be in both layers",
+            ),
+            ("/usr/lib,/usr", "/usr/lib is inside /usr"),
+            ("/a/../b", "/a/../b holds an empty, . or .. part"),
+            ("//x", "//x holds an empty, . or .. part"),
+            ("/x,y", "y is not an absolute path"),
+            ("-x", "-x is not a stage name"),
+            ("a b", "a b is not a stage name"),
+            (
+                "usr/lib",
+                "usr/lib is neither a stage name nor an absolute path (it does not start with /)",
+            ),
         ] {
             let e = split(bad).unwrap_err().to_string();
-            assert!(
-                e.contains("squash-split") && e.contains("stage name"),
-                "{bad}: {e}"
-            );
+            let want =
+                format!("invalid option squash-split {bad:?} (from a frontend option): {why}");
+            assert!(e.starts_with(&want), "{bad}: {e}");
+            assert!(e.ends_with(Split::FORMS), "{bad}: {e}");
         }
+        let many: Vec<String> = (0..65).map(|k| format!("/p{k}")).collect();
+        let e = split(&many.join(",")).unwrap_err().to_string();
+        assert!(e.contains("65 paths are listed; at most 64 are"), "{e}");
         assert_eq!(settings(&opts(&[]), &dirs(&[])).unwrap().split, None);
         assert_eq!(
             settings(
