@@ -40,6 +40,17 @@ pub enum DirectiveError {
         /// Its line.
         line: usize,
     },
+    /// A `# squash-...=` line that is none of ours (e.g. `# squash-mode=`, where the mode's
+    /// directive is `# squash=`): refused rather than left to a silent default.
+    #[error("Dockerfile line {line}: # {key}= is not a squash-frontend directive; valid directives are {}", known.iter().map(|k| format!("# {k}=")).collect::<Vec<_>>().join(", "))]
+    Unknown {
+        /// What the line names.
+        key: String,
+        /// Its line.
+        line: usize,
+        /// Our directives.
+        known: Vec<String>,
+    },
     /// One of ours, above `# syntax=`.
     #[error("Dockerfile line {line}: the # {key}= directive comes before # syntax= (line {syntax_line}); BuildKit stops reading directives at the first one it does not know, so put # {key}= below # syntax=")]
     BeforeSyntax {
@@ -91,6 +102,13 @@ pub fn read(dockerfile: &[u8], ours: &[&str]) -> Result<Directives, DirectiveErr
         if let Some((key, _)) = parsed {
             if ours.contains(&key.as_str()) {
                 return Err(DirectiveError::Misplaced { key, line: line_no });
+            }
+            if key.starts_with("squash-") {
+                return Err(DirectiveError::Unknown {
+                    key,
+                    line: line_no,
+                    known: ours.iter().map(|k| k.to_string()).collect(),
+                });
             }
         }
     }
@@ -204,6 +222,32 @@ mod tests {
     fn block_ends_at_first_other_line() {
         let df = b"# syntax=x\n# a plain comment\nFROM y\n";
         assert!(read(df, OURS).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_squash_directive_that_is_none_of_ours_is_an_error_naming_ours() {
+        // In the block (the natural guess for the mode), and further down.
+        for (df, line) in [
+            (&b"# syntax=x\n# squash-mode=base\nFROM y\n"[..], 2),
+            (
+                &b"# syntax=x\n# squash=base\nFROM y\n# Squash-Methd=sync\n"[..],
+                4,
+            ),
+        ] {
+            let e = read(df, OURS).unwrap_err();
+            assert!(
+                matches!(&e, DirectiveError::Unknown { line: l, .. } if *l == line),
+                "{e:?}"
+            );
+            assert!(
+                e.to_string()
+                    .ends_with("is not a squash-frontend directive; valid directives are # squash=, # squash-method="),
+                "{e}"
+            );
+        }
+        // Other comments are the user's: `# squash` alone, or a key that only starts alike.
+        let df = b"# syntax=x\n# squashfs=yes\nFROM y\n# squash everything\n";
+        assert_eq!(read(df, OURS).unwrap(), Directives::new());
     }
 
     #[test]

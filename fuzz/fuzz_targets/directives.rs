@@ -48,7 +48,9 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => {
             let named = match &e {
                 DirectiveError::Duplicate { line, first, .. } => vec![*line, *first],
-                DirectiveError::Misplaced { line, .. } => vec![*line],
+                DirectiveError::Misplaced { line, .. } | DirectiveError::Unknown { line, .. } => {
+                    vec![*line]
+                }
                 DirectiveError::BeforeSyntax {
                     line, syntax_line, ..
                 } => vec![*line, *syntax_line],

@@ -106,6 +106,18 @@ fn invalid_mode_directive_names_the_line() {
         &out,
         r#"squash-frontend: invalid directive # squash= "fast" (from Dockerfile line 2): valid values are full, base, off"#,
     );
+    // The natural guess from the option's name, which is none of ours: refused, not a full
+    // squash by default.
+    let out = build(
+        t,
+        &squash_dockerfile(&format!("# squash-mode=base\n{BODY}")),
+        &[],
+    );
+    assert_fails_with(
+        t,
+        &out,
+        "squash-frontend: Dockerfile line 2: # squash-mode= is not a squash-frontend directive; valid directives are # squash=, # squash-method=, # squash-upstream=, # squash-min-saving=, # squash-split=",
+    );
 }
 
 #[test]
