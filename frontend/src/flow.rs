@@ -26,7 +26,7 @@ pub enum BuildError {
     #[error("{}", .0.message)]
     Upstream(rpc::Status),
     /// Our own squash step failed (e.g. the in-build sync): said to be ours, details kept.
-    #[error("{}the squash step failed: {}", unrepresentable(&.0.message), .0.message)]
+    #[error("{}", squash_failed(&.0.message))]
     Squash(rpc::Status),
     /// Our own squash solve gave something other than one ref.
     #[error("the engine answered the squash step with no single result ref")]
@@ -65,12 +65,15 @@ pub enum BuildError {
     },
 }
 
-/// What an exit code of our in-build steps means, as the start of the message.
-fn unrepresentable(message: &str) -> &'static str {
+/// What the failure of one of our in-build steps means. Its refusal of a name no layer can
+/// hold ([`scan::EXIT_UNREPRESENTABLE`]) is said in words, without BuildKit's account of the
+/// process (our binary's arguments, the report request's JSON among them), which says nothing
+/// to the user; anything else keeps that account.
+fn squash_failed(message: &str) -> String {
     if message.ends_with(&format!("exit code: {}", scan::EXIT_UNREPRESENTABLE)) {
-        "the build made a file no image layer can hold (the step's output above names it); "
+        "the build made a file no image layer can hold: its name starts with .wh., which image layers reserve for whiteouts (the squash step's output above names it; rename it)".into()
     } else {
-        ""
+        format!("the squash step failed: {message}")
     }
 }
 
@@ -244,12 +247,24 @@ async fn build(gw: &mut Gateway, start: &Start) -> Result<gateway::Result, Build
             _ => None,
         };
         if let (Some(min), Some((_, made))) = (settings.min_saving, &report) {
-            if !min.met_by(made) {
-                eprintln!(
-                    "squash-frontend: {what}: the squash reclaims {} ({:.1} %), less than squash-min-saving ({min}): returned as built",
-                    report::human(made.reclaimed_bytes),
-                    made.reclaimed_percent()
-                );
+            // Said in a step of its own: the squash step's name says what a squash would make,
+            // and a cached report step prints nothing.
+            let met = min.met_by(made);
+            let decided = format!(
+                "squash: {}reclaims {} ({:.1} %), {} squash-min-saving ({min}): {}",
+                platform.map(|p| format!("{p}: ")).unwrap_or_default(),
+                report::human(made.reclaimed_bytes),
+                made.reclaimed_percent(),
+                if met { "at least" } else { "less than" },
+                if met {
+                    "squashed"
+                } else {
+                    "the image is returned as built"
+                }
+            );
+            eprintln!("squash-frontend: {what}: {decided}");
+            note(gw, &decided).await;
+            if !met {
                 continue;
             }
         }
@@ -262,6 +277,26 @@ async fn build(gw: &mut Gateway, start: &Start) -> Result<gateway::Result, Build
         });
     }
     Ok(result::assemble(&built, &squashed))
+}
+
+/// Shows `name` in the build's progress ([`llb::note`]). Only words: if the engine cannot, the
+/// daemon's log says why and the build goes on.
+async fn note(gw: &mut Gateway, name: &str) {
+    let solved = match llb::note(name) {
+        Ok(def) => gw
+            .solve(gateway::SolveRequest {
+                definition: Some(def),
+                evaluate: true,
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = solved {
+        eprintln!("squash-frontend: could not show {name:?} in the progress: {e}");
+    }
 }
 
 /// Solves one of our definitions (the squash, or its report) with the build's cache imports;
@@ -293,7 +328,11 @@ async fn read_report(
     request: &Request,
 ) -> Result<(gateway::Ref, report::Report), BuildError> {
     let reference = solve_ref(gw, def, request).await?;
-    let bytes = gw.read_file(&reference.id, llb::REPORT_FILE).await?;
+    // The read runs the step (the solve is lazy): its failure is our step's.
+    let bytes = gw
+        .read_file(&reference.id, llb::REPORT_FILE)
+        .await
+        .map_err(|e| BuildError::Squash(e.status))?;
     let made = serde_json::from_slice(&bytes).map_err(|e| BuildError::Report(e.to_string()))?;
     Ok((reference, made))
 }

@@ -301,6 +301,25 @@ pub const COPY_PATHS_CAPS: &[&str] = &["file.base", "file.copy.includeexcludepat
 /// the chain of anything built on `on`, so that a diff against it is computed as one layer.
 /// (A diff against scratch itself is not: it exports as the upper's own layers.)
 pub fn mkdir_root(on: Option<&Output>) -> pb::Op {
+    mkdir(on, "/")
+}
+
+/// A step that only shows `name` in the build's progress: a directory made on scratch, which
+/// nothing uses. How the frontend says what it decided where no step of the build would (a
+/// cached step prints nothing). The directory is named after `name`, so that two notes are two
+/// ops (BuildKit shows one op once, under one name).
+pub fn note(name: &str) -> Result<pb::Definition, LlbError> {
+    let mut g = Graph::default();
+    let tag = &hex::encode(Sha256::digest(name.as_bytes()))[..16];
+    let out = g.push(
+        mkdir(None, &format!("/squash-frontend-{tag}")),
+        meta_with_caps(Some(name), &["file.base"]),
+    );
+    g.finish(&out)
+}
+
+/// `mkdir path` on `on` (on scratch for `None`).
+fn mkdir(on: Option<&Output>, path: &str) -> pb::Op {
     pb::Op {
         inputs: on.map(Output::input).into_iter().collect(),
         op: Some(pb::op::Op::File(pb::FileOp {
@@ -309,7 +328,7 @@ pub fn mkdir_root(on: Option<&Output>) -> pb::Op {
                 secondary_input: -1,
                 output: 0,
                 action: Some(pb::file_action::Action::Mkdir(pb::FileActionMkDir {
-                    path: "/".into(),
+                    path: path.into(),
                     mode: 0o755,
                     timestamp: -1,
                     ..Default::default()

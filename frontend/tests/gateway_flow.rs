@@ -39,6 +39,8 @@ struct Fake {
     tool_def: Option<Vec<u8>>,
     /// What our in-build step's report "says".
     report: Option<Vec<u8>>,
+    /// When set, reading the report fails with this status (the read runs our step).
+    report_error: Option<rpc::Status>,
     llb_caps: Vec<(&'static str, bool)>,
 }
 
@@ -144,6 +146,8 @@ impl LlbBridge for Fake {
             Ok(Response::new(ReadFileResponse {
                 data: self.dockerfile.clone(),
             }))
+        } else if let (Some(e), "report.json") = (&self.report_error, req.file_path.as_str()) {
+            Err(Status::new(tonic::Code::Unknown, e.message.clone()))
         } else if let (Some(report), "report.json") = (&self.report, req.file_path.as_str()) {
             Ok(Response::new(ReadFileResponse {
                 data: report.clone(),
@@ -207,6 +211,7 @@ fn fake(dockerfile: &str) -> Fake {
         squash_error: None,
         tool_def: None,
         report: None,
+        report_error: None,
         llb_caps: vec![("file.base", true), ("mergeop", true), ("diffop", true)],
     }
 }
@@ -532,10 +537,37 @@ async fn the_inspect_step_is_the_diffs_lower_side_and_its_refusal_is_named() {
     let (code, log) = drive(f, opts(&[])).await;
     assert_eq!(code, 0);
     let err = log.returns[0].error.as_ref().expect("an error");
+    let said = "squash-frontend: the build made a file no image layer can hold: its name starts with .wh., which image layers reserve for whiteouts (the squash step's output above names it; rename it)";
+    assert_eq!(err.message, said, "said in words, without the process");
+
+    // The same refusal where the report is read (squash-min-saving, attestations): the read
+    // runs the step.
+    let refused = rpc::Status {
+        code: 2,
+        message: "process \"/bin/squash-frontend inspect /squash/final --request {}\" did not complete successfully: exit code: 3".into(),
+        details: vec![],
+    };
+    let mut f = fake("FROM busybox\n");
+    f.tool_def = Some(testkit::sample_definition().0.encode_to_vec());
+    f.report_error = Some(refused.clone());
+    let (code, log) = drive(f, opts(&[("build-arg:SQUASH_MIN_SAVING", "1MB")])).await;
+    assert_eq!(code, 0);
+    let err = log.returns[0].error.as_ref().expect("an error");
+    assert_eq!(err.message, said, "the read's failure is our step's");
+
+    // Any other failure keeps BuildKit's account of it.
+    let mut f = fake("FROM busybox\n");
+    f.tool_def = Some(testkit::sample_definition().0.encode_to_vec());
+    f.report_error = Some(rpc::Status {
+        message: refused.message.replace("exit code: 3", "exit code: 1"),
+        ..refused
+    });
+    let (_, log) = drive(f, opts(&[("build-arg:SQUASH_MIN_SAVING", "1MB")])).await;
+    let err = log.returns[0].error.as_ref().expect("an error");
     assert!(
-        err.message.starts_with(
-            "squash-frontend: the build made a file no image layer can hold (the step's output above names it); the squash step failed: process"
-        ),
+        err.message
+            .starts_with("squash-frontend: the squash step failed: process")
+            && err.message.ends_with("exit code: 1"),
         "{}",
         err.message
     );
@@ -561,13 +593,31 @@ async fn below_the_minimum_saving_the_image_is_returned_as_built() {
         f.report = Some(report_json(reclaimed));
         let (code, log) = drive(f, opts(&[("build-arg:SQUASH_MIN_SAVING", "5%")])).await;
         assert_eq!(code, 0);
-        // The read, the build, the report; then the squash only if it reclaims enough.
+        // The read, the build, the report, the step that says what was decided; then the
+        // squash only if it reclaims enough.
         assert!(log.reads.iter().any(|r| r.file_path == "report.json"));
         assert_eq!(
             log.solves.len(),
-            if squashed { 4 } else { 3 },
+            if squashed { 5 } else { 4 },
             "{reclaimed}"
         );
+        let said = &log.solves[3];
+        assert!(said.evaluate, "run, so that the progress shows it");
+        let def = said.definition.as_ref().unwrap();
+        let names: Vec<String> = def
+            .metadata
+            .values()
+            .filter_map(|m| {
+                let meta = pb::OpMetadata::decode(m.as_slice()).unwrap();
+                meta.description.get("llb.customname").cloned()
+            })
+            .collect();
+        let want = if squashed {
+            "squash: reclaims 60 B (6.0 %), at least squash-min-saving (5 %): squashed"
+        } else {
+            "squash: reclaims 40 B (4.0 %), less than squash-min-saving (5 %): the image is returned as built"
+        };
+        assert_eq!(names, [want]);
         let Some(result::Result::Ref(r)) = &returned_result(&log).result else {
             panic!()
         };

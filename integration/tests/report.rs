@@ -11,7 +11,7 @@ use integration::compare::CompareOptions;
 use integration::context::TestContext;
 use integration::docker::{Buildx, Store, BUILD_TIMEOUT};
 use integration::image::Image;
-use integration::progress::{error_lines, squash_reports, SquashReport};
+use integration::progress::{error_lines, show_steps, squash_reports, squash_steps, SquashReport};
 use integration::scenario::{load_built, run_nonce, squash_dockerfile, variants, TagGuard};
 use integration::show::describe;
 
@@ -244,6 +244,30 @@ RUN echo two > /two
             "[{t}] {args:?}: the report says why:\n{}",
             squashed.build.stderr
         );
+        // So does a step of its own, also when the report's step comes from the cache (the
+        // same build again) and prints nothing.
+        let decided = |out: &str| {
+            squash_steps(out).into_iter().any(|s| {
+                s.name
+                    .starts_with("squash: reclaims 0 B (0.0 %), less than squash-min-saving (")
+                    && s.name.ends_with("): the image is returned as built")
+            })
+        };
+        assert!(
+            decided(&squashed.build.stderr),
+            "[{t}] {args:?}: a step says it:\n{}",
+            show_steps(&squash_steps(&squashed.build.stderr))
+        );
+        if args.len() == 2 {
+            let ctx = context(&format!("{t}-min"), &squash_dockerfile(body));
+            let again = ctx.build(args);
+            again.assert_success();
+            assert!(
+                decided(&again.stderr),
+                "[{t}] {args:?}, again: a step says it:\n{}",
+                show_steps(&squash_steps(&again.stderr))
+            );
+        }
     }
     // An invalid minimum.
     let ctx = context(&format!("{t}-bad"), &squash_dockerfile(body));
