@@ -148,7 +148,10 @@ impl Report {
             self.frontend, self.layers_before, self.layers_after
         )];
         let above = if self.mode == "base" {
-            format!(" above the {} base layers", self.base_layers)
+            match self.base_layers {
+                1 => " above the base layer".to_string(),
+                n => format!(" above the {n} base layers"),
+            }
         } else {
             String::new()
         };
@@ -677,6 +680,13 @@ mod tests {
             r.plain_bytes,
             layer_bytes(&base, &s1) + layer_bytes(&s1, &s2)
         );
+        // One base layer, in the singular; more, in the plural.
+        assert!(r.lines()[1].starts_with("  plain image layers above the base layer: "));
+        let r = Report {
+            base_layers: 3,
+            ..r
+        };
+        assert!(r.lines()[1].starts_with("  plain image layers above the 3 base layers: "));
     }
 
     #[test]
