@@ -58,5 +58,9 @@ for t in plain squashed base; do
   docker run --rm "$name:$t" 2>/dev/null | head -5
 done
 echo
-echo "History of $name:base (the base image's entries, then the squashed layer on top):"
-docker history --format '{{.CreatedBy}}' "$name:base" | cut -c1-100
+echo "History of $name:base, newest first (SIZE: what the entry's layer holds; 0B: an entry"
+echo "without a layer; the base image's entries at the bottom, the squashed layer on top):"
+docker history --no-trunc --format '{{.Size}}\t{{.CreatedBy}}' "$name:base" |
+  awk -F'\t' '{ by = $2 == "" ? "(no description)" : $2
+    if (length(by) > 110) by = substr(by, 1, 107) "..."
+    printf "  %8s  %s\n", $1, by }'
