@@ -322,9 +322,17 @@ report_cost() { # report_cost BUILD_LOG
     awk '{ ms += $5 } $9 + 0 >= rss { rss = $9 + 0 } END { if (NR) print ms, rss; else print "- -" }'
 }
 
+# Our in-build sync steps end their output with "squash-frontend sync: ..., in N ms" (or
+# "N paths in N ms"); prints their times summed, or "-".
+sync_cost() { # sync_cost BUILD_LOG
+  { grep -aoE 'squash-frontend sync: .* in [0-9]+ ms$' "$1" || true; } |
+    awk '{ ms += $(NF - 1) } END { if (NR) print ms; else print "-" }'
+}
+
 # build KEY DOCKERFILE CONTEXT [BUILDX ARGS...]: one timed build; the caller's arguments say
 # where the image goes (-t TAG --load, or --output). Sets B_WALL, B_CPU, B_RSS, B_FEMS,
-# B_PHASES ("STEP LAYERS UNPACK"), B_REPORT ("MS KIB" of our report, or "- -").
+# B_PHASES ("STEP LAYERS UNPACK"), B_REPORT ("MS KIB" of our report, or "- -"), B_SYNC (ms of
+# our sync steps, or "-").
 build() {
   local key=$1 file=$2 ctx=$3 off fe
   shift 3
@@ -338,6 +346,7 @@ build() {
   B_FEMS=${fe#* }
   B_PHASES=$(phases_of "$LOGS/$key.log")
   B_REPORT=$(report_cost "$LOGS/$key.log")
+  B_SYNC=$(sync_cost "$LOGS/$key.log")
 }
 
 # export_import SRC DST KEY: the `docker export | docker import` way on the image SRC, timed
@@ -532,7 +541,7 @@ way_build() {
   build "w$wl-$way-$phase-$run" "$W_FILE" "$ctx" -t "$tag" --load "${W_ARGS[@]}" "$@"
   # shellcheck disable=SC2086 # B_PHASES and B_REPORT are words on purpose
   record "$wl" "$way" "$phase" "$run" "$B_WALL" "$B_CPU" "$B_RSS" "$B_FEMS" $B_PHASES $B_REPORT
-  log "  workload $wl run $run $way: ${B_WALL}s (engine CPU ${B_CPU}s; squash step, export layers, unpack: $B_PHASES; report ms, KiB: $B_REPORT)"
+  log "  workload $wl run $run $way: ${B_WALL}s (engine CPU ${B_CPU}s; squash step, export layers, unpack: $B_PHASES; report ms, KiB: $B_REPORT; sync ms: $B_SYNC)"
   if [ "$way" = plain ]; then
     config_of "$tag" >"$LOGS/config-w$wl.txt"
     derive "$wl" "$run" "$phase" "$tag" "$B_WALL" "$B_CPU"
