@@ -63,8 +63,12 @@ fuzz_target!(|data: &[u8]| {
     };
     let norm = |v: &str| v.trim().to_ascii_lowercase();
     let valid = |s: &request::Setting, v: &str| -> bool {
-        if v.len() > 4096 || v.trim().is_empty() {
+        if v.len() > 4096 {
             return false;
+        }
+        // Empty: refused, but for the split, where it means no split.
+        if v.trim().is_empty() {
+            return s.option == "squash-split";
         }
         match s.option {
             "squash-mode" => ["full", "base", "off"].contains(&norm(v).as_str()),
