@@ -537,9 +537,11 @@ struct Ours<'a> {
 impl<'a> Ours<'a> {
     /// Our image where BuildKit described it (and its definition is not empty).
     fn find(g: &mut Graph, inputs: &Inputs<'a>) -> Result<Option<Ours<'a>>, PlanError> {
-        let Some(tool) = inputs.tool else {
-            return Ok(None);
-        };
+        inputs.tool.map_or(Ok(None), |tool| Ours::of(g, tool))
+    }
+
+    /// `tool`'s image taken into the graph, unless its definition is empty.
+    fn of(g: &mut Graph, tool: &'a Tool) -> Result<Option<Ours<'a>>, PlanError> {
         Ok(g.add_definition(&tool.def)?.map(|head| Ours { tool, head }))
     }
 
@@ -625,10 +627,7 @@ fn full_layer(
             Made { layer, report }
         }
         FullWay::Sync(tool) => {
-            let ours = Ours {
-                tool,
-                head: g.add_definition(&tool.def)?.ok_or(PlanError::NoTool)?,
-            };
+            let ours = Ours::of(g, tool)?.ok_or(PlanError::NoTool)?;
             let step = ours.sync(g, head, None, &[], Some(reporting), summary);
             Made {
                 report: report_of(&step),
