@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::io::Errno;
 
+use crate::changed::Changed;
 use crate::compare::{self, Side, SideErr, Verdict};
 use crate::dirstack::{DirHandle, DirStack};
 use crate::relpath::{join_bytes, RelPath};
@@ -54,16 +55,14 @@ pub(crate) struct Links {
 }
 
 impl Links {
-    /// Scans the source and decides, for every hardlink group, whether the
-    /// destination already has it.
-    #[allow(clippy::too_many_arguments)]
+    /// Scans the source (within `changed`, where given: the sync looks nowhere else) and
+    /// decides, for every hardlink group, whether the destination already has it.
     pub(crate) fn plan(
         opts: &SyncOptions,
         xio: XattrIo,
-        src_root: &DirHandle,
-        dst_root: &DirHandle,
-        src_path: &Path,
-        dst_path: &Path,
+        (src_root, dst_root): (&DirHandle, &DirHandle),
+        (src_path, dst_path): (&Path, &Path),
+        changed: Option<&Changed>,
         guard: Guard,
     ) -> Result<Links, SyncError> {
         let dup = |h: &DirHandle, p: &Path| {
@@ -81,11 +80,17 @@ impl Links {
             dst_map: None,
         };
         let mut found: HashMap<Key, Vec<Vec<u8>>> = HashMap::new();
-        walk(src_root, src_path, Side::Src, &guard, |rel, m| {
-            if m.nlink > 1 && !matches!(m.kind, Kind::Dir | Kind::Socket) {
-                found.entry(m.key()).or_default().push(rel.to_vec());
-            }
-        })?;
+        walk(
+            src_root,
+            src_path,
+            (Side::Src, changed),
+            &guard,
+            |rel, m| {
+                if m.nlink > 1 && !matches!(m.kind, Kind::Dir | Kind::Socket) {
+                    found.entry(m.key()).or_default().push(rel.to_vec());
+                }
+            },
+        )?;
         for (key, mut members) in found {
             if members.len() < 2 {
                 // Its other names are outside the tree: a plain file here.
@@ -229,11 +234,17 @@ impl Links {
                     .map_err(|e| SyncError::io("open directory", self.dst_path.clone(), e))?,
             )
             .map_err(|e| SyncError::io("open directory", self.dst_path.clone(), e))?;
-            walk(&root, &self.dst_path, Side::Dst, &self.guard, |rel, m| {
-                if m.nlink > 1 && m.kind != Kind::Dir {
-                    map.entry(m.key()).or_default().push(rel.to_vec());
-                }
-            })?;
+            walk(
+                &root,
+                &self.dst_path,
+                (Side::Dst, None),
+                &self.guard,
+                |rel, m| {
+                    if m.nlink > 1 && m.kind != Kind::Dir {
+                        map.entry(m.key()).or_default().push(rel.to_vec());
+                    }
+                },
+            )?;
             self.dst_map = Some(map);
         }
         Ok(self.dst_map.get_or_insert_with(HashMap::new))
@@ -295,17 +306,19 @@ pub(crate) fn resolve(
     }
 }
 
-struct WalkLevel {
+struct WalkLevel<'c> {
     names: Vec<CString>,
     next: usize,
+    /// Only these names, where given.
+    changed: Option<&'c Changed>,
 }
 
 /// Visits every entry below `root` (depth first, never following a
-/// symlink) with its relative path and `lstat`.
+/// symlink; with `changed`, only the paths it holds) with its relative path and `lstat`.
 pub(crate) fn walk(
     root: &DirHandle,
     root_path: &Path,
-    side: Side,
+    (side, changed): (Side, Option<&Changed>),
     guard: &Guard,
     mut visit: impl FnMut(&[u8], &Meta),
 ) -> Result<(), SyncError> {
@@ -317,12 +330,26 @@ pub(crate) fn walk(
         .and_then(DirHandle::from_fd)
         .map_err(|e| SyncError::io("open directory", root_path.to_path_buf(), e))?;
     let names = sys::list_names(top.fd()).map_err(|e| io("read directory", &rel, e))?;
-    let mut stack = DirStack::new([top], WalkLevel { names, next: 0 });
+    let mut stack = DirStack::new(
+        [top],
+        WalkLevel {
+            names,
+            next: 0,
+            changed,
+        },
+    );
     loop {
         let (dirs, lvl) = stack.current();
         if lvl.next < lvl.names.len() {
             let name = std::mem::take(&mut lvl.names[lvl.next]);
             lvl.next += 1;
+            let below = match lvl.changed {
+                None => None,
+                Some(c) => match c.child(&name) {
+                    None => continue,
+                    sub => sub,
+                },
+            };
             let here = dirs[0].fd();
             rel.push(name.to_bytes());
             let m = match sys::lstat_at(here, &name) {
@@ -342,7 +369,14 @@ pub(crate) fn walk(
                 let h = DirHandle::open(here, &name, &m)
                     .map_err(|e| SyncError::io("open directory", rel.under(root_path), e))?;
                 let names = sys::list_names(h.fd()).map_err(|e| io("read directory", &rel, e))?;
-                stack.push([h], WalkLevel { names, next: 0 });
+                stack.push(
+                    [h],
+                    WalkLevel {
+                        names,
+                        next: 0,
+                        changed: below,
+                    },
+                );
                 continue;
             }
             rel.pop();
@@ -395,7 +429,7 @@ mod tests {
             dst_root: (0, 0),
         };
         let mut seen = Vec::new();
-        walk(&root, t.path(), Side::Src, &guard, |rel, _| {
+        walk(&root, t.path(), (Side::Src, None), &guard, |rel, _| {
             seen.push(String::from_utf8_lossy(rel).into_owned())
         })
         .unwrap();

@@ -15,6 +15,7 @@
 //! Content is assumed equal when metadata is (see [`SyncOptions`]).
 
 mod apply;
+mod changed;
 mod compare;
 mod dirstack;
 mod error;
@@ -27,6 +28,7 @@ mod sys;
 use std::fmt;
 use std::path::Path;
 
+pub use changed::Changed;
 pub use error::SyncError;
 
 /// Which extended attributes take part in comparing and copying.
@@ -67,7 +69,7 @@ pub struct SyncOptions {
     pub for_layer_differ: bool,
 }
 
-/// What a sync did. Every source entry is counted once as created,
+/// What a sync did. Every source entry it looked at is counted once as created,
 /// replaced, metadata-updated, unchanged or skipped socket; `removed` counts
 /// destination entries deleted (each entry of a removed subtree counts).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -87,6 +89,9 @@ pub struct SyncStats {
     pub sockets_skipped: u64,
     /// File data written, in bytes (holes excluded).
     pub bytes_written: u64,
+    /// Entries (each with all below it) not looked at, because they were outside the
+    /// changed paths ([`sync_tree_changed`]).
+    pub outside_changed: u64,
 }
 
 impl SyncStats {
@@ -109,7 +114,15 @@ impl fmt::Display for SyncStats {
             self.unchanged,
             self.sockets_skipped,
             self.bytes_written
-        )
+        )?;
+        if self.outside_changed > 0 {
+            write!(
+                f,
+                ", {} outside the changed paths left alone",
+                self.outside_changed
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -121,7 +134,23 @@ impl fmt::Display for SyncStats {
 /// must be real directories). Fails fast on the first error, which names
 /// the path and the operation; the destination may then be partly synced.
 pub fn sync_tree(src: &Path, dst: &Path, opts: &SyncOptions) -> Result<SyncStats, SyncError> {
-    sync::run(src, dst, opts)
+    sync::run(src, dst, None, opts)
+}
+
+/// [`sync_tree`] where only the paths in `changed` can differ between `src` and `dst` (the
+/// tree of a difference BuildKit computed, see [`Changed`]): in a directory `changed` holds,
+/// the entries it lists are synced, the entries `dst` has and `src` lacks are removed, and an
+/// entry `src` has and `dst` lacks is made even when `changed` does not list it; every other
+/// entry, with everything below it, is left as it is without being read. With an empty
+/// `changed` nothing below the roots is read. The result equals [`sync_tree`]'s whenever the
+/// premise holds; where it does not, the paths outside `changed` keep `dst`'s content.
+pub fn sync_tree_changed(
+    src: &Path,
+    dst: &Path,
+    changed: &Changed,
+    opts: &SyncOptions,
+) -> Result<SyncStats, SyncError> {
+    sync::run(src, dst, Some(changed), opts)
 }
 
 /// [`sync_tree`] of one subtree: makes `dst/rel` equal to `src/rel` (`rel` relative, `/`
@@ -259,6 +288,7 @@ mod tests {
             unchanged: 5,
             sockets_skipped: 6,
             bytes_written: 7,
+            outside_changed: 0,
         };
         assert_eq!(
             s.to_string(),
@@ -266,6 +296,13 @@ mod tests {
              6 sockets skipped, 7 bytes written"
         );
         assert_eq!(s.changed(), 10);
+        let s = SyncStats {
+            outside_changed: 8,
+            ..s
+        };
+        assert!(s
+            .to_string()
+            .ends_with("7 bytes written, 8 outside the changed paths left alone"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::path::Path;
 use rustix::io::Errno;
 
 use crate::apply::Applier;
+use crate::changed::Changed;
 use crate::compare::{self, Side, SideErr, Verdict};
 use crate::dirstack::{DirHandle, DirStack};
 use crate::hardlinks::{GroupState, Links};
@@ -29,9 +30,12 @@ enum DirState {
 }
 
 /// One directory level of the walk.
-struct Level {
+struct Level<'c> {
     /// The source names, sorted; taken one by one.
     names: Vec<CString>,
+    /// Where only some names can differ: those names (see [`Changed`]), and the destination's
+    /// names (sorted), so that a source entry the destination lacks is made all the same.
+    changed: Option<(&'c Changed, Vec<CString>)>,
     next: usize,
     /// The source directory's metadata (its times are applied at the end).
     meta: Meta,
@@ -105,7 +109,12 @@ fn is_within(start: &DirHandle, target: (u64, u64)) -> std::io::Result<bool> {
     Ok(false)
 }
 
-pub(crate) fn run(src: &Path, dst: &Path, opts: &SyncOptions) -> Result<SyncStats, SyncError> {
+pub(crate) fn run(
+    src: &Path,
+    dst: &Path,
+    changed: Option<&Changed>,
+    opts: &SyncOptions,
+) -> Result<SyncStats, SyncError> {
     let src_root = open_root(src, Side::Src)?;
     let dst_root = open_root(dst, Side::Dst)?;
     let s = fstat_root(&src_root, src)?;
@@ -134,7 +143,14 @@ pub(crate) fn run(src: &Path, dst: &Path, opts: &SyncOptions) -> Result<SyncStat
             path: dst.to_path_buf(),
         });
     }
-    let links = Links::plan(opts, xio, &src_root, &dst_root, src, dst, guard)?;
+    let links = Links::plan(
+        opts,
+        xio,
+        (&src_root, &dst_root),
+        (src, dst),
+        changed,
+        guard,
+    )?;
     let mut w = Walker {
         src_path: src,
         dst_path: dst,
@@ -145,7 +161,7 @@ pub(crate) fn run(src: &Path, dst: &Path, opts: &SyncOptions) -> Result<SyncStat
         rel: RelPath::new(),
         stats: SyncStats::default(),
     };
-    w.walk(src_root, dst_root, s, d)?;
+    w.walk(src_root, dst_root, (s, d), changed)?;
     Ok(w.stats)
 }
 
@@ -171,19 +187,20 @@ impl Walker<'_> {
         &mut self,
         src_root: DirHandle,
         dst_root: DirHandle,
-        s: Meta,
-        d: Meta,
+        (s, d): (Meta, Meta),
+        changed: Option<&Changed>,
     ) -> Result<(), SyncError> {
         let updated = self
             .ap
             .update_dir(src_root.fd(), dst_root.fd(), &s, &d)
             .map_err(|e| self.at(e))?;
         let names = self.read_src_dir(&src_root)?;
-        self.delete_extras(dst_root.fd(), &names)?;
+        let dst_names = self.delete_extras(dst_root.fd(), &names)?;
         let mut stack = DirStack::new(
             [src_root, dst_root],
             Level {
                 names,
+                changed: changed.map(|c| (c, dst_names)),
                 next: 0,
                 meta: s,
                 fresh: false,
@@ -200,8 +217,21 @@ impl Walker<'_> {
                 let name = std::mem::take(&mut lvl.names[lvl.next]);
                 lvl.next += 1;
                 let fresh = lvl.fresh;
+                // Below a changed directory: the entry's own part of the changed paths, if it
+                // has one; an entry with none that the destination has is left alone.
+                let below = match &lvl.changed {
+                    None => None,
+                    Some((c, dst_names)) => match c.child(&name) {
+                        Some(sub) => Some(sub),
+                        None if dst_names.binary_search(&name).is_ok() => {
+                            self.stats.outside_changed += 1;
+                            continue;
+                        }
+                        None => None,
+                    },
+                };
                 self.rel.push(name.to_bytes());
-                match self.entry(dirs[0].fd(), dirs[1].fd(), &name, fresh) {
+                match self.entry(dirs[0].fd(), dirs[1].fd(), &name, fresh, below) {
                     Ok(Some((sh, dh, level))) => stack.push([sh, dh], level),
                     Ok(None) => self.rel.pop(),
                     Err(e) => return Err(e),
@@ -229,21 +259,24 @@ impl Walker<'_> {
         sys::list_names(h.fd()).map_err(|e| SyncError::io("read directory", self.src_here(), e))
     }
 
-    /// Removes every destination entry whose name the source lacks.
+    /// Removes every destination entry whose name the source lacks; the names left (sorted).
     fn delete_extras(
         &mut self,
         dst: BorrowedFd<'_>,
         src_names: &[CString],
-    ) -> Result<(), SyncError> {
+    ) -> Result<Vec<CString>, SyncError> {
         let names = sys::list_names(dst)
             .map_err(|e| SyncError::io("read directory", self.dst_here(), e))?;
+        let mut kept = Vec::with_capacity(names.len());
         for n in names {
             if src_names.binary_search(&n).is_err() {
                 let path = self.rel.under_with(self.dst_path, n.to_bytes());
                 self.stats.removed += remove::remove_entry(dst, &n, &path, &self.guard)?;
+            } else {
+                kept.push(n);
             }
         }
-        Ok(())
+        Ok(kept)
     }
 
     /// Sets a finished directory's times and counts it.
@@ -290,15 +323,16 @@ impl Walker<'_> {
         Ok(())
     }
 
-    /// Syncs one source entry (`self.rel` names it). Returns the level to
-    /// descend into for a directory.
-    fn entry(
+    /// Syncs one source entry (`self.rel` names it; `below`: the changed paths under it,
+    /// where only those can differ). Returns the level to descend into for a directory.
+    fn entry<'c>(
         &mut self,
         src_dir: BorrowedFd<'_>,
         dst_dir: BorrowedFd<'_>,
         name: &CStr,
         fresh: bool,
-    ) -> Result<Option<(DirHandle, DirHandle, Level)>, SyncError> {
+        below: Option<&'c Changed>,
+    ) -> Result<Option<(DirHandle, DirHandle, Level<'c>)>, SyncError> {
         let s = self.stat_src(src_dir, name)?;
         let d = if fresh {
             None
@@ -322,7 +356,9 @@ impl Walker<'_> {
             return Ok(None);
         }
         if s.kind == Kind::Dir {
-            return self.dir_entry(src_dir, dst_dir, name, s, d).map(Some);
+            return self
+                .dir_entry(src_dir, dst_dir, name, (s, d), below)
+                .map(Some);
         }
         let Some(d) = d else {
             self.create(src_dir, dst_dir, name, &s)?;
@@ -378,14 +414,14 @@ impl Walker<'_> {
 
     /// A source directory: update or create the destination one, clear out
     /// what the source lacks, and hand back the level to descend into.
-    fn dir_entry(
+    fn dir_entry<'c>(
         &mut self,
         src_dir: BorrowedFd<'_>,
         dst_dir: BorrowedFd<'_>,
         name: &CStr,
-        s: Meta,
-        d: Option<Meta>,
-    ) -> Result<(DirHandle, DirHandle, Level), SyncError> {
+        (s, d): (Meta, Option<Meta>),
+        below: Option<&'c Changed>,
+    ) -> Result<(DirHandle, DirHandle, Level<'c>), SyncError> {
         self.guard.check_src_dir(&s, &self.src_here())?;
         let sh = DirHandle::open(src_dir, name, &s)
             .map_err(|e| SyncError::io("open directory", self.src_here(), e))?;
@@ -399,13 +435,15 @@ impl Walker<'_> {
                     .ap
                     .update_dir(sh.fd(), dh.fd(), &s, &d)
                     .map_err(|e| self.at(e))?;
-                self.delete_extras(dh.fd(), &names)?;
+                let dst_names = self.delete_extras(dh.fd(), &names)?;
                 let state = if updated {
                     DirState::Updated
                 } else {
                     DirState::Unchanged
                 };
-                Ok((sh, dh, self.level(names, s, false, state)))
+                let mut level = self.level(names, s, false, state);
+                level.changed = below.map(|c| (c, dst_names));
+                Ok((sh, dh, level))
             }
             other => {
                 if other.is_some() {
@@ -423,9 +461,16 @@ impl Walker<'_> {
         }
     }
 
-    fn level(&self, names: Vec<CString>, meta: Meta, fresh: bool, state: DirState) -> Level {
+    fn level<'c>(
+        &self,
+        names: Vec<CString>,
+        meta: Meta,
+        fresh: bool,
+        state: DirState,
+    ) -> Level<'c> {
         Level {
             names,
+            changed: None,
             next: 0,
             meta,
             fresh,

@@ -1385,3 +1385,106 @@ fn bench_50k_small_files() {
     println!("50k files, nothing to do:     {second:?} ({again})");
     assert_eq!(again.changed(), 0);
 }
+
+// ------------------------------------------------- within the changed paths alone
+
+/// A base both sides share, a source with changes across it, and a difference outside the
+/// changed paths that a sync within them must not see.
+fn changed_pair() -> (Pair, crate::Changed) {
+    let p = pair();
+    for t in [&p.src, &p.dst] {
+        t.dir("etc")
+            .file("etc/conf", b"v1")
+            .file("etc/old", b"old")
+            .dir("var")
+            .dir("var/gone")
+            .file("var/gone/f", b"f")
+            .dir("usr")
+            .file("usr/x", b"x")
+            .file("usr/shared", b"one inode");
+    }
+    // What the later state changed: a new file, a rewritten one, a file and a directory
+    // deleted, a new hardlink to an unchanged file.
+    std::fs::remove_file(p.src.path("etc/old")).unwrap();
+    std::fs::remove_dir_all(p.src.path("var/gone")).unwrap();
+    p.src
+        .file("etc/conf", b"version 2")
+        .file("etc/new", b"new")
+        .hardlink("etc/link", "usr/shared");
+    // Outside the changed paths: a difference the sync is told is not there.
+    p.dst.file("usr/x", b"y");
+    let mut changed = crate::Changed::default();
+    for path in ["etc/conf", "etc/new", "etc/link", "var"] {
+        changed.insert(path);
+    }
+    (p, changed)
+}
+
+#[test]
+fn within_the_changed_paths_alone() {
+    let (p, changed) = changed_pair();
+    p.src.finish();
+    p.dst.finish();
+    let st = crate::sync_tree_changed(&p.src.root, &p.dst.root, &changed, &opts()).unwrap();
+    let (src, dst) = (snapshot(&p.src.root), snapshot(&p.dst.root));
+    // Everything but the difference the sync was not to look at is equal.
+    // (The hardlink's names are checked below.)
+    let (mut src_rest, mut dst_rest) = (src.clone(), dst.clone());
+    for s in [&mut src_rest, &mut dst_rest] {
+        for p in ["usr/x", "etc/link", "usr/shared"] {
+            s.remove(p.as_bytes());
+        }
+    }
+    assert_same_tree(&src_rest, &dst_rest);
+    assert_eq!(std::fs::read(p.dst.path("etc/link")).unwrap(), b"one inode");
+    assert_eq!(std::fs::read(p.dst.path("usr/x")).unwrap(), b"y");
+    // etc/old and var/gone (with its file) removed; etc/new and etc/link made, etc/conf
+    // replaced; usr (a whole directory) and etc's... nothing else looked at.
+    assert_eq!((st.removed, st.created, st.replaced), (3, 2, 1), "{st}");
+    assert_eq!(st.outside_changed, 1, "{st}");
+    // The hardlink's other name is outside the changed paths: the new name is a file of its
+    // own, as a layer differ that saw only the new name writes it.
+    assert_ne!(ino(&p.dst.root, "etc/link"), ino(&p.dst.root, "usr/shared"));
+}
+
+#[test]
+fn within_the_changed_paths_equals_a_whole_sync_where_the_premise_holds() {
+    let (p, changed) = changed_pair();
+    p.dst.file("usr/x", b"x");
+    p.src.finish();
+    p.dst.finish();
+    crate::sync_tree_changed(&p.src.root, &p.dst.root, &changed, &opts()).unwrap();
+    let within = snapshot(&p.dst.root);
+    let whole = {
+        let (q, _) = changed_pair();
+        q.dst.file("usr/x", b"x");
+        q.src.finish();
+        q.dst.finish();
+        sync_tree(&q.src.root, &q.dst.root, &opts()).unwrap();
+        snapshot(&q.dst.root)
+    };
+    // The same tree, but for the hardlink the whole sync sees both names of.
+    let strip = |s: &Snapshot| -> Vec<(Vec<u8>, String)> {
+        s.iter()
+            .map(|(p, (e, _))| (p.clone(), format!("{e:?}")))
+            .filter(|(p, _)| p != b"etc/link" && p != b"usr/shared")
+            .collect()
+    };
+    assert_eq!(strip(&within), strip(&whole));
+}
+
+#[test]
+fn an_entry_the_destination_lacks_is_made_even_outside_the_changed_paths() {
+    let p = pair();
+    for t in [&p.src, &p.dst] {
+        t.dir("etc").file("etc/a", b"a");
+    }
+    p.src.file("etc/b", b"b").dir("opt").file("opt/c", b"c");
+    let mut changed = crate::Changed::default();
+    changed.insert("etc");
+    p.src.finish();
+    p.dst.finish();
+    let st = crate::sync_tree_changed(&p.src.root, &p.dst.root, &changed, &opts()).unwrap();
+    assert_same_tree(&snapshot(&p.src.root), &snapshot(&p.dst.root));
+    assert_eq!((st.created, st.outside_changed), (3, 1), "{st}");
+}
