@@ -471,6 +471,10 @@ pub struct Reporting<'a> {
     /// Our [`account_exec`] step of the first steps, and how many it covers: their
     /// filesystems (and the base's) are then not mounted, and the report goes on from there.
     pub resume: Option<(Output, usize)>,
+    /// BuildKit's diffs of the states read after the resumed ones, each from the state before
+    /// it, in order (empty: none): only the paths they hold are read
+    /// ([`crate::report::Request::changed`]).
+    pub changed: Vec<Output>,
 }
 
 impl Reporting<'_> {
@@ -498,7 +502,25 @@ impl Reporting<'_> {
                 steps: *steps,
             });
         }
+        if !self.changed.is_empty() {
+            request.changed = true;
+            named.extend(self.changed_names().zip(&self.changed));
+        }
         (named, request)
+    }
+
+    /// The names of the diffs of [`Reporting::changed`] under [`REPORT_STATES`]: `<k>.changed`
+    /// beside the state `<k>` they lead to.
+    fn changed_names(&self) -> impl Iterator<Item = String> + '_ {
+        let skip = self.resume.as_ref().map_or(0, |(_, n)| *n);
+        (0..self.changed.len()).map(move |i| format!("{}.changed", skip + i + 1))
+    }
+
+    /// Where the step finds the diffs of [`Reporting::changed`].
+    fn changed_dirs(&self) -> Vec<String> {
+        self.changed_names()
+            .map(|name| format!("{REPORT_STATES}/{name}"))
+            .collect()
     }
 
     /// `mounts` and `inputs` for the filesystems, keyed by their definitions.
@@ -573,7 +595,9 @@ pub fn account_exec(
 /// A run of our own binary's `sync` subcommand, in our own image, that makes a writable mount of
 /// `base` (an empty one for `None`) equal to `finished` (with `only`: in those paths alone,
 /// relative to the root); output 0 is that mount: the base plus one layer of changes; output 1
-/// holds its report, where it makes one.
+/// holds its report, where it makes one. Where the report comes with BuildKit's diffs of the
+/// states it reads ([`Reporting::changed`]; `base` is then the state before the first of them),
+/// the sync looks only at the paths they hold (`--changed`).
 pub fn sync_exec(
     tool: &Output,
     exe: &str,
@@ -592,6 +616,12 @@ pub fn sync_exec(
     if !only.is_empty() {
         args.push("--only".into());
         args.push(only.join(","));
+    } else if let Some(dirs) = report
+        .map(Reporting::changed_dirs)
+        .filter(|d| !d.is_empty())
+    {
+        args.push("--changed".into());
+        args.push(dirs.join(","));
     }
     tool_exec(tool, args, finished, (base, SYNC_BASE), report, platform)
 }

@@ -6,16 +6,18 @@
 //! emits, as `squash-frontend sync FINAL BASE`, to compute the squashed layer.
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use squash_frontend::{flow, gateway, report, request, scan, version};
 
 const USAGE: &str =
     "usage: squash-frontend            (run by BuildKit as a frontend, gRPC on stdio)
-       squash-frontend sync FINAL BASE [--only PATHS] [--report FILE --request JSON]
+       squash-frontend sync FINAL BASE [--only PATHS | --changed DIRS] [--report FILE --request JSON]
                                          (make the tree BASE equal to FINAL; with --only,
-                                         in those comma-separated absolute paths alone)
+                                         in those comma-separated absolute paths alone;
+                                         with --changed, looking only at the paths the
+                                         comma-separated mounted diffs DIRS hold)
        squash-frontend inspect FINAL [--report FILE --request JSON]
                                          (check FINAL for what no image layer can hold)
        squash-frontend account FILE --request JSON
@@ -98,13 +100,14 @@ fn inspect(args: &[OsString]) -> ExitCode {
     let Some(StepArgs {
         positional: [final_dir],
         only,
+        changed,
         report,
     }) = step_args(args)
     else {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    if !only.is_empty() {
+    if !only.is_empty() || !changed.is_empty() {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     }
@@ -119,6 +122,9 @@ struct StepArgs<'a, const N: usize> {
     positional: [&'a OsString; N],
     /// `--only LIST`: the comma-separated absolute paths `sync` is limited to.
     only: Vec<String>,
+    /// `--changed LIST`: the comma-separated mounts of BuildKit's diffs that hold every path
+    /// that can differ between the trees (`treesync::Changed`); `sync` looks nowhere else.
+    changed: Vec<PathBuf>,
     report: ReportArgs<'a>,
 }
 
@@ -126,6 +132,7 @@ struct StepArgs<'a, const N: usize> {
 fn step_args<const N: usize>(args: &[OsString]) -> Option<StepArgs<'_, N>> {
     let positional: [&OsString; N] = args.get(..N)?.iter().collect::<Vec<_>>().try_into().ok()?;
     let (mut only, mut file, mut request) = (Vec::new(), None, None);
+    let mut changed = Vec::new();
     let mut rest = args[N..].iter();
     while let Some(flag) = rest.next() {
         let value = rest.next()?;
@@ -140,6 +147,12 @@ fn step_args<const N: usize>(args: &[OsString]) -> Option<StepArgs<'_, N>> {
                     return None;
                 }
             }
+            "--changed" if changed.is_empty() => {
+                changed = value.to_str()?.split(',').map(PathBuf::from).collect();
+                if changed.iter().any(|p| !p.is_absolute()) {
+                    return None;
+                }
+            }
             "--report" if file.is_none() => file = Some(value),
             "--request" if request.is_none() => request = Some(value),
             _ => return None,
@@ -150,9 +163,13 @@ fn step_args<const N: usize>(args: &[OsString]) -> Option<StepArgs<'_, N>> {
         (None, None) => None,
         _ => return None,
     };
+    if !only.is_empty() && !changed.is_empty() {
+        return None;
+    }
     Some(StepArgs {
         positional,
         only,
+        changed,
         report,
     })
 }
@@ -265,6 +282,7 @@ fn sync(args: &[OsString]) -> ExitCode {
     let Some(StepArgs {
         positional: [final_dir, base_dir],
         only,
+        changed,
         report,
     }) = step_args(args)
     else {
@@ -278,7 +296,7 @@ fn sync(args: &[OsString]) -> ExitCode {
     let started = std::time::Instant::now();
     let (stop, synced) = std::thread::scope(|s| {
         let syncing = s.spawn(|| {
-            let synced = mirror(final_dir, base_dir, &only);
+            let synced = mirror(final_dir, base_dir, &only, &changed);
             (synced, started.elapsed().as_millis())
         });
         let stop = check(final_dir, report);
@@ -292,7 +310,7 @@ fn sync(args: &[OsString]) -> ExitCode {
             for (path, stats) in &done {
                 match stats {
                     Some(stats) if only.is_empty() => {
-                        eprintln!("squash-frontend sync: {stats}, in {ms} ms")
+                        say(&[format!("squash-frontend sync: {stats}, in {ms} ms")])
                     }
                     Some(stats) => eprintln!("squash-frontend sync {path}: {stats}"),
                     None => eprintln!("squash-frontend sync {path}: not a directory in the result, left to the next layer"),
@@ -317,18 +335,25 @@ fn sync(args: &[OsString]) -> ExitCode {
 /// Each path's sync statistics (`None`: not a directory in the result).
 type Synced = Vec<(String, Option<treesync::SyncStats>)>;
 
-/// Makes BASE equal to FINAL (with `only`: in those paths alone).
+/// Makes BASE equal to FINAL (with `only`: in those paths alone; with `changed`: looking only
+/// at the paths those diffs hold).
 fn mirror(
     final_dir: &Path,
     base_dir: &Path,
     only: &[String],
+    changed: &[PathBuf],
 ) -> Result<Synced, treesync::SyncError> {
     // The changes of BASE become the squashed layer, through BuildKit's layer differ.
     let options = treesync::SyncOptions {
         for_layer_differ: true,
         ..Default::default()
     };
-    if only.is_empty() {
+    if !changed.is_empty() {
+        let roots: Vec<&Path> = changed.iter().map(PathBuf::as_path).collect();
+        let changed = treesync::Changed::read(&roots)?;
+        treesync::sync_tree_changed(final_dir, base_dir, &changed, &options)
+            .map(|stats| vec![("/".into(), Some(stats))])
+    } else if only.is_empty() {
         treesync::sync_tree(final_dir, base_dir, &options)
             .map(|stats| vec![("/".into(), Some(stats))])
     } else {

@@ -380,12 +380,14 @@ pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> 
                 _ => None,
             },
             resume: None,
+            changed: false,
         };
         llb::Reporting {
             base: root_image.as_ref(),
             states: &lineage.states,
             request,
             resume: None,
+            changed: Vec::new(),
         }
     };
     if let Some(split) = &inputs.split {
@@ -820,7 +822,11 @@ fn split_layers(
     match (boundary, method) {
         (&Boundary::Stage { end, name }, Method::Diff) => {
             let at = lineage.states[end].clone();
-            let reporting = &resumed_at(g, inputs, reporting, end + 1, name)?;
+            let mut reporting = resumed_at(g, inputs, reporting, end + 1, name)?;
+            if reporting.resume.is_some() {
+                reporting.changed = later_changes(g, &lineage.states, end, &reporting.request);
+            }
+            let reporting = &reporting;
             let lower_root = g.push(
                 llb::mkdir_root(base),
                 llb::meta_with_caps(Some(root_name(base)), &["file.base"]),
@@ -898,6 +904,28 @@ fn upper_at(
         report: report_of(&synced),
         layer,
     })
+}
+
+/// BuildKit's diff of each state after the `end`th from the one before it: what each later step
+/// changed. Mounted in our step, they name every path that can differ from the stage's end (the
+/// directories above deletions included: BuildKit makes them in a mounted diff,
+/// `snapshot/diffapply_linux.go`), so that it reads only those (`llb::Reporting::changed`); a
+/// change to the app's steps then costs what the app changed, not what the image holds.
+fn later_changes(
+    g: &mut Graph,
+    states: &[Output],
+    end: usize,
+    request: &report::Request,
+) -> Vec<Output> {
+    (end + 1..states.len())
+        .map(|k| {
+            let step = request.steps.get(k).map_or("a later step", String::as_str);
+            g.push(
+                llb::diff(&states[k - 1], &states[k]),
+                llb::meta_with_caps(Some(&format!("squash: the changes of {step}")), &["diffop"]),
+            )
+        })
+        .collect()
 }
 
 /// The report of a split after the first `steps` steps (`lower` says what they hold): where
@@ -1454,16 +1482,17 @@ mod tests {
             split_appended(&s.def),
             [
                 ACCOUNT,
+                "diff",
                 "mkdir /",
                 "diff",
-                "/bin/squash-frontend sync /squash/final /squash/base",
+                "/bin/squash-frontend sync /squash/final /squash/base --changed /squash/states/3.changed",
                 "diff",
                 "merge 3",
                 "terminal"
             ]
         );
         let added = split_added(&s.def);
-        let [(account_d, account), (_, mkdir), (lower_d, lower), (sync_d, sync), (upper_d, upper), (_, merge), _] =
+        let [(account_d, account), (changes_d, changes), (_, mkdir), (lower_d, lower), (sync_d, sync), (upper_d, upper), (_, merge), _] =
             &added[..]
         else {
             unreachable!()
@@ -1492,9 +1521,17 @@ mod tests {
         );
         assert_eq!(
             mounted(sync)[2..],
-            [digests[3].clone(), account_d.clone()],
-            "after the result and the stage's end: the last step and the saved accounting"
+            [digests[3].clone(), account_d.clone(), changes_d.clone()],
+            "after the result and the stage's end: the last step, the saved accounting and \
+             what the last step changed"
         );
+        assert!(
+            resumed.changed,
+            "the sync's report reads only what the diff holds"
+        );
+        // What the step after the stage changed: its filesystem against the stage's end.
+        let diffed: Vec<&str> = changes.inputs.iter().map(|i| i.digest.as_str()).collect();
+        assert_eq!(diffed, [digests[2].as_str(), digests[3].as_str()]);
         assert_eq!(
             mkdir.inputs[0].digest, digests[0],
             "the no-op sits on the base"
@@ -1554,9 +1591,10 @@ mod tests {
             split_appended(&s.def),
             [
                 ACCOUNT,
+                "diff",
                 "mkdir /",
                 "diff",
-                "/bin/squash-frontend sync /squash/final /squash/base",
+                "/bin/squash-frontend sync /squash/final /squash/base --changed /squash/states/3.changed",
                 "diff",
                 "merge 2",
                 "terminal"
@@ -1564,7 +1602,7 @@ mod tests {
         );
         let added = split_added(&s.def);
         assert!(
-            added[1].1.inputs.is_empty(),
+            added[2].1.inputs.is_empty(),
             "the lower layer's empty side is scratch"
         );
         assert!(!s.keeps_base);

@@ -307,6 +307,11 @@ pub struct Request {
     /// again, and their filesystems are not mounted.
     #[serde(default)]
     pub resume: Option<Resume>,
+    /// Each filesystem read after the resumed ones comes with BuildKit's diff from the one
+    /// before, mounted at `<states>/<k>.changed`: only the paths it holds are read, the rest is
+    /// the filesystem before ([`crate::scan::listing_changed`]).
+    #[serde(default)]
+    pub changed: bool,
 }
 
 /// Where a report goes on from a saved [`Accounting`].
@@ -843,11 +848,12 @@ mod tests {
                 file: "/squash/states/resume/accounting".into(),
                 steps: 1,
             }),
+            changed: true,
         };
-        // A request without the fields added later reads as no split and no resume.
+        // A request without the fields added later reads as no split, no resume, no diffs.
         let old = r#"{"squash":"full","layers_before":2,"new_layers":1,"states":"/s","steps":[],"top":10,"min_saving":null}"#;
         let old: Request = serde_json::from_str(old).unwrap();
-        assert_eq!((old.split, old.resume), (None, None));
+        assert_eq!((old.split, old.resume, old.changed), (None, None, false));
         let json = serde_json::to_string(&req).unwrap();
         assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), req);
     }

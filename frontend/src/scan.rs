@@ -26,48 +26,168 @@ pub fn listing(root: &Path) -> Result<Listing, ScanError> {
     if !root.exists() {
         return Ok(out);
     }
-    for entry in walkdir::WalkDir::new(root).follow_links(false).min_depth(1) {
-        let entry = entry.map_err(|e| walk_error(root, e))?;
-        let m = entry.metadata().map_err(|e| walk_error(root, e))?;
-        let t = m.file_type();
-        let kind = if t.is_file() {
-            Kind::File
-        } else if t.is_dir() {
-            Kind::Dir
-        } else if t.is_symlink() {
-            Kind::Symlink
-        } else {
-            Kind::Other
-        };
-        let target = if t.is_symlink() {
-            std::fs::read_link(entry.path())
-                .map(|p| p.as_os_str().as_bytes().to_vec())
-                .map_err(|e| ScanError {
-                    path: entry.path().to_path_buf(),
-                    source: e,
-                })?
-        } else if t.is_char_device() || t.is_block_device() {
-            m.rdev().to_le_bytes().to_vec()
-        } else {
-            vec![]
-        };
-        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
+    add_below(&mut out, root, &[])?;
+    Ok(out)
+}
+
+/// Adds every path below `root/rel` (a directory) to `out`, keyed `rel/...`.
+fn add_below(out: &mut Listing, root: &Path, rel: &[u8]) -> Result<(), ScanError> {
+    let top = root.join(std::ffi::OsStr::from_bytes(rel));
+    for entry in walkdir::WalkDir::new(&top).follow_links(false).min_depth(1) {
+        let entry = entry.map_err(|e| walk_error(&top, e))?;
+        let m = entry.metadata().map_err(|e| walk_error(&top, e))?;
+        let key = entry.path().strip_prefix(root).unwrap_or(entry.path());
         out.insert(
-            rel.as_os_str().as_bytes().to_vec(),
-            Entry {
-                kind,
-                size: if kind == Kind::File { m.size() } else { 0 },
-                mode: m.mode() & 0o7777,
-                uid: m.uid(),
-                gid: m.gid(),
-                mtime: (m.mtime(), m.mtime_nsec() as u32),
-                inode: (m.dev(), m.ino()),
-                nlink: m.nlink(),
-                target,
-            },
+            key.as_os_str().as_bytes().to_vec(),
+            entry_of(entry.path(), &m)?,
         );
     }
+    Ok(())
+}
+
+/// What `lstat` (`m`) says of `path`, with a symlink's target read.
+fn entry_of(path: &Path, m: &std::fs::Metadata) -> Result<Entry, ScanError> {
+    let t = m.file_type();
+    let kind = if t.is_file() {
+        Kind::File
+    } else if t.is_dir() {
+        Kind::Dir
+    } else if t.is_symlink() {
+        Kind::Symlink
+    } else {
+        Kind::Other
+    };
+    let target = if t.is_symlink() {
+        std::fs::read_link(path)
+            .map(|p| p.as_os_str().as_bytes().to_vec())
+            .map_err(|e| ScanError {
+                path: path.to_path_buf(),
+                source: e,
+            })?
+    } else if t.is_char_device() || t.is_block_device() {
+        m.rdev().to_le_bytes().to_vec()
+    } else {
+        vec![]
+    };
+    Ok(Entry {
+        kind,
+        size: if kind == Kind::File { m.size() } else { 0 },
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime: (m.mtime(), m.mtime_nsec() as u32),
+        inode: (m.dev(), m.ino()),
+        nlink: m.nlink(),
+        target,
+    })
+}
+
+/// The listing of `root` where it can differ from `before` only in the paths `changed` holds
+/// (BuildKit's diff from `before`'s filesystem to this one, mounted; see `treesync::Changed`):
+/// `before`, with each directory `changed` holds read again (the names it lost removed with
+/// everything below them) and each entry `changed` holds stat'ed again. A name a directory
+/// has that `before` lacks is read even outside `changed`. Equals [`listing`] of `root`
+/// whenever the premise holds; nothing else is read.
+pub fn listing_changed(
+    before: &Listing,
+    root: &Path,
+    changed: &treesync::Changed,
+) -> Result<Listing, ScanError> {
+    if !root.exists() {
+        return Ok(Listing::new());
+    }
+    let mut out = before.clone();
+    patch_dir(&mut out, root, &[], changed)?;
     Ok(out)
+}
+
+/// [`listing_changed`] in the directory `root/rel`, present in `root`.
+fn patch_dir(
+    out: &mut Listing,
+    root: &Path,
+    rel: &[u8],
+    changed: &treesync::Changed,
+) -> Result<(), ScanError> {
+    let here = root.join(std::ffi::OsStr::from_bytes(rel));
+    let io = |e| ScanError {
+        path: here.clone(),
+        source: e,
+    };
+    let mut now = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(&here).map_err(io)? {
+        now.insert(entry.map_err(io)?.file_name().as_bytes().to_vec());
+    }
+    let key = |name: &[u8]| -> Vec<u8> {
+        if rel.is_empty() {
+            name.to_vec()
+        } else {
+            [rel, b"/", name].concat()
+        }
+    };
+    // The names the directory had: those it lost go, with everything below them.
+    let had: std::collections::BTreeSet<Vec<u8>> = children(out, rel).map(<[u8]>::to_vec).collect();
+    for name in had.difference(&now) {
+        remove_below(out, &key(name), true);
+    }
+    let subs: std::collections::BTreeMap<&[u8], &treesync::Changed> =
+        changed.entries().map(|(n, c)| (n.to_bytes(), c)).collect();
+    for name in &now {
+        let sub = subs.get(name.as_slice()).copied();
+        if sub.is_none() && had.contains(name) {
+            continue;
+        }
+        let child = key(name);
+        let path = root.join(std::ffi::OsStr::from_bytes(&child));
+        let m = std::fs::symlink_metadata(&path).map_err(|e| ScanError {
+            path: path.clone(),
+            source: e,
+        })?;
+        let entry = entry_of(&path, &m)?;
+        let was_dir = out.get(&child).is_some_and(|e| e.kind == Kind::Dir);
+        let is_dir = entry.kind == Kind::Dir;
+        out.insert(child.clone(), entry);
+        match (was_dir, is_dir, sub) {
+            // Still a directory, with changes below it named.
+            (true, true, Some(sub)) => patch_dir(out, root, &child, sub)?,
+            // A directory now that was none (or is new): all of it is new.
+            (false, true, _) => add_below(out, root, &child)?,
+            // No longer a directory: nothing below it.
+            (true, false, _) => remove_below(out, &child, false),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The names directly below `rel` (the root for empty) in `listing`.
+fn children<'a>(listing: &'a Listing, rel: &[u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let prefix: Vec<u8> = if rel.is_empty() {
+        Vec::new()
+    } else {
+        [rel, b"/"].concat()
+    };
+    let skip = prefix.len();
+    listing
+        .range(prefix.clone()..)
+        .take_while(move |(k, _)| k.starts_with(&prefix))
+        .map(move |(k, _)| &k[skip..])
+        .filter(|rest| !rest.contains(&b'/'))
+}
+
+/// Removes everything below `key` from `listing` (and `key` itself with `itself`).
+fn remove_below(listing: &mut Listing, key: &[u8], itself: bool) {
+    if itself {
+        listing.remove(key);
+    }
+    let prefix = [key, b"/"].concat();
+    let below: Vec<Vec<u8>> = listing
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in below {
+        listing.remove(&k);
+    }
 }
 
 fn walk_error(root: &Path, e: walkdir::Error) -> ScanError {
@@ -134,6 +254,9 @@ pub fn account(request: &report::Request) -> Result<Accounting, AccountError> {
     if first > count {
         return Err(mismatch(first));
     }
+    if request.changed {
+        return account_changed(request, first, mismatch);
+    }
     std::thread::scope(|s| {
         let (listed, next) = std::sync::mpsc::sync_channel(0);
         s.spawn(move || {
@@ -146,20 +269,7 @@ pub fn account(request: &report::Request) -> Result<Accounting, AccountError> {
                 }
             }
         });
-        let mut accounting = match &request.resume {
-            Some(resume) => {
-                let bytes = std::fs::read(&resume.file).map_err(|source| AccountError::Read {
-                    path: resume.file.clone(),
-                    source,
-                })?;
-                Accounting::load(&bytes)?
-            }
-            None => Accounting::new(listing(&states.join("base"))?, request.squash)
-                .with_split(request.split.clone()),
-        };
-        if accounting.steps_read() != first {
-            return Err(mismatch(accounting.steps_read()));
-        }
+        let mut accounting = started(request, first, &mismatch)?;
         for name in &request.steps[first..] {
             let listing = next
                 .recv()
@@ -168,6 +278,57 @@ pub fn account(request: &report::Request) -> Result<Accounting, AccountError> {
         }
         Ok(accounting)
     })
+}
+
+/// The accounting of the first `first` steps: the saved one, or the base's filesystem read.
+fn started(
+    request: &report::Request,
+    first: usize,
+    mismatch: &impl Fn(usize) -> AccountError,
+) -> Result<Accounting, AccountError> {
+    let accounting = match &request.resume {
+        Some(resume) => {
+            let bytes = std::fs::read(&resume.file).map_err(|source| AccountError::Read {
+                path: resume.file.clone(),
+                source,
+            })?;
+            Accounting::load(&bytes)?
+        }
+        None => Accounting::new(
+            listing(&Path::new(&request.states).join("base"))?,
+            request.squash,
+        )
+        .with_split(request.split.clone()),
+    };
+    if accounting.steps_read() != first {
+        return Err(mismatch(accounting.steps_read()));
+    }
+    Ok(accounting)
+}
+
+/// [`account`] where each filesystem after the first `first` steps' comes with its diff from
+/// the one before ([`report::Request::changed`]): read in turn, each from the last.
+fn account_changed(
+    request: &report::Request,
+    first: usize,
+    mismatch: impl Fn(usize) -> AccountError,
+) -> Result<Accounting, AccountError> {
+    let states = Path::new(&request.states);
+    let mut accounting = started(request, first, &mismatch)?;
+    for (k, name) in request.steps.iter().enumerate().skip(first) {
+        let diff = states.join(format!("{}.changed", k + 1));
+        let changed = treesync::Changed::read(&[&diff]).map_err(|e| ScanError {
+            path: diff.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let listing = listing_changed(
+            accounting.last(),
+            &states.join((k + 1).to_string()),
+            &changed,
+        )?;
+        accounting.step(name, listing);
+    }
+    Ok(accounting)
 }
 
 /// The paths of `listing` (as absolute paths of the image) whose names start with
@@ -209,6 +370,69 @@ pub fn refusal(reserved: &[String]) -> Option<String> {
 mod tests {
     use super::*;
     use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn a_listing_from_the_changed_paths_equals_one_read_whole() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        let w = |p: &str, data: &[u8]| std::fs::write(r.join(p), data).unwrap();
+        for d in ["etc", "var/gone/deep", "usr/lib", "opt/was-dir"] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        w("etc/conf", b"v1");
+        w("etc/old", b"old");
+        w("var/gone/deep/f", b"f");
+        w("usr/lib/x", b"x");
+        w("opt/was-file", b"file");
+        w("opt/was-dir/f", b"f");
+        let before = listing(r).unwrap();
+        // A later step: a new file, a rewrite, a file and a tree deleted, a file made a
+        // directory and a directory made a file.
+        w("etc/conf", b"version 2");
+        w("etc/new", b"new");
+        std::fs::remove_file(r.join("etc/old")).unwrap();
+        std::fs::remove_dir_all(r.join("var/gone")).unwrap();
+        std::fs::remove_file(r.join("opt/was-file")).unwrap();
+        std::fs::create_dir_all(r.join("opt/was-file/sub")).unwrap();
+        w("opt/was-file/sub/g", b"g");
+        std::fs::remove_dir_all(r.join("opt/was-dir")).unwrap();
+        w("opt/was-dir", b"now a file");
+        // What BuildKit's diff holds: the changed paths and the directories above deletions.
+        let mut changed = treesync::Changed::default();
+        for p in [
+            "etc/conf",
+            "etc/new",
+            "var",
+            "opt/was-file/sub/g",
+            "opt/was-dir",
+        ] {
+            changed.insert(p);
+        }
+        assert_eq!(
+            listing_changed(&before, r, &changed).unwrap(),
+            listing(r).unwrap()
+        );
+        // Outside the changed paths nothing is read: a change there is not seen.
+        w("usr/lib/x", b"a change nobody named");
+        let seen = listing_changed(&before, r, &changed).unwrap();
+        assert_eq!(
+            seen.get(b"usr/lib/x".as_slice()),
+            before.get(b"usr/lib/x".as_slice())
+        );
+        assert_ne!(seen, listing(r).unwrap());
+        // ...but in a directory read again, a name it gained is read, named or not.
+        w("usr/lib/y", b"y");
+        let seen = listing_changed(&before, r, &treesync::Changed::default()).unwrap();
+        assert!(!seen.contains_key(b"usr/lib/y".as_slice()));
+        let mut lib = treesync::Changed::default();
+        lib.insert("usr/lib");
+        let seen = listing_changed(&before, r, &lib).unwrap();
+        assert!(seen.contains_key(b"usr/lib/y".as_slice()));
+        assert_eq!(
+            listing_changed(&before, &r.join("missing"), &changed).unwrap(),
+            Listing::new()
+        );
+    }
 
     fn listing_or_empty(root: &Path) -> bool {
         listing(root).unwrap().is_empty()
@@ -253,6 +477,7 @@ mod tests {
             min_saving: None,
             split,
             resume: None,
+            changed: false,
         }
     }
 
@@ -310,6 +535,12 @@ mod tests {
             std::fs::remove_dir_all(states.join(dir)).unwrap();
         }
         assert_eq!(account(&resumed).unwrap().report(4, 10), whole);
+        // With BuildKit's diff from the second filesystem to the third mounted beside it, only
+        // the paths it holds are read: the same report.
+        write("3.changed", &[("lib/dep", 1), ("app", 1)]);
+        resumed.changed = true;
+        assert_eq!(account(&resumed).unwrap().report(4, 10), whole);
+        resumed.changed = false;
 
         // A request that says the saved accounting covers more or fewer steps than it does.
         for steps in [1, 3, 4] {
