@@ -10,6 +10,7 @@ use common::start;
 use integration::check::assert_same;
 use integration::compare::{compare_fs, CompareOptions};
 use integration::context::TestContext;
+use integration::docker::Store;
 use integration::fixtures::BUSYBOX;
 use integration::fs::Kind;
 use integration::image::{created_by, is_empty_layer, Image};
@@ -269,7 +270,99 @@ fn split_keeps_the_lower_layer_across_an_app_change() {
                 "[{t}] {label}: the lower layer's squash steps are cached:\n{}",
                 show_steps(&steps)
             );
+            // With DiffOp (the containerd store, but for the sync method), a split at a stage
+            // reads only what the later steps changed: the engine's diff of each, mounted in
+            // our step, whose sync says how much it left alone unread.
+            let by_diff = store == Store::Containerd && v.label != "base/sync";
+            let looked = second
+                .build
+                .stderr
+                .contains("outside the changed paths left alone");
+            assert_eq!(
+                looked,
+                by_diff && !case.value.starts_with('/'),
+                "[{t}] {label}: the sync reads only the changed paths where the engine diffs:\n{}",
+                second.build.stderr
+            );
         }
+    }
+}
+
+/// Two later steps that change what the stage made in every way a layer records: a tree and a
+/// file deleted across the boundary, a directory deleted and made again (opaque), a mode and
+/// a time changed alone, a symlink pointed elsewhere, a file made a directory; then a file the
+/// first of them touched, deleted by the second.
+const KINDS: &str = r#"FROM squash-test/busybox:latest AS deps
+COPY run-id /opt/deps/run-id
+RUN mkdir -p /opt/deps/tree/sub /opt/deps/swap /srv/cfg && echo a > /opt/deps/tree/a && echo b > /opt/deps/tree/sub/b && echo s > /opt/deps/swap/s && echo m > /opt/deps/mode && ln -s a /opt/deps/link && echo keep > /srv/cfg/keep && echo f > /opt/deps/to-dir && echo gone > /srv/gone
+
+FROM deps
+COPY app.txt /app/app.txt
+RUN rm -r /opt/deps/tree /srv/gone && rm -rf /opt/deps/swap && mkdir /opt/deps/swap && echo new > /opt/deps/swap/new && chmod 600 /opt/deps/mode && ln -sf b /opt/deps/link && rm /opt/deps/to-dir && mkdir /opt/deps/to-dir && echo in > /opt/deps/to-dir/in && touch -d @1000000000 /srv/cfg/keep
+RUN rm /srv/cfg/keep && echo later > /srv/cfg/later
+"#;
+
+/// A split at a stage whose later steps change the stage's files in every way: the image's
+/// files and config are the plain build's, in every way the store squashes; and where the
+/// engine diffs (our step then reads only what the later steps changed), the report says what
+/// the sync method's, which reads every filesystem whole, says.
+#[test]
+fn split_at_a_stage_honours_every_kind_of_later_change() {
+    let t = "split_at_a_stage_honours_every_kind_of_later_change";
+    let store = start(t);
+    let ctx = |side: &str, body: &str| context(&format!("{t}-{side}"), body, "app\n");
+    let plain = load_built("plain", ctx("plain", KINDS), &[], None);
+    let _guard = TagGuard(vec![plain.tag.clone()]);
+    let mut reports = Vec::new();
+    for v in variants(store) {
+        let mut args = vec!["--build-arg", "SQUASH_SPLIT=deps"];
+        args.extend_from_slice(v.args);
+        let side = v.label.replace('/', "-");
+        let built = load_built(&side, ctx(&side, &squash_dockerfile(KINDS)), &args, None);
+        let _g = TagGuard(vec![built.tag.clone()]);
+        let kept = built.image.layers.len() - 2;
+        assert_eq!(
+            built.image.diff_ids()[..kept],
+            plain.image.diff_ids()[..kept],
+            "[{t}] {}: the base's layers, then two",
+            v.label
+        );
+        assert_same(
+            &format!("{t}: {}", v.label),
+            &plain,
+            &built,
+            &CompareOptions::new(),
+        );
+        let report = squash_reports(&built.build.stderr);
+        assert_eq!(report.len(), 1, "[{t}] {}: one report", v.label);
+        reports.push((
+            v.label,
+            built.build.stderr.contains("outside the changed paths"),
+            report[0].clone(),
+        ));
+    }
+    if store == Store::Containerd {
+        let by_diff = reports.iter().find(|(l, _, _)| *l == "base/auto").unwrap();
+        let by_sync = reports.iter().find(|(l, _, _)| *l == "base/sync").unwrap();
+        assert!(
+            by_diff.1 && !by_sync.1,
+            "[{t}] only the diff method reads the changed paths alone"
+        );
+        let figures = |r: &integration::progress::SquashReport| {
+            (
+                r.plain_bytes,
+                r.squashed_bytes,
+                r.reclaimed_bytes,
+                r.wasted.clone(),
+            )
+        };
+        assert_eq!(
+            figures(&by_diff.2),
+            figures(&by_sync.2),
+            "[{t}] the report from the changed paths is the one from the whole filesystems:\n{:#?}\n{:#?}",
+            by_diff.2.lines,
+            by_sync.2.lines
+        );
     }
 }
 
