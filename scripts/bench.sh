@@ -1057,7 +1057,7 @@ report() {
   # Counted from the figures: a run that added workloads (BENCH_APPEND) may have run them more
   # or fewer times than the rest.
   local per="" w
-  for w in $(printf '%s\n' $WORKLOADS | sort -n); do
+  for w in $(tr " " "\n" <<<"$WORKLOADS" | sort -n); do
     per+="$w: $(runs_of "$w" plain "$(wl_phase "$w")" 5), "
   done
   echo "Runs of each way, by workload: ${per%, }; $PROBE_RUNS of each probe; a peer's own step is stopped after $PEER_TIMEOUT s. Cold: \`docker builder prune -af\` before each build; base and frontend images stay (in buildah's store too). Wall times in seconds: median (min-max); a derived way's time is the plain build's plus its own steps'. Engine CPU: CPU seconds of dockerd (BuildKit runs in it) and containerd during the build, median; RUN steps are not in it. Peer alone: the peer's own step (docker-squash; crane flatten; buildah bud), wall s / CPU s (user + system, its child processes included) / peak RSS MiB (the largest process of it), from GNU time. Phases (from BuildKit's progress output, medians, s): the squash step (our copy or diff; the trick's \`COPY --from\`) / exporting layers (tar + gzip) / unpacking into the image store. Sizes are of the last run's image: uncompressed = the layer tars, compressed = the layer blobs as pushed (a layer stored uncompressed is weighed as gzip -6 would send it: \"tar(gzip-est)\"). MB = 10^6 bytes, MiB = 2^20 bytes. The whole benchmark took $ELAPSED."
