@@ -56,8 +56,13 @@ impl Changed {
 
     /// Adds `rel` (`/`-separated, relative) and the directories above it.
     pub fn insert(&mut self, rel: &str) {
+        self.insert_path(rel.as_bytes());
+    }
+
+    /// [`Changed::insert`] of a path as bytes.
+    pub(crate) fn insert_path(&mut self, rel: &[u8]) {
         let mut here = self;
-        for part in rel.split('/').filter(|p| !p.is_empty()) {
+        for part in rel.split(|&b| b == b'/').filter(|p| !p.is_empty()) {
             let Ok(name) = CString::new(part) else { return };
             here = here.children.entry(name).or_default();
         }

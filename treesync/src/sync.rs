@@ -13,7 +13,7 @@ use crate::apply::Applier;
 use crate::changed::Changed;
 use crate::compare::{self, Side, SideErr, Verdict};
 use crate::dirstack::{DirHandle, DirStack};
-use crate::hardlinks::{GroupState, Links};
+use crate::hardlinks::{self, GroupState, Links};
 use crate::relpath::{join_bytes, RelPath};
 use crate::remove::{self, Guard};
 use crate::sys::{self, Kind, Meta, StatError, XattrIo};
@@ -48,6 +48,10 @@ struct Walker<'a> {
     src_path: &'a Path,
     dst_path: &'a Path,
     opts: &'a SyncOptions,
+    /// `opts` with `verify_content`: for an entry the changed paths name, which a layer differ
+    /// found different (BuildKit's compares the bytes where both mtimes are whole seconds), so
+    /// equal metadata does not show it is the same.
+    named_opts: SyncOptions,
     ap: Applier<'a>,
     guard: Guard,
     links: Links,
@@ -143,6 +147,13 @@ pub(crate) fn run(
             path: dst.to_path_buf(),
         });
     }
+    // A hardlink group with names outside the changed paths (a new name linked to a file a
+    // diff does not name, as its metadata did not change) is synced whole, as without them.
+    let widened = match changed {
+        Some(c) => with_whole_groups(c, &src_root, src, &guard)?,
+        None => None,
+    };
+    let changed = widened.as_ref().or(changed);
     let links = Links::plan(
         opts,
         xio,
@@ -155,6 +166,10 @@ pub(crate) fn run(
         src_path: src,
         dst_path: dst,
         opts,
+        named_opts: SyncOptions {
+            verify_content: true,
+            ..opts.clone()
+        },
         ap: Applier { opts, xio },
         guard,
         links,
@@ -163,6 +178,35 @@ pub(crate) fn run(
     };
     w.walk(src_root, dst_root, (s, d), changed)?;
     Ok(w.stats)
+}
+
+/// `changed` with every name of each hardlink group it names only some names of (the other
+/// names found by a walk of the whole source, made only then); `None` when it names whole
+/// groups.
+fn with_whole_groups(
+    changed: &Changed,
+    src_root: &DirHandle,
+    src: &Path,
+    guard: &Guard,
+) -> Result<Option<Changed>, SyncError> {
+    use std::collections::HashMap;
+    let mut seen: HashMap<(u64, u64), (u64, u64)> = HashMap::new();
+    hardlinks::walk(src_root, src, (Side::Src, Some(changed)), guard, |_, m| {
+        if m.nlink > 1 && !matches!(m.kind, Kind::Dir | Kind::Socket) {
+            seen.entry(m.key()).or_insert((0, m.nlink)).0 += 1;
+        }
+    })?;
+    seen.retain(|_, (named, nlink)| named < nlink);
+    if seen.is_empty() {
+        return Ok(None);
+    }
+    let mut widened = changed.clone();
+    hardlinks::walk(src_root, src, (Side::Src, None), guard, |rel, m| {
+        if m.kind != Kind::Dir && seen.contains_key(&m.key()) {
+            widened.insert_path(rel);
+        }
+    })?;
+    Ok(Some(widened))
 }
 
 impl Walker<'_> {
@@ -368,7 +412,12 @@ impl Walker<'_> {
         let verdict = if d.kind == Kind::Dir {
             Verdict::Replace
         } else {
-            compare::classify(self.opts, self.ap.xio, src_dir, dst_dir, name, &s, &d)
+            let opts = if below.is_some() {
+                &self.named_opts
+            } else {
+                self.opts
+            };
+            compare::classify(opts, self.ap.xio, src_dir, dst_dir, name, &s, &d)
                 .map_err(|e| self.at(e))?
         };
         // Left in place, it must not stay linked to a name it is not
