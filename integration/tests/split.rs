@@ -290,15 +290,16 @@ fn split_keeps_the_lower_layer_across_an_app_change() {
 
 /// Two later steps that change what the stage made in every way a layer records: a tree and a
 /// file deleted across the boundary, a directory deleted and made again (opaque), a mode and
-/// a time changed alone, a symlink pointed elsewhere, a file made a directory; then a file the
-/// first of them touched, deleted by the second.
+/// a time changed alone, a symlink pointed elsewhere, a file made a directory, a file written
+/// again with its old size and time; then a file the first of them touched, deleted by the
+/// second.
 const KINDS: &str = r#"FROM squash-test/busybox:latest AS deps
 COPY run-id /opt/deps/run-id
-RUN mkdir -p /opt/deps/tree/sub /opt/deps/swap /srv/cfg && echo a > /opt/deps/tree/a && echo b > /opt/deps/tree/sub/b && echo s > /opt/deps/swap/s && echo m > /opt/deps/mode && ln -s a /opt/deps/link && echo keep > /srv/cfg/keep && echo f > /opt/deps/to-dir && echo gone > /srv/gone
+RUN mkdir -p /opt/deps/tree/sub /opt/deps/swap /srv/cfg && echo a > /opt/deps/tree/a && echo b > /opt/deps/tree/sub/b && echo s > /opt/deps/swap/s && echo m > /opt/deps/mode && ln -s a /opt/deps/link && echo keep > /srv/cfg/keep && echo f > /opt/deps/to-dir && echo gone > /srv/gone && printf AAAA > /opt/deps/same && touch -d @1000000000 /opt/deps/same
 
 FROM deps
 COPY app.txt /app/app.txt
-RUN rm -r /opt/deps/tree /srv/gone && rm -rf /opt/deps/swap && mkdir /opt/deps/swap && echo new > /opt/deps/swap/new && chmod 600 /opt/deps/mode && ln -sf b /opt/deps/link && rm /opt/deps/to-dir && mkdir /opt/deps/to-dir && echo in > /opt/deps/to-dir/in && touch -d @1000000000 /srv/cfg/keep
+RUN rm -r /opt/deps/tree /srv/gone && rm -rf /opt/deps/swap && mkdir /opt/deps/swap && echo new > /opt/deps/swap/new && chmod 600 /opt/deps/mode && ln -sf b /opt/deps/link && rm /opt/deps/to-dir && mkdir /opt/deps/to-dir && echo in > /opt/deps/to-dir/in && touch -d @1000000000 /srv/cfg/keep && printf BBBB > /opt/deps/same && touch -d @1000000000 /opt/deps/same
 RUN rm /srv/cfg/keep && echo later > /srv/cfg/later
 "#;
 
@@ -327,12 +328,16 @@ fn split_at_a_stage_honours_every_kind_of_later_change() {
             "[{t}] {}: the base's layers, then two",
             v.label
         );
-        assert_same(
-            &format!("{t}: {}", v.label),
-            &plain,
-            &built,
-            &CompareOptions::new(),
-        );
+        // Where our sync compares whole trees it tells files by their metadata: a file written
+        // again with its old size and time keeps its old content there (README, "The same
+        // image"); where the engine diffs, the diff names it and its bytes are compared.
+        let by_diff = store == Store::Containerd && v.label != "base/sync";
+        let opts = if by_diff {
+            CompareOptions::new()
+        } else {
+            CompareOptions::new().ignore_path("/opt/deps/same")
+        };
+        assert_same(&format!("{t}: {}", v.label), &plain, &built, &opts);
         let report = squash_reports(&built.build.stderr);
         assert_eq!(report.len(), 1, "[{t}] {}: one report", v.label);
         reports.push((
