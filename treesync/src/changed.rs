@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirEntryExt;
 use std::path::Path;
 
 use crate::SyncError;
@@ -18,6 +19,10 @@ use crate::SyncError;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changed {
     children: BTreeMap<CString, Changed>,
+    /// The inode numbers this path (not a directory) has in the mounts it was read from. A
+    /// mounted diff holds hardlinks of the layer's own files where it can, so the inode of
+    /// such a file has one more name than the image has for each.
+    inodes: Vec<u64>,
 }
 
 impl Changed {
@@ -49,6 +54,8 @@ impl Changed {
                 .map_err(|e| SyncError::io("stat", entry.path(), e))?;
             if kind.is_dir() {
                 child.add_dir(&entry.path())?;
+            } else {
+                child.inodes.push(entry.ino());
             }
         }
         Ok(())
@@ -66,6 +73,24 @@ impl Changed {
             let Ok(name) = CString::new(part) else { return };
             here = here.children.entry(name).or_default();
         }
+    }
+
+    /// The node of `rel` (`/`-separated, relative), if it holds it.
+    pub(crate) fn node(&self, rel: &[u8]) -> Option<&Changed> {
+        rel.split(|&b| b == b'/')
+            .filter(|p| !p.is_empty())
+            .try_fold(self, |here, part| {
+                here.children
+                    .iter()
+                    .find(|(n, _)| n.to_bytes() == part)
+                    .map(|(_, c)| c)
+            })
+    }
+
+    /// How many names the mounts it was read from gave the inode `ino` at this path: names
+    /// outside the image.
+    pub(crate) fn names_of(&self, ino: u64) -> u64 {
+        self.inodes.iter().filter(|&&i| i == ino).count() as u64
     }
 
     /// The subtree of `name`, if it may have changed.
@@ -102,13 +127,27 @@ mod tests {
         std::fs::create_dir_all(b.join("etc")).unwrap();
         std::fs::write(b.join("etc/g"), b"").unwrap();
         std::os::unix::fs::symlink("/", b.join("etc/root")).unwrap();
+        std::fs::write(a.join("etc/g"), b"").unwrap();
         let c = Changed::read(&[&a, &b, &t.path().join("missing")]).unwrap();
-        let mut want = Changed::default();
-        for p in ["etc/x/f", "etc/g", "etc/root"] {
-            want.insert(p);
+        fn paths(c: &Changed, at: &str, out: &mut Vec<String>) {
+            for (name, sub) in c.entries() {
+                let p = format!("{at}/{}", name.to_str().unwrap());
+                out.push(p.clone());
+                paths(sub, &p, out);
+            }
         }
-        assert_eq!(c, want);
+        let mut got = Vec::new();
+        paths(&c, "", &mut got);
+        assert_eq!(got, ["/etc", "/etc/g", "/etc/root", "/etc/x", "/etc/x/f"]);
         assert_eq!(c.len(), 5);
+        // Each mount's own name of a file is counted, by inode.
+        use std::os::unix::fs::MetadataExt;
+        let ino = |p: &Path| std::fs::symlink_metadata(p).unwrap().ino();
+        let g = c.node(b"etc/g").unwrap();
+        assert_eq!(g.names_of(ino(&a.join("etc/g"))), 1);
+        assert_eq!(g.names_of(ino(&b.join("etc/g"))), 1);
+        assert_eq!(g.names_of(ino(&a.join("etc/x/f"))), 0);
+        assert!(c.node(b"etc/nope").is_none());
         assert!(c.child(c"etc").unwrap().child(c"root").unwrap().is_empty());
         let file = a.join("etc/x/f");
         assert!(matches!(

@@ -191,11 +191,20 @@ fn with_whole_groups(
 ) -> Result<Option<Changed>, SyncError> {
     use std::collections::HashMap;
     let mut seen: HashMap<(u64, u64), (u64, u64)> = HashMap::new();
-    hardlinks::walk(src_root, src, (Side::Src, Some(changed)), guard, |_, m| {
-        if m.nlink > 1 && !matches!(m.kind, Kind::Dir | Kind::Socket) {
-            seen.entry(m.key()).or_insert((0, m.nlink)).0 += 1;
-        }
-    })?;
+    hardlinks::walk(
+        src_root,
+        src,
+        (Side::Src, Some(changed)),
+        guard,
+        |rel, m| {
+            if m.nlink > 1 && !matches!(m.kind, Kind::Dir | Kind::Socket) {
+                // The names the diffs' own mounts give it are not the image's.
+                let outside = changed.node(rel).map_or(0, |c| c.names_of(m.ino));
+                let names = m.nlink.saturating_sub(outside);
+                seen.entry(m.key()).or_insert((0, names)).0 += 1;
+            }
+        },
+    )?;
     seen.retain(|_, (named, nlink)| named < nlink);
     if seen.is_empty() {
         return Ok(None);
