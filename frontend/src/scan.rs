@@ -129,10 +129,8 @@ fn patch_dir(
     for name in had.difference(&now) {
         remove_below(out, &key(name), true);
     }
-    let subs: std::collections::BTreeMap<&[u8], &treesync::Changed> =
-        changed.entries().map(|(n, c)| (n.to_bytes(), c)).collect();
     for name in &now {
-        let sub = subs.get(name.as_slice()).copied();
+        let sub = changed.node(name);
         if sub.is_none() && had.contains(name) {
             continue;
         }

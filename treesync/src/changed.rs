@@ -75,16 +75,12 @@ impl Changed {
         }
     }
 
-    /// The node of `rel` (`/`-separated, relative), if it holds it.
-    pub(crate) fn node(&self, rel: &[u8]) -> Option<&Changed> {
+    /// The subtree of `rel` (`/`-separated, relative; a single name for a child), if it holds
+    /// it.
+    pub fn node(&self, rel: &[u8]) -> Option<&Changed> {
         rel.split(|&b| b == b'/')
             .filter(|p| !p.is_empty())
-            .try_fold(self, |here, part| {
-                here.children
-                    .iter()
-                    .find(|(n, _)| n.to_bytes() == part)
-                    .map(|(_, c)| c)
-            })
+            .try_fold(self, |here, part| here.child(&CString::new(part).ok()?))
     }
 
     /// How many names the mounts it was read from gave the inode `ino` at this path: names
