@@ -14,7 +14,7 @@
 //! what the squash reclaims is what the deleted and replaced files took. Sizes of files (the
 //! `wasted` list) are file sizes, each inode counted once per step.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +76,12 @@ impl Entry {
 /// A filesystem: every path below its root (relative, `/`-separated, the root itself left
 /// out), in order.
 pub type Listing = BTreeMap<Vec<u8>, Entry>;
+
+/// The paths (keyed as in a [`Listing`]) outside which a filesystem is known to equal the one
+/// before it: every path where the two differ, and maybe more. A read of only what BuildKit's
+/// diff of a step holds finds them ([`crate::scan::listing_changed`]); counting a step over
+/// them alone gives what counting it over both whole filesystems gives.
+pub type Touched = BTreeSet<Vec<u8>>;
 
 /// A file one step added and a later step deleted or replaced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -369,6 +375,10 @@ pub struct Accounting {
     /// filesystem it ends with (`None` while that is still the last one read, so that it is
     /// neither copied nor saved twice).
     lower: Option<(u64, Option<Listing>)>,
+    /// With [`Accounting::lower`] set: the paths the steps read since then can have changed,
+    /// while every one of them came with its [`Touched`] paths (`None` once one did not); the
+    /// upper layer is then counted over those paths alone.
+    upper: Option<Touched>,
 }
 
 /// Why a saved [`Accounting`] cannot be used.
@@ -383,7 +393,7 @@ impl Accounting {
     /// Starts on `base`, the filesystem the first step started from (empty for `scratch`).
     pub fn new(base: Listing, squash: Squash) -> Accounting {
         let mut owner = HashMap::new();
-        charge(&mut owner, &Listing::new(), &base, None);
+        charge(&mut owner, &Listing::new(), &base, None, None);
         Accounting {
             plain: match squash {
                 Squash::Full => layer_bytes(&Listing::new(), &base),
@@ -401,6 +411,7 @@ impl Accounting {
             wasted: Vec::new(),
             split: None,
             lower: None,
+            upper: None,
         }
     }
 
@@ -433,11 +444,30 @@ impl Accounting {
     /// The next step, `name` as the build's progress shows it (`[3/7] RUN apt-get ...`), and
     /// the filesystem after it.
     pub fn step(&mut self, name: &str, after: Listing) {
+        self.step_at(name, after, None);
+    }
+
+    /// [`Accounting::step`] where `after` can differ from the last filesystem only in
+    /// `touched`: only those paths are looked at, so the time it takes follows what the step
+    /// changed, not the size of the filesystem.
+    pub fn step_touched(&mut self, name: &str, after: Listing, touched: &Touched) {
+        self.step_at(name, after, Some(touched));
+    }
+
+    fn step_at(&mut self, name: &str, after: Listing, touched: Option<&Touched>) {
         let k = self.names.len();
         self.names.push(name.to_string());
-        self.plain += layer_bytes(&self.before, &after);
+        let before = &self.before;
+        self.plain += match touched {
+            Some(paths) => layer_bytes_at(before, &after, paths.iter()),
+            None => layer_bytes(before, &after),
+        };
         // Gone or replaced: what an earlier step of this build had added is wasted.
-        for (path, old) in &self.before {
+        let olds: Box<dyn Iterator<Item = (&Vec<u8>, &Entry)>> = match touched {
+            Some(paths) => Box::new(paths.iter().filter_map(|p| before.get_key_value(p))),
+            None => Box::new(before.iter()),
+        };
+        for (path, old) in olds {
             let gone = after.get(path).is_none_or(|new| new.changed_from(old));
             if gone {
                 if let Some((Some(by), bytes)) = self.owner.remove(path) {
@@ -447,13 +477,26 @@ impl Accounting {
                 }
             }
         }
-        charge(&mut self.owner, &self.before, &after, Some(k));
+        charge(&mut self.owner, before, &after, touched, Some(k));
+        let split_before = self.lower.is_some();
         let before = std::mem::replace(&mut self.before, after);
         if let Some((_, at @ None)) = &mut self.lower {
             *at = Some(before);
         }
+        if split_before {
+            self.upper = match (self.upper.take(), touched) {
+                (Some(mut upper), Some(paths)) => {
+                    upper.extend(paths.iter().cloned());
+                    Some(upper)
+                }
+                _ => None,
+            };
+        }
         if self.split == Some(SplitAt::Step(k + 1)) {
             self.lower = Some((layer_bytes(&self.base, &self.before), None));
+            self.upper = Some(Touched::new());
+            // Counted: a split after a step needs the base no more (and is saved without it).
+            self.base = Listing::new();
         }
     }
 
@@ -463,7 +506,12 @@ impl Accounting {
         let last = &self.before;
         match (&self.split, &self.lower) {
             (Some(SplitAt::Step(_)), Some((lower, at))) => {
-                lower + layer_bytes(at.as_ref().unwrap_or(last), last)
+                let at = at.as_ref().unwrap_or(last);
+                lower
+                    + match &self.upper {
+                        Some(paths) => layer_bytes_at(at, last, paths.iter()),
+                        None => layer_bytes(at, last),
+                    }
             }
             (Some(SplitAt::Paths(paths)), _) => {
                 // The lower layer: the start with those paths as the result has them.
@@ -527,16 +575,22 @@ impl Accounting {
     }
 }
 
-/// Records which step wrote each new or changed path of `after`, with its file size (an inode
-/// counted once in the step).
+/// Records which step wrote each new or changed path of `after` (where it can differ from
+/// `before` only in `touched`: among those alone), with its file size (an inode counted once in
+/// the step).
 fn charge(
     owner: &mut HashMap<Vec<u8>, (Option<usize>, u64)>,
     before: &Listing,
     after: &Listing,
+    touched: Option<&Touched>,
     step: Option<usize>,
 ) {
+    let news: Box<dyn Iterator<Item = (&Vec<u8>, &Entry)>> = match touched {
+        Some(paths) => Box::new(paths.iter().filter_map(|p| after.get_key_value(p))),
+        None => Box::new(after.iter()),
+    };
     let mut seen = HashSet::new();
-    for (path, e) in after {
+    for (path, e) in news {
         if !before.get(path).is_none_or(|old| e.changed_from(old)) {
             continue;
         }
@@ -555,27 +609,44 @@ fn charge(
 /// left out, so that a build that deletes and replaces nothing adds as much in its layers as in
 /// one.
 pub fn layer_bytes(before: &Listing, after: &Listing) -> u64 {
+    let gone = before.keys().filter(|p| !after.contains_key(*p));
+    layer_bytes_at(before, after, after.keys().chain(gone))
+}
+
+/// [`layer_bytes`] where `before` and `after` can differ only in `paths` (each named once;
+/// files in the order of the listing, so that the same name of a hardlinked inode carries its
+/// data).
+fn layer_bytes_at<'a>(
+    before: &Listing,
+    after: &Listing,
+    paths: impl Iterator<Item = &'a Vec<u8>>,
+) -> u64 {
     let header = |len: usize| if len > 100 { 1536 } else { 512 };
     let mut total = 0;
     let mut inodes = HashSet::new();
-    for (path, e) in after {
-        if !before.get(path).is_none_or(|old| e.changed_from(old)) {
-            continue;
-        }
-        total += header(path.len());
-        if e.kind == Kind::File && (e.nlink < 2 || inodes.insert(e.inode)) {
-            total += e.size.div_ceil(512) * 512;
-        }
-    }
-    // A whiteout (`.wh.<name>`) for each path gone whose directory is still there: a whole
-    // directory gone is one whiteout.
-    for path in before.keys().filter(|p| !after.contains_key(*p)) {
-        let parent_stays = match path.iter().rposition(|b| *b == b'/') {
-            Some(i) => after.contains_key(&path[..i]),
-            None => true,
-        };
-        if parent_stays {
-            total += header(path.len() + 4);
+    for path in paths {
+        match (before.get(path), after.get(path)) {
+            (old, Some(e)) => {
+                if !old.is_none_or(|old| e.changed_from(old)) {
+                    continue;
+                }
+                total += header(path.len());
+                if e.kind == Kind::File && (e.nlink < 2 || inodes.insert(e.inode)) {
+                    total += e.size.div_ceil(512) * 512;
+                }
+            }
+            // A whiteout (`.wh.<name>`) for a path gone whose directory is still there: a
+            // whole directory gone is one whiteout.
+            (Some(_), None) => {
+                let parent_stays = match path.iter().rposition(|b| *b == b'/') {
+                    Some(i) => after.contains_key(&path[..i]),
+                    None => true,
+                };
+                if parent_stays {
+                    total += header(path.len() + 4);
+                }
+            }
+            (None, None) => {}
         }
     }
     total
@@ -778,6 +849,90 @@ mod tests {
             by_paths.report(3, 10).squashed_bytes,
             layer_bytes(&base, &lower) + layer_bytes(&lower, &app)
         );
+    }
+
+    /// Counting steps over the paths they touched gives what counting them over whole
+    /// filesystems gives: the plain bytes, the wasted files, both layers of a split (after a
+    /// saved accounting too), with deletions of files and trees, rewrites and hardlinks.
+    #[test]
+    fn counting_only_the_touched_paths_equals_counting_whole_filesystems() {
+        let linked = |size: u64, ino: u64| Entry {
+            inode: (1, ino),
+            nlink: 2,
+            ..file(size, 5)
+        };
+        let base = listing(&[("etc", dir()), ("etc/conf", file(100, 1))]);
+        let deps = listing(&[
+            ("etc", dir()),
+            ("etc/conf", file(100, 1)),
+            ("opt", dir()),
+            ("opt/tool", dir()),
+            ("opt/tool/bin", file(50_000, 2)),
+            ("opt/tool/lib", file(70_000, 2)),
+            ("var", dir()),
+            ("var/cache", file(9000, 2)),
+        ]);
+        let app = listing(&[
+            ("etc", dir()),
+            ("etc/conf", file(120, 3)),
+            ("app", file(700, 3)),
+            ("app.hl", linked(4000, 77)),
+            ("app.hl2", linked(4000, 77)),
+            ("var", dir()),
+        ]);
+        let last = listing(&[
+            ("etc", dir()),
+            ("etc/conf", file(120, 3)),
+            ("app", file(800, 4)),
+            ("app.hl", linked(4000, 77)),
+            ("app.hl2", linked(4000, 77)),
+            ("var", dir()),
+        ]);
+        let differs = |a: &Listing, b: &Listing| -> Touched {
+            a.keys()
+                .chain(b.keys())
+                .filter(|k| a.get(*k) != b.get(*k))
+                .cloned()
+                .collect()
+        };
+        let names = [
+            "[deps 2/2] RUN deps",
+            "[app 1/2] RUN app",
+            "[app 2/2] RUN more",
+        ];
+        let steps = [&deps, &app, &last];
+        for split in [None, Some(SplitAt::Step(1)), Some(SplitAt::Step(2))] {
+            let whole = {
+                let mut a = Accounting::new(base.clone(), Squash::Base { layers: 1 })
+                    .with_split(split.clone());
+                for (name, s) in names.iter().zip(steps) {
+                    a.step(name, s.clone());
+                }
+                a.report(4, 10)
+            };
+            assert!(whole.wasted_files >= 3, "{whole:?}");
+            // The exact paths, and more than those (a directory read again, say).
+            for extra in [&[][..], &[b"etc".to_vec(), b"etc/conf".to_vec()][..]] {
+                let mut a = Accounting::new(base.clone(), Squash::Base { layers: 1 })
+                    .with_split(split.clone());
+                let mut before = &base;
+                for (name, s) in names.iter().zip(steps) {
+                    let mut touched = differs(before, s);
+                    touched.extend(extra.iter().cloned());
+                    a.step_touched(name, s.clone(), &touched);
+                    before = s;
+                }
+                assert_eq!(a.report(4, 10), whole, "split {split:?}, extra {extra:?}");
+            }
+            // Saved after the first step, and gone on from with the touched paths.
+            let mut first =
+                Accounting::new(base.clone(), Squash::Base { layers: 1 }).with_split(split.clone());
+            first.step(names[0], deps.clone());
+            let mut again = Accounting::load(&first.save()).unwrap();
+            again.step_touched(names[1], app.clone(), &differs(&deps, &app));
+            again.step(names[2], last.clone());
+            assert_eq!(again.report(4, 10), whole, "resumed, split {split:?}");
+        }
     }
 
     #[test]

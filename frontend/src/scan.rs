@@ -6,7 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use crate::report::{self, Accounting, AccountingError, Entry, Kind, Listing};
+use crate::report::{self, Accounting, AccountingError, Entry, Kind, Listing, Touched};
 
 /// Why a tree could not be walked.
 #[derive(Debug, thiserror::Error)]
@@ -26,21 +26,28 @@ pub fn listing(root: &Path) -> Result<Listing, ScanError> {
     if !root.exists() {
         return Ok(out);
     }
-    add_below(&mut out, root, &[])?;
+    add_below(&mut out, root, &[], None)?;
     Ok(out)
 }
 
-/// Adds every path below `root/rel` (a directory) to `out`, keyed `rel/...`.
-fn add_below(out: &mut Listing, root: &Path, rel: &[u8]) -> Result<(), ScanError> {
+/// Adds every path below `root/rel` (a directory) to `out`, keyed `rel/...` (and each key to
+/// `touched`, where given).
+fn add_below(
+    out: &mut Listing,
+    root: &Path,
+    rel: &[u8],
+    mut touched: Option<&mut Touched>,
+) -> Result<(), ScanError> {
     let top = root.join(std::ffi::OsStr::from_bytes(rel));
     for entry in walkdir::WalkDir::new(&top).follow_links(false).min_depth(1) {
         let entry = entry.map_err(|e| walk_error(&top, e))?;
         let m = entry.metadata().map_err(|e| walk_error(&top, e))?;
         let key = entry.path().strip_prefix(root).unwrap_or(entry.path());
-        out.insert(
-            key.as_os_str().as_bytes().to_vec(),
-            entry_of(entry.path(), &m)?,
-        );
+        let key = key.as_os_str().as_bytes().to_vec();
+        if let Some(touched) = touched.as_deref_mut() {
+            touched.insert(key.clone());
+        }
+        out.insert(key, entry_of(entry.path(), &m)?);
     }
     Ok(())
 }
@@ -87,23 +94,33 @@ fn entry_of(path: &Path, m: &std::fs::Metadata) -> Result<Entry, ScanError> {
 /// `before`, with each directory `changed` holds read again (the names it lost removed with
 /// everything below them) and each entry `changed` holds stat'ed again. A name a directory
 /// has that `before` lacks is read even outside `changed`. Equals [`listing`] of `root`
-/// whenever the premise holds; nothing else is read.
+/// whenever the premise holds; nothing else is read. With it, the paths it read again or
+/// removed: outside them it is `before`.
 pub fn listing_changed(
     before: &Listing,
     root: &Path,
     changed: &treesync::Changed,
-) -> Result<Listing, ScanError> {
+) -> Result<(Listing, Touched), ScanError> {
     if !root.exists() {
-        return Ok(Listing::new());
+        return Ok((Listing::new(), before.keys().cloned().collect()));
     }
-    let mut out = before.clone();
+    let mut out = Patch {
+        listing: before.clone(),
+        touched: Touched::new(),
+    };
     patch_dir(&mut out, root, &[], changed)?;
-    Ok(out)
+    Ok((out.listing, out.touched))
+}
+
+/// A listing being patched, and the paths patched so far.
+struct Patch {
+    listing: Listing,
+    touched: Touched,
 }
 
 /// [`listing_changed`] in the directory `root/rel`, present in `root`.
 fn patch_dir(
-    out: &mut Listing,
+    out: &mut Patch,
     root: &Path,
     rel: &[u8],
     changed: &treesync::Changed,
@@ -125,7 +142,8 @@ fn patch_dir(
         }
     };
     // The names the directory had: those it lost go, with everything below them.
-    let had: std::collections::BTreeSet<Vec<u8>> = children(out, rel).map(<[u8]>::to_vec).collect();
+    let had: std::collections::BTreeSet<Vec<u8>> =
+        children(&out.listing, rel).map(<[u8]>::to_vec).collect();
     for name in had.difference(&now) {
         remove_below(out, &key(name), true);
     }
@@ -141,14 +159,15 @@ fn patch_dir(
             source: e,
         })?;
         let entry = entry_of(&path, &m)?;
-        let was_dir = out.get(&child).is_some_and(|e| e.kind == Kind::Dir);
+        let was_dir = out.listing.get(&child).is_some_and(|e| e.kind == Kind::Dir);
         let is_dir = entry.kind == Kind::Dir;
-        out.insert(child.clone(), entry);
+        out.listing.insert(child.clone(), entry);
+        out.touched.insert(child.clone());
         match (was_dir, is_dir, sub) {
             // Still a directory, with changes below it named.
             (true, true, Some(sub)) => patch_dir(out, root, &child, sub)?,
             // A directory now that was none (or is new): all of it is new.
-            (false, true, _) => add_below(out, root, &child)?,
+            (false, true, _) => add_below(&mut out.listing, root, &child, Some(&mut out.touched))?,
             // No longer a directory: nothing below it.
             (true, false, _) => remove_below(out, &child, false),
             _ => {}
@@ -172,19 +191,21 @@ fn children<'a>(listing: &'a Listing, rel: &[u8]) -> impl Iterator<Item = &'a [u
         .filter(|rest| !rest.contains(&b'/'))
 }
 
-/// Removes everything below `key` from `listing` (and `key` itself with `itself`).
-fn remove_below(listing: &mut Listing, key: &[u8], itself: bool) {
-    if itself {
-        listing.remove(key);
+/// Removes everything below `key` from the listing (and `key` itself with `itself`).
+fn remove_below(out: &mut Patch, key: &[u8], itself: bool) {
+    if itself && out.listing.remove(key).is_some() {
+        out.touched.insert(key.to_vec());
     }
     let prefix = [key, b"/"].concat();
-    let below: Vec<Vec<u8>> = listing
+    let below: Vec<Vec<u8>> = out
+        .listing
         .range(prefix.clone()..)
         .take_while(|(k, _)| k.starts_with(&prefix))
         .map(|(k, _)| k.clone())
         .collect();
     for k in below {
-        listing.remove(&k);
+        out.listing.remove(&k);
+        out.touched.insert(k);
     }
 }
 
@@ -319,12 +340,12 @@ fn account_changed(
             path: diff.clone(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        let listing = listing_changed(
+        let (listing, touched) = listing_changed(
             accounting.last(),
             &states.join((k + 1).to_string()),
             &changed,
         )?;
-        accounting.step(name, listing);
+        accounting.step_touched(name, listing, &touched);
     }
     Ok(accounting)
 }
@@ -406,13 +427,29 @@ mod tests {
         ] {
             changed.insert(p);
         }
-        assert_eq!(
-            listing_changed(&before, r, &changed).unwrap(),
-            listing(r).unwrap()
-        );
+        let (seen, touched) = listing_changed(&before, r, &changed).unwrap();
+        let after = listing(r).unwrap();
+        assert_eq!(seen, after);
+        // Every path that differs is touched, and the rest of the tree is not.
+        let differs: Touched = before
+            .keys()
+            .chain(after.keys())
+            .filter(|k| before.get(*k) != after.get(*k))
+            .cloned()
+            .collect();
+        assert!(differs.is_subset(&touched), "{differs:?} in {touched:?}");
+        assert!(!touched.contains(b"usr/lib/x".as_slice()));
+        for gone in [
+            "var/gone",
+            "var/gone/deep",
+            "var/gone/deep/f",
+            "opt/was-dir/f",
+        ] {
+            assert!(touched.contains(gone.as_bytes()), "{gone}");
+        }
         // Outside the changed paths nothing is read: a change there is not seen.
         w("usr/lib/x", b"a change nobody named");
-        let seen = listing_changed(&before, r, &changed).unwrap();
+        let (seen, _) = listing_changed(&before, r, &changed).unwrap();
         assert_eq!(
             seen.get(b"usr/lib/x".as_slice()),
             before.get(b"usr/lib/x".as_slice())
@@ -420,16 +457,17 @@ mod tests {
         assert_ne!(seen, listing(r).unwrap());
         // ...but in a directory read again, a name it gained is read, named or not.
         w("usr/lib/y", b"y");
-        let seen = listing_changed(&before, r, &treesync::Changed::default()).unwrap();
+        let (seen, touched) = listing_changed(&before, r, &treesync::Changed::default()).unwrap();
         assert!(!seen.contains_key(b"usr/lib/y".as_slice()));
+        assert!(touched.is_empty());
         let mut lib = treesync::Changed::default();
         lib.insert("usr/lib");
-        let seen = listing_changed(&before, r, &lib).unwrap();
+        let (seen, touched) = listing_changed(&before, r, &lib).unwrap();
         assert!(seen.contains_key(b"usr/lib/y".as_slice()));
-        assert_eq!(
-            listing_changed(&before, &r.join("missing"), &changed).unwrap(),
-            Listing::new()
-        );
+        assert!(touched.contains(b"usr/lib/y".as_slice()));
+        let (gone, touched) = listing_changed(&before, &r.join("missing"), &changed).unwrap();
+        assert_eq!(gone, Listing::new());
+        assert!(touched.iter().eq(before.keys()));
     }
 
     fn listing_or_empty(root: &Path) -> bool {
