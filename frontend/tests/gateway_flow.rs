@@ -483,8 +483,9 @@ async fn a_failing_squash_step_is_said_to_be_ours() {
     f.squash_error = Some(status.clone());
     let (code, log) = drive(f, opts(&[])).await;
     assert_eq!(code, 0, "the error travels in Return");
-    // The Dockerfile build was evaluated in its own solve: a failing RUN fails there.
-    assert!(log.solves[1].evaluate, "the delegated build is evaluated");
+    // Nothing of ours reads the build here: the Dockerfile build stays lazy, and the exporter
+    // runs it with the squash (a failing RUN is then BuildKit's error, as it words it).
+    assert!(!log.solves[1].evaluate, "the delegated build is lazy");
     let err = log.returns[0].error.as_ref().expect("an error");
     assert_eq!(
         err.message,
@@ -596,6 +597,9 @@ async fn below_the_minimum_saving_the_image_is_returned_as_built() {
         // The read, the build, the report, the step that says what was decided; then the
         // squash only if it reclaims enough.
         assert!(log.reads.iter().any(|r| r.file_path == "report.json"));
+        // The Dockerfile build is evaluated in its own solve before the report's read runs
+        // our step: a failing RUN fails there, not as our step.
+        assert!(log.solves[1].evaluate, "the delegated build is evaluated");
         assert_eq!(
             log.solves.len(),
             if squashed { 5 } else { 4 },
@@ -640,6 +644,9 @@ async fn the_report_goes_with_the_builds_attestations() {
         atts[0].in_toto_predicate_type,
         squash_frontend::result::REPORT_PREDICATE
     );
+    // Attached as its ref, unread: the exporter runs the step that makes it.
+    assert!(log.reads.iter().all(|r| r.file_path != "report.json"));
+    assert!(!log.solves[1].evaluate);
     // Without attestations (and without a minimum), nothing waits for the report.
     let mut f = fake("FROM busybox\n");
     f.tool_def = Some(tool_def);
