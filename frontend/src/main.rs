@@ -211,9 +211,13 @@ fn account(args: &[OsString]) -> ExitCode {
     }
     let started = std::time::Instant::now();
     let saved = read_request(request)
-        .and_then(|request| scan::account(&request).map_err(|e| e.to_string()))
-        .and_then(|accounting| {
-            std::fs::write(file, accounting.save())
+        .and_then(|request| {
+            scan::account(&request)
+                .map(|accounting| (accounting, request.top))
+                .map_err(|e| e.to_string())
+        })
+        .and_then(|(mut accounting, top)| {
+            std::fs::write(file, accounting.save(top))
                 .map_err(|e| format!("cannot write {}: {e}", Path::new(file).display()))
                 .map(|()| accounting.steps_read())
         });

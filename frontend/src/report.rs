@@ -366,10 +366,16 @@ pub struct Accounting {
     before: Listing,
     names: Vec<String>,
     plain: u64,
-    /// Every path of the current filesystem: the step that last wrote it (`None`: the base)
-    /// and its size (0 for all but the first name of an inode in that step).
-    owner: HashMap<Vec<u8>, (Option<usize>, u64)>,
+    /// Every path of the current filesystem that a step wrote: the step that last wrote it
+    /// and its size (0 for all but the first name of an inode in that step). The base's own
+    /// paths are not kept: one deleted or replaced is no step's waste.
+    owner: HashMap<Vec<u8>, (usize, u64)>,
+    /// Files a step added and a later one deleted or replaced: their size, path, and the two
+    /// steps. A saved accounting keeps only the largest ([`Accounting::save`]); the count and
+    /// the bytes of all are kept beside them.
     wasted: Vec<(u64, Vec<u8>, usize, usize)>,
+    wasted_files: u64,
+    wasted_bytes: u64,
     split: Option<SplitAt>,
     /// With a split after a step, once that step is read: the lower layer's bytes and the
     /// filesystem it ends with (`None` while that is still the last one read, so that it is
@@ -392,8 +398,6 @@ pub enum AccountingError {
 impl Accounting {
     /// Starts on `base`, the filesystem the first step started from (empty for `scratch`).
     pub fn new(base: Listing, squash: Squash) -> Accounting {
-        let mut owner = HashMap::new();
-        charge(&mut owner, &Listing::new(), &base, None, None);
         Accounting {
             plain: match squash {
                 Squash::Full => layer_bytes(&Listing::new(), &base),
@@ -407,8 +411,10 @@ impl Accounting {
             },
             before: base,
             names: Vec::new(),
-            owner,
+            owner: HashMap::new(),
             wasted: Vec::new(),
+            wasted_files: 0,
+            wasted_bytes: 0,
             split: None,
             lower: None,
             upper: None,
@@ -431,9 +437,19 @@ impl Accounting {
         &self.before
     }
 
-    /// The accounting as bytes, to [`Accounting::load`] in a later step.
-    pub fn save(&self) -> Vec<u8> {
+    /// The accounting as bytes, to [`Accounting::load`] in a later step whose report names the
+    /// `top` largest wasted files: only those are kept by name (a build that installs and
+    /// purges a toolchain wastes thousands, which every later load would read again).
+    pub fn save(&mut self, top: usize) -> Vec<u8> {
+        self.sort_wasted();
+        self.wasted.truncate(top);
         postcard::to_stdvec(self).expect("plain data serialises")
+    }
+
+    /// Largest first; among equal sizes, by path.
+    fn sort_wasted(&mut self) {
+        self.wasted
+            .sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     }
 
     /// An accounting [`Accounting::save`]d.
@@ -470,14 +486,16 @@ impl Accounting {
         for (path, old) in olds {
             let gone = after.get(path).is_none_or(|new| new.changed_from(old));
             if gone {
-                if let Some((Some(by), bytes)) = self.owner.remove(path) {
+                if let Some((by, bytes)) = self.owner.remove(path) {
                     if bytes > 0 {
                         self.wasted.push((bytes, path.clone(), by, k));
+                        self.wasted_files += 1;
+                        self.wasted_bytes += bytes;
                     }
                 }
             }
         }
-        charge(&mut self.owner, before, &after, touched, Some(k));
+        charge(&mut self.owner, before, &after, touched, k);
         let split_before = self.lower.is_some();
         let before = std::mem::replace(&mut self.before, after);
         if let Some((_, at @ None)) = &mut self.lower {
@@ -537,10 +555,7 @@ impl Accounting {
     /// name.
     pub fn report(mut self, layers_before: usize, top: usize) -> Report {
         let squashed = self.squashed_bytes();
-        let wasted_files = self.wasted.len() as u64;
-        let wasted_file_bytes = self.wasted.iter().map(|w| w.0).sum();
-        self.wasted
-            .sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        self.sort_wasted();
         let names = &self.names;
         let (mode, base_layers) = match self.squash {
             Squash::Full => ("full", 0),
@@ -569,8 +584,8 @@ impl Accounting {
                     removed_by: names[*k].clone(),
                 })
                 .collect(),
-            wasted_files,
-            wasted_file_bytes,
+            wasted_files: self.wasted_files,
+            wasted_file_bytes: self.wasted_bytes,
         }
     }
 }
@@ -579,11 +594,11 @@ impl Accounting {
 /// `before` only in `touched`: among those alone), with its file size (an inode counted once in
 /// the step).
 fn charge(
-    owner: &mut HashMap<Vec<u8>, (Option<usize>, u64)>,
+    owner: &mut HashMap<Vec<u8>, (usize, u64)>,
     before: &Listing,
     after: &Listing,
     touched: Option<&Touched>,
-    step: Option<usize>,
+    step: usize,
 ) {
     let news: Box<dyn Iterator<Item = (&Vec<u8>, &Entry)>> = match touched {
         Some(paths) => Box::new(paths.iter().filter_map(|p| after.get_key_value(p))),
@@ -827,7 +842,7 @@ mod tests {
         let mut first =
             Accounting::new(base.clone(), Squash::Base { layers: 1 }).with_split(split.clone());
         first.step(names[0], deps.clone());
-        let mut again = Accounting::load(&first.save()).unwrap();
+        let mut again = Accounting::load(&first.save(10)).unwrap();
         assert_eq!(again.steps_read(), 1);
         assert_eq!(again.last(), &deps);
         again.step(names[1], app.clone());
@@ -928,10 +943,28 @@ mod tests {
             let mut first =
                 Accounting::new(base.clone(), Squash::Base { layers: 1 }).with_split(split.clone());
             first.step(names[0], deps.clone());
-            let mut again = Accounting::load(&first.save()).unwrap();
+            let mut again = Accounting::load(&first.save(10)).unwrap();
             again.step_touched(names[1], app.clone(), &differs(&deps, &app));
             again.step(names[2], last.clone());
             assert_eq!(again.report(4, 10), whole, "resumed, split {split:?}");
+            // Saved keeping the largest wasted file alone: the report naming one says what the
+            // whole one does, counts and bytes of all included.
+            let mut first =
+                Accounting::new(base.clone(), Squash::Base { layers: 1 }).with_split(split.clone());
+            first.step(names[0], deps.clone());
+            first.step(names[1], app.clone());
+            let mut again = Accounting::load(&first.save(1)).unwrap();
+            again.step(names[2], last.clone());
+            let one = again.report(4, 1);
+            assert_eq!(one.wasted.len(), 1);
+            assert_eq!(one.wasted[..], whole.wasted[..1]);
+            assert_eq!(
+                Report {
+                    wasted: whole.wasted.clone(),
+                    ..one
+                },
+                whole
+            );
         }
     }
 

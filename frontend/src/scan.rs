@@ -558,9 +558,9 @@ mod tests {
         );
 
         // The first two steps, saved; the last one read after them.
-        let first = account(&request(states, &steps[..2], split.clone())).unwrap();
+        let mut first = account(&request(states, &steps[..2], split.clone())).unwrap();
         let saved = states.join("saved");
-        std::fs::write(&saved, first.save()).unwrap();
+        std::fs::write(&saved, first.save(10)).unwrap();
         let mut resumed = request(states, &steps, split);
         resumed.resume = Some(report::Resume {
             file: saved.to_string_lossy().into_owned(),
