@@ -596,8 +596,8 @@ pub fn account_exec(
 /// `base` (an empty one for `None`) equal to `finished` (with `only`: in those paths alone,
 /// relative to the root); output 0 is that mount: the base plus one layer of changes; output 1
 /// holds its report, where it makes one. Where the report comes with BuildKit's diffs of the
-/// states it reads ([`Reporting::changed`]; `base` is then the state before the first of them),
-/// the sync looks only at the paths they hold (`--changed`).
+/// states it reads ([`Reporting::changed`]; `base` then holds what the state before the first of
+/// them holds), the sync looks only at the paths they hold (`--changed`).
 pub fn sync_exec(
     tool: &Output,
     exe: &str,

@@ -835,6 +835,22 @@ fn split_layers(
                 llb::diff(&lower_root, &at),
                 llb::meta_with_caps(Some(low_name), &["diffop"]),
             );
+            if let Some(ours) = Ours::find(g, inputs)? {
+                // Our step's writable mount is the lower layer (on the base): its output is
+                // then the image, the upper layer its own, and nothing runs after it.
+                let lowered = match base {
+                    Some(base) => g.push(
+                        llb::merge(&[base, &lower]),
+                        llb::meta_with_caps(Some("squash: the layers together"), &["mergeop"]),
+                    ),
+                    None => lower,
+                };
+                let synced = ours.sync(g, head, Some(&lowered), &[], Some(reporting), high_name);
+                return Ok(Made {
+                    report: report_of(&synced),
+                    layer: synced,
+                });
+            }
             let upper = upper_at(g, head, &at, inputs, reporting, high_name)?;
             let parts: Vec<&Output> = base.into_iter().chain([&lower, &upper.layer]).collect();
             let layer = g.push(
@@ -874,11 +890,10 @@ fn split_layers(
     }
 }
 
-/// The upper layer of a split at the state `at`, with DiffOp: what the later steps changed.
-/// Where our own image is known, our `sync` step makes a writable mount of `at` equal to the
-/// result (with the report), so the layer is that step's own, which BuildKit exports as it
-/// stands; the diff from `at` then takes exactly that layer. Without it, the diff from a no-op
-/// on `at` to the result, which BuildKit's differ computes by walking both trees at export.
+/// The upper layer of a split at the state `at`, with DiffOp, where our own image is not known:
+/// the diff from a no-op on `at` to the result, which BuildKit's differ computes by walking both
+/// trees at export. (With our image, our `sync` step writes onto the lower layer instead, and
+/// its output is the image: see `split_layers`.)
 fn upper_at(
     g: &mut Graph,
     head: &Output,
@@ -887,23 +902,12 @@ fn upper_at(
     reporting: &llb::Reporting<'_>,
     name: &str,
 ) -> Result<Made, PlanError> {
-    let Some(ours) = Ours::find(g, inputs)? else {
-        let (root, report) = new_root(g, head, Some(at), inputs, reporting)?;
-        let layer = g.push(
-            llb::diff(&root, head),
-            llb::meta_with_caps(Some(name), &["diffop"]),
-        );
-        return Ok(Made { layer, report });
-    };
-    let synced = ours.sync(g, head, Some(at), &[], Some(reporting), name);
+    let (root, report) = new_root(g, head, Some(at), inputs, reporting)?;
     let layer = g.push(
-        llb::diff(at, &synced),
-        llb::meta_with_caps(Some("squash: the layer of the later steps"), &["diffop"]),
+        llb::diff(&root, head),
+        llb::meta_with_caps(Some(name), &["diffop"]),
     );
-    Ok(Made {
-        report: report_of(&synced),
-        layer,
-    })
+    Ok(Made { layer, report })
 }
 
 /// BuildKit's diff of each state after the `end`th from the one before it: what each later step
@@ -1485,14 +1489,13 @@ mod tests {
                 "diff",
                 "mkdir /",
                 "diff",
+                "merge 2",
                 "/bin/squash-frontend sync /squash/final /squash/base --changed /squash/states/3.changed",
-                "diff",
-                "merge 3",
                 "terminal"
             ]
         );
         let added = split_added(&s.def);
-        let [(account_d, account), (changes_d, changes), (_, mkdir), (lower_d, lower), (sync_d, sync), (upper_d, upper), (_, merge), _] =
+        let [(account_d, account), (changes_d, changes), (_, mkdir), (lower_d, lower), (merge_d, merge), (_, sync), _] =
             &added[..]
         else {
             unreachable!()
@@ -1538,20 +1541,14 @@ mod tests {
         );
         // The lower layer: the base (+ no-op) against the stage's last step.
         assert_eq!(lower.inputs[1].digest, digests[2]);
-        // The upper one: our sync of the result onto the stage's end, against the stage's
-        // end: the sync step's own layer.
+        // Under it, the base, and the image: our sync of the result onto that, whose own
+        // layer is the upper one.
+        let merged: Vec<&str> = merge.inputs.iter().map(|i| i.digest.as_str()).collect();
+        assert_eq!(merged, [digests[0].as_str(), lower_d], "the base first");
         assert_eq!(sync.inputs[1].digest, digests[3], "the result, read-only");
         assert_eq!(
-            sync.inputs[2].digest, digests[2],
-            "the stage's end, its output"
-        );
-        assert_eq!(upper.inputs[0].digest, digests[2]);
-        assert_eq!(upper.inputs[1].digest, *sync_d);
-        let merged: Vec<&str> = merge.inputs.iter().map(|i| i.digest.as_str()).collect();
-        assert_eq!(
-            merged,
-            [digests[0].as_str(), lower_d, upper_d],
-            "the base first"
+            sync.inputs[2].digest, *merge_d,
+            "the base and the lower layer, its output"
         );
         assert!(s.keeps_base && s.report.is_some());
         assert_eq!(
@@ -1595,8 +1592,6 @@ mod tests {
                 "mkdir /",
                 "diff",
                 "/bin/squash-frontend sync /squash/final /squash/base --changed /squash/states/3.changed",
-                "diff",
-                "merge 2",
                 "terminal"
             ]
         );
@@ -1604,6 +1599,10 @@ mod tests {
         assert!(
             added[2].1.inputs.is_empty(),
             "the lower layer's empty side is scratch"
+        );
+        assert_eq!(
+            added[4].1.inputs[2].digest, added[3].0,
+            "the sync writes onto the lower layer alone"
         );
         assert!(!s.keeps_base);
         assert_eq!(s.summary, summary_of("4 layers -> 2, stage deps apart"));
