@@ -544,6 +544,11 @@ const RESUME: &str = "resume";
 /// The saved accounting's file name (in [`REPORT_DIR`] of our [`account_exec`] step).
 pub const ACCOUNTING_FILE: &str = "accounting";
 
+/// The environment variable our in-build steps read the report's request from (JSON). Not an
+/// argument: where the export runs a step that fails, BuildKit's error line quotes the
+/// process's arguments, and the request would make that line thousands of characters long.
+pub const REQUEST_ENV: &str = "SQUASH_REPORT_REQUEST";
+
 /// A mount of `input` at `dest` (read-only or writable), as output `output` (-1: none).
 fn mount(input: i64, dest: &str, output: i64, readonly: bool) -> pb::Mount {
     pb::Mount {
@@ -586,10 +591,9 @@ pub fn account_exec(
         exe.to_string(),
         "account".into(),
         format!("{REPORT_DIR}/{ACCOUNTING_FILE}"),
-        "--request".into(),
-        request,
     ];
-    exec_op(inputs, args, mounts, platform)
+    let env = vec![format!("{REQUEST_ENV}={request}")];
+    exec_op(inputs, args, env, mounts, platform)
 }
 
 /// A run of our own binary's `sync` subcommand, in our own image, that makes a writable mount of
@@ -650,7 +654,8 @@ pub fn inspect_exec(
 
 /// Our binary run with `args` in our own image (`tool`), `finished` mounted read-only at
 /// [`SYNC_FINAL`], a writable mount (of `output.0`, empty for `None`) at `output.1` that is the
-/// op's output 0, and, with a report, `--report FILE --request JSON` after `args`, the report's
+/// op's output 0, and, with a report, `--report FILE` after `args` and the request in
+/// [`REQUEST_ENV`], the report's
 /// filesystems read-only under [`REPORT_STATES`] and an empty mount at [`REPORT_DIR`], output 1.
 /// No network.
 fn tool_exec(
@@ -679,23 +684,24 @@ fn tool_exec(
         None => -1,
     };
     mounts.push(by_definition(mount(writable_input, at, 0, false)));
+    let mut env = vec![];
     if let Some(report) = report {
         mounts.push(mount(-1, REPORT_DIR, 1, false));
         let request = report.add_to(&mut inputs, &mut mounts);
         args.extend([
             "--report".to_string(),
             format!("{REPORT_DIR}/{REPORT_FILE}"),
-            "--request".to_string(),
-            request,
         ]);
+        env.push(format!("{REQUEST_ENV}={request}"));
     }
-    exec_op(inputs, args, mounts, platform)
+    exec_op(inputs, args, env, mounts, platform)
 }
 
-/// An exec of `args` with `mounts` (the first is the root), no environment, no network.
+/// An exec of `args` with `env` (`KEY=value`) and `mounts` (the first is the root), no network.
 fn exec_op(
     inputs: Vec<pb::Input>,
     args: Vec<String>,
+    env: Vec<String>,
     mounts: Vec<pb::Mount>,
     platform: pb::Platform,
 ) -> pb::Op {
@@ -704,7 +710,7 @@ fn exec_op(
         op: Some(pb::op::Op::Exec(pb::ExecOp {
             meta: Some(pb::Meta {
                 args,
-                env: vec![],
+                env,
                 cwd: "/".into(),
                 ..Default::default()
             }),

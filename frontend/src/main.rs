@@ -9,21 +9,22 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use squash_frontend::{flow, gateway, report, request, scan, version};
+use squash_frontend::{flow, gateway, llb, report, request, scan, version};
 
 const USAGE: &str =
     "usage: squash-frontend            (run by BuildKit as a frontend, gRPC on stdio)
-       squash-frontend sync FINAL BASE [--only PATHS | --changed DIRS] [--report FILE --request JSON]
+       squash-frontend sync FINAL BASE [--only PATHS | --changed DIRS] [--report FILE [--request JSON]]
                                          (make the tree BASE equal to FINAL; with --only,
                                          in those comma-separated absolute paths alone;
                                          with --changed, looking only at the paths the
                                          comma-separated mounted diffs DIRS hold)
-       squash-frontend inspect FINAL [--report FILE --request JSON]
+       squash-frontend inspect FINAL [--report FILE [--request JSON]]
                                          (check FINAL for what no image layer can hold)
-       squash-frontend account FILE --request JSON
+       squash-frontend account FILE [--request JSON]
                                          (save what the first steps cost, for a later
                                          --report to go on from)
-       with --report: report what the squash reclaims, as the JSON request asks";
+       with --report: report what the squash reclaims, as the JSON request asks
+       (without --request: the request is in the environment variable SQUASH_REPORT_REQUEST)";
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -114,8 +115,9 @@ fn inspect(args: &[OsString]) -> ExitCode {
     check(final_dir.as_ref(), report).unwrap_or(ExitCode::SUCCESS)
 }
 
-/// `--report FILE --request JSON`: where to write the report, and what it is to say.
-type ReportArgs<'a> = Option<(&'a OsString, &'a OsString)>;
+/// `--report FILE [--request JSON]`: where to write the report, and what it is to say (without
+/// `--request`, from [`llb::REQUEST_ENV`]).
+type ReportArgs<'a> = Option<(&'a OsString, OsString)>;
 
 /// The arguments of `sync` and `inspect`: `N` positional ones, then flags in any order.
 struct StepArgs<'a, const N: usize> {
@@ -159,9 +161,10 @@ fn step_args<const N: usize>(args: &[OsString]) -> Option<StepArgs<'_, N>> {
         }
     }
     let report = match (file, request) {
-        (Some(f), Some(r)) => Some((f, r)),
+        (Some(f), Some(r)) => Some((f, r.clone())),
+        (Some(f), None) => Some((f, std::env::var_os(llb::REQUEST_ENV)?)),
         (None, None) => None,
-        _ => return None,
+        (None, Some(_)) => return None,
     };
     if !only.is_empty() && !changed.is_empty() {
         return None;
@@ -183,7 +186,7 @@ fn check(final_dir: &Path, report: ReportArgs<'_>) -> Option<ExitCode> {
         Some(ExitCode::FAILURE)
     };
     let reserved = match report {
-        Some((file, request)) => match make_report(file.as_ref(), request) {
+        Some((file, request)) => match make_report(file.as_ref(), &request) {
             Ok(reserved) => reserved,
             Err(e) => return failed(&e),
         },
@@ -201,16 +204,22 @@ fn check(final_dir: &Path, report: ReportArgs<'_>) -> Option<ExitCode> {
 /// The in-build `account` step: reads the filesystems the request names and saves what they
 /// cost to FILE, for a later step's report to go on from (see `report::Request::resume`).
 fn account(args: &[OsString]) -> ExitCode {
-    let [file, flag, request] = args else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
+    let (file, request) = match args {
+        [file, flag, request] if flag == "--request" => (file, request.clone()),
+        [file] => match std::env::var_os(llb::REQUEST_ENV) {
+            Some(request) => (file, request),
+            None => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
     };
-    if flag != "--request" {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
-    }
     let started = std::time::Instant::now();
-    let saved = read_request(request)
+    let saved = read_request(&request)
         .and_then(|request| {
             scan::account(&request)
                 .map(|accounting| (accounting, request.top))

@@ -1425,9 +1425,12 @@ mod tests {
         let Some(pb::op::Op::Exec(e)) = &op.op else {
             panic!("not our step: {op:?}")
         };
-        let args = &e.meta.as_ref().unwrap().args;
-        let at = args.iter().position(|a| a == "--request").unwrap();
-        serde_json::from_str(&args[at + 1]).unwrap()
+        let env = &e.meta.as_ref().unwrap().env;
+        let json = env
+            .iter()
+            .find_map(|v| v.strip_prefix(&format!("{}=", llb::REQUEST_ENV)))
+            .expect("the request in the environment");
+        serde_json::from_str(json).unwrap()
     }
 
     /// Plans the staged build with `split`, in `mode`, with or without DiffOp.

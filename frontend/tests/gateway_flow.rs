@@ -545,7 +545,7 @@ async fn the_inspect_step_is_the_diffs_lower_side_and_its_refusal_is_named() {
     // runs the step.
     let refused = rpc::Status {
         code: 2,
-        message: "process \"/bin/squash-frontend inspect /squash/final --request {}\" did not complete successfully: exit code: 3".into(),
+        message: "process \"/bin/squash-frontend inspect /squash/final --report /squash/report/report.json\" did not complete successfully: exit code: 3".into(),
         details: vec![],
     };
     let mut f = fake("FROM busybox\n");
