@@ -38,10 +38,7 @@ fn main() -> ExitCode {
             println!("{}", version::describe());
             ExitCode::SUCCESS
         }
-        Some(_) => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
-        }
+        Some(_) => usage(),
         None => frontend(),
     }
 }
@@ -105,12 +102,10 @@ fn inspect(args: &[OsString]) -> ExitCode {
         report,
     }) = step_args(args)
     else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
+        return usage();
     };
     if !only.is_empty() || !changed.is_empty() {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
+        return usage();
     }
     check(final_dir.as_ref(), report).unwrap_or(ExitCode::SUCCESS)
 }
@@ -161,8 +156,7 @@ fn step_args<const N: usize>(args: &[OsString]) -> Option<StepArgs<'_, N>> {
         }
     }
     let report = match (file, request) {
-        (Some(f), Some(r)) => Some((f, r.clone())),
-        (Some(f), None) => Some((f, std::env::var_os(llb::REQUEST_ENV)?)),
+        (Some(f), given) => Some((f, request_or_env(given)?)),
         (None, None) => None,
         (None, Some(_)) => return None,
     };
@@ -175,6 +169,20 @@ fn step_args<const N: usize>(args: &[OsString]) -> Option<StepArgs<'_, N>> {
         changed,
         report,
     })
+}
+
+/// The report's request: as given with `--request`, else from [`llb::REQUEST_ENV`] (where our
+/// in-build steps get it).
+fn request_or_env(given: Option<&OsString>) -> Option<OsString> {
+    given
+        .cloned()
+        .or_else(|| std::env::var_os(llb::REQUEST_ENV))
+}
+
+/// Prints the usage; the exit code of a wrong command line.
+fn usage() -> ExitCode {
+    eprintln!("{USAGE}");
+    ExitCode::from(2)
 }
 
 /// The exit code to stop with, if `final_dir` cannot be squashed (said on stderr, which BuildKit
@@ -204,19 +212,13 @@ fn check(final_dir: &Path, report: ReportArgs<'_>) -> Option<ExitCode> {
 /// The in-build `account` step: reads the filesystems the request names and saves what they
 /// cost to FILE, for a later step's report to go on from (see `report::Request::resume`).
 fn account(args: &[OsString]) -> ExitCode {
-    let (file, request) = match args {
-        [file, flag, request] if flag == "--request" => (file, request.clone()),
-        [file] => match std::env::var_os(llb::REQUEST_ENV) {
-            Some(request) => (file, request),
-            None => {
-                eprintln!("{USAGE}");
-                return ExitCode::from(2);
-            }
-        },
-        _ => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
+    let given = match args {
+        [_, flag, request] if flag == "--request" => Some(request),
+        [_] => None,
+        _ => return usage(),
+    };
+    let (Some(file), Some(request)) = (args.first(), request_or_env(given)) else {
+        return usage();
     };
     let started = std::time::Instant::now();
     let saved = read_request(&request)
@@ -299,8 +301,7 @@ fn sync(args: &[OsString]) -> ExitCode {
         report,
     }) = step_args(args)
     else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
+        return usage();
     };
     let (final_dir, base_dir): (&Path, &Path) = (final_dir.as_ref(), base_dir.as_ref());
     // The check (and report) and the sync read different things and share nothing: they run

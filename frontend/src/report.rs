@@ -474,16 +474,9 @@ impl Accounting {
         let k = self.names.len();
         self.names.push(name.to_string());
         let before = &self.before;
-        self.plain += match touched {
-            Some(paths) => layer_bytes_at(before, &after, paths.iter()),
-            None => layer_bytes(before, &after),
-        };
+        self.plain += layer_bytes_in(before, &after, touched);
         // Gone or replaced: what an earlier step of this build had added is wasted.
-        let olds: Box<dyn Iterator<Item = (&Vec<u8>, &Entry)>> = match touched {
-            Some(paths) => Box::new(paths.iter().filter_map(|p| before.get_key_value(p))),
-            None => Box::new(before.iter()),
-        };
-        for (path, old) in olds {
+        for (path, old) in entries_in(before, touched) {
             let gone = after.get(path).is_none_or(|new| new.changed_from(old));
             if gone {
                 if let Some((by, bytes)) = self.owner.remove(path) {
@@ -524,12 +517,7 @@ impl Accounting {
         let last = &self.before;
         match (&self.split, &self.lower) {
             (Some(SplitAt::Step(_)), Some((lower, at))) => {
-                let at = at.as_ref().unwrap_or(last);
-                lower
-                    + match &self.upper {
-                        Some(paths) => layer_bytes_at(at, last, paths.iter()),
-                        None => layer_bytes(at, last),
-                    }
+                lower + layer_bytes_in(at.as_ref().unwrap_or(last), last, self.upper.as_ref())
             }
             (Some(SplitAt::Paths(paths)), _) => {
                 // The lower layer: the start with those paths as the result has them.
@@ -600,12 +588,8 @@ fn charge(
     touched: Option<&Touched>,
     step: usize,
 ) {
-    let news: Box<dyn Iterator<Item = (&Vec<u8>, &Entry)>> = match touched {
-        Some(paths) => Box::new(paths.iter().filter_map(|p| after.get_key_value(p))),
-        None => Box::new(after.iter()),
-    };
     let mut seen = HashSet::new();
-    for (path, e) in news {
+    for (path, e) in entries_in(after, touched) {
         if !before.get(path).is_none_or(|old| e.changed_from(old)) {
             continue;
         }
@@ -626,6 +610,26 @@ fn charge(
 pub fn layer_bytes(before: &Listing, after: &Listing) -> u64 {
     let gone = before.keys().filter(|p| !after.contains_key(*p));
     layer_bytes_at(before, after, after.keys().chain(gone))
+}
+
+/// The entries of `listing` (in order), among the `touched` paths alone where given.
+fn entries_in<'a>(
+    listing: &'a Listing,
+    touched: Option<&'a Touched>,
+) -> Box<dyn Iterator<Item = (&'a Vec<u8>, &'a Entry)> + 'a> {
+    match touched {
+        Some(paths) => Box::new(paths.iter().filter_map(|p| listing.get_key_value(p))),
+        None => Box::new(listing.iter()),
+    }
+}
+
+/// [`layer_bytes`], over the `touched` paths alone where given (`before` and `after` can then
+/// differ only in those).
+fn layer_bytes_in(before: &Listing, after: &Listing, touched: Option<&Touched>) -> u64 {
+    match touched {
+        Some(paths) => layer_bytes_at(before, after, paths.iter()),
+        None => layer_bytes(before, after),
+    }
 }
 
 /// [`layer_bytes`] where `before` and `after` can differ only in `paths` (each named once;
