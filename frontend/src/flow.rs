@@ -168,6 +168,7 @@ async fn build(gw: &mut Gateway, start: &Start) -> Result<gateway::Result, Build
         Some(d) => directives::read(&d.text, &ours)?,
         None => Directives::new(),
     };
+    request.check_names(dockerfile.as_ref().map(|d| d.text.as_slice()))?;
     let settings = request.settings(&directives)?;
     // A directive of ours above one of BuildKit's would hide it from the Dockerfile frontend:
     // hand it the Dockerfile with BuildKit's directives first.

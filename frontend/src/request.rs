@@ -189,6 +189,51 @@ impl Request {
             .any(|s| raw(&self.opts, &Directives::new(), s).is_none())
     }
 
+    /// Refuses a `squash-*` option that is none of ours, and a `SQUASH_*` build argument that
+    /// is none of ours unless `dockerfile` (where it was read) uses the name: a misspelt
+    /// setting would otherwise leave its default in place without a word. A build argument
+    /// is the Dockerfile's own if its text names it (in an `ARG` or a `${...}`), which only
+    /// errs on the side of leaving a name alone.
+    pub fn check_names(&self, dockerfile: Option<&[u8]>) -> Result<(), OptionError> {
+        for key in self.opts.keys() {
+            let (name, origin, what) = if let Some(arg) = key.strip_prefix(KEY_BUILD_ARG_PREFIX) {
+                let ours = SETTINGS.iter().any(|s| s.build_arg == arg);
+                if ours
+                    || !arg.starts_with("SQUASH_")
+                    || dockerfile.is_none_or(|d| mentions(d, arg))
+                {
+                    continue;
+                }
+                (
+                    format!("build argument {arg}"),
+                    Origin::BuildArg,
+                    "build arguments",
+                )
+            } else {
+                let ours = key == NESTED || SETTINGS.iter().any(|s| s.option == key.as_str());
+                if ours || !key.starts_with("squash-") {
+                    continue;
+                }
+                (format!("option {key}"), Origin::Option, "options")
+            };
+            let valid = SETTINGS
+                .iter()
+                .map(|s| match origin {
+                    Origin::BuildArg => s.build_arg,
+                    _ => s.option,
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(OptionError::Unknown {
+                name,
+                origin,
+                what,
+                valid,
+            });
+        }
+        Ok(())
+    }
+
     /// Resolves every setting from the options and the Dockerfile's directives.
     pub fn settings(&self, directives: &Directives) -> Result<Settings, OptionError> {
         settings(&self.opts, directives)
@@ -477,6 +522,20 @@ pub enum OptionError {
         /// The valid values.
         choices: &'static str,
     },
+    /// A `squash-*` option, or a `SQUASH_*` build argument the Dockerfile does not use, that
+    /// is none of our settings (e.g. `SQUASH_MOD`): refused rather than left to a silent
+    /// default.
+    #[error("{name} is not a squash-frontend setting{}; valid {what} are {valid}", if *.origin == Origin::BuildArg { ", and the Dockerfile does not use it" } else { "" })]
+    Unknown {
+        /// The name, as the user gave it (`build argument SQUASH_MOD`).
+        name: String,
+        /// Where.
+        origin: Origin,
+        /// What the valid names are of (`build arguments`).
+        what: &'static str,
+        /// The valid names.
+        valid: String,
+    },
     /// Longer than any valid value.
     #[error("{name} (from {origin}) is {len} bytes long; at most {MAX_VALUE} are accepted")]
     TooLong {
@@ -640,6 +699,17 @@ fn valid_image_ref(value: &str) -> Option<String> {
     (ok && !v.starts_with(['-', '.', ':', '@'])).then(|| v.to_string())
 }
 
+/// Whether `text` holds `name` as a whole word (not inside a longer name).
+fn mentions(text: &[u8], name: &str) -> bool {
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let name = name.as_bytes();
+    text.windows(name.len()).enumerate().any(|(i, w)| {
+        w == name
+            && (i == 0 || !word(text[i - 1]))
+            && text.get(i + name.len()).is_none_or(|b| !word(*b))
+    })
+}
+
 fn forwarded(opts: &Opts) -> Opts {
     let mut out: Opts = opts
         .iter()
@@ -686,6 +756,44 @@ mod tests {
         assert_eq!(o["build-arg:A"], "x=y");
         assert_eq!(o["context:base"], "docker-image://b");
         assert_eq!(o.len(), 2);
+    }
+
+    #[test]
+    fn a_misspelt_setting_is_refused_with_the_valid_names() {
+        let check = |pairs: &[(&str, &str)], dockerfile: Option<&str>| {
+            Request::new(&opts(pairs), "s")
+                .check_names(dockerfile.map(str::as_bytes))
+                .map_err(|e| e.to_string())
+        };
+        let dockerfile = "FROM x\nARG SQUASH_LEVEL=1\nRUN echo ${SQUASH_LEVEL}\n";
+        assert_eq!(
+            check(&[("build-arg:SQUASH_MOD", "base")], Some(dockerfile)).unwrap_err(),
+            "build argument SQUASH_MOD is not a squash-frontend setting, and the Dockerfile does \
+             not use it; valid build arguments are SQUASH_MODE, SQUASH_METHOD, SQUASH_UPSTREAM, \
+             SQUASH_MIN_SAVING, SQUASH_SPLIT"
+        );
+        assert_eq!(
+            check(&[("squash-mod", "base")], Some(dockerfile)).unwrap_err(),
+            "option squash-mod is not a squash-frontend setting; valid options are squash-mode, \
+             squash-method, squash-upstream, squash-min-saving, squash-split"
+        );
+        // The Dockerfile's own argument, ours, and names that are not ours to judge.
+        for pairs in [
+            &[("build-arg:SQUASH_LEVEL", "2")][..],
+            &[("build-arg:SQUASH_MODE", "base"), ("squash-split", "app")],
+            &[
+                ("build-arg:SQUASHFS", "1"),
+                ("build-arg:MY_SQUASH_MOD", "1"),
+            ],
+            &[("squash-nested", "1"), ("squashed", "1")],
+        ] {
+            assert_eq!(check(pairs, Some(dockerfile)), Ok(()), "{pairs:?}");
+        }
+        // A name inside a longer one is not a use of it.
+        assert!(check(&[("build-arg:SQUASH_LEVE", "2")], Some(dockerfile)).is_err());
+        // Without the Dockerfile, no build argument can be told apart from its own.
+        assert_eq!(check(&[("build-arg:SQUASH_MOD", "base")], None), Ok(()));
+        assert!(check(&[("squash-mod", "base")], None).is_err());
     }
 
     #[test]

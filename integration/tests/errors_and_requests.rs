@@ -93,6 +93,32 @@ fn invalid_method_and_upstream_build_args() {
 }
 
 #[test]
+fn misspelt_build_arg_is_refused_unless_the_dockerfile_uses_it() {
+    let t = "misspelt_build_arg_is_refused_unless_the_dockerfile_uses_it";
+    start(t);
+    // A squash of the default mode would be silently wrong: the user asked for base mode.
+    let out = build(
+        t,
+        &squash_dockerfile(BODY),
+        &["--build-arg", "SQUASH_MOD=base"],
+    );
+    assert_fails_with(
+        t,
+        &out,
+        "squash-frontend: build argument SQUASH_MOD is not a squash-frontend setting, and the Dockerfile does not use it; valid build arguments are SQUASH_MODE, SQUASH_METHOD, SQUASH_UPSTREAM, SQUASH_MIN_SAVING, SQUASH_SPLIT",
+    );
+    // The Dockerfile's own argument of that shape is left to it.
+    let out = build(
+        t,
+        &squash_dockerfile(&format!(
+            "{BODY}ARG SQUASH_LEVEL=1\nRUN echo $SQUASH_LEVEL > /level\n"
+        )),
+        &["--build-arg", "SQUASH_LEVEL=2"],
+    );
+    out.assert_success();
+}
+
+#[test]
 fn invalid_mode_directive_names_the_line() {
     let t = "invalid_mode_directive_names_the_line";
     start(t);
