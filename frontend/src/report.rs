@@ -182,11 +182,14 @@ impl Report {
             self.reclaimed_percent()
         ));
         if self.mode == "base" {
-            out.push(format!(
-                "  a host that has the base pulls {} instead of {}",
-                human(self.squashed_bytes),
-                human(self.plain_bytes)
-            ));
+            let (squashed, plain) = (human(self.squashed_bytes), human(self.plain_bytes));
+            out.push(if squashed == plain {
+                format!(
+                    "  a host that has the base pulls {squashed}, as it would without the squash"
+                )
+            } else {
+                format!("  a host that has the base pulls {squashed} instead of {plain}")
+            });
         }
         if self.wasted.is_empty() {
             out.push("  no file was added by one step and removed by a later one".into());
@@ -782,6 +785,26 @@ mod tests {
             ..r
         };
         assert!(r.lines()[1].starts_with("  plain image layers above the 3 base layers: "));
+        // What a host pulls: less, or (to the shown precision) as much.
+        let pulls = |r: &Report| r.lines()[4].clone();
+        assert!(
+            pulls(&r).ends_with(&format!(
+                "pulls {} instead of {}",
+                human(r.squashed_bytes),
+                human(r.plain_bytes)
+            )),
+            "{}",
+            pulls(&r)
+        );
+        let r = Report {
+            squashed_bytes: 7_512_000,
+            plain_bytes: 7_548_000,
+            ..r
+        };
+        assert_eq!(
+            pulls(&r),
+            "  a host that has the base pulls 7.5 MB, as it would without the squash"
+        );
     }
 
     #[test]
