@@ -291,15 +291,16 @@ fn split_keeps_the_lower_layer_across_an_app_change() {
 /// Two later steps that change what the stage made in every way a layer records: a tree and a
 /// file deleted across the boundary, a directory deleted and made again (opaque), a mode and
 /// a time changed alone, a symlink pointed elsewhere, a file made a directory, a file written
-/// again with its old size and time; then a file the first of them touched, deleted by the
-/// second.
+/// again with its old size and time, a new hardlink to a file of the stage, one of the stage's
+/// two hardlinked names replaced by a third; then a file the first of them touched, deleted by
+/// the second.
 const KINDS: &str = r#"FROM squash-test/busybox:latest AS deps
 COPY run-id /opt/deps/run-id
-RUN mkdir -p /opt/deps/tree/sub /opt/deps/swap /srv/cfg && echo a > /opt/deps/tree/a && echo b > /opt/deps/tree/sub/b && echo s > /opt/deps/swap/s && echo m > /opt/deps/mode && ln -s a /opt/deps/link && echo keep > /srv/cfg/keep && echo f > /opt/deps/to-dir && echo gone > /srv/gone && printf AAAA > /opt/deps/same && touch -d @1000000000 /opt/deps/same
+RUN mkdir -p /opt/deps/tree/sub /opt/deps/swap /srv/cfg && echo a > /opt/deps/tree/a && echo b > /opt/deps/tree/sub/b && echo s > /opt/deps/swap/s && echo m > /opt/deps/mode && ln -s a /opt/deps/link && echo keep > /srv/cfg/keep && echo f > /opt/deps/to-dir && echo gone > /srv/gone && printf AAAA > /opt/deps/same && touch -d @1000000000 /opt/deps/same && echo h > /opt/deps/hl-src && echo p > /opt/deps/pair1 && ln /opt/deps/pair1 /opt/deps/pair2
 
 FROM deps
 COPY app.txt /app/app.txt
-RUN rm -r /opt/deps/tree /srv/gone && rm -rf /opt/deps/swap && mkdir /opt/deps/swap && echo new > /opt/deps/swap/new && chmod 600 /opt/deps/mode && ln -sf b /opt/deps/link && rm /opt/deps/to-dir && mkdir /opt/deps/to-dir && echo in > /opt/deps/to-dir/in && touch -d @1000000000 /srv/cfg/keep && printf BBBB > /opt/deps/same && touch -d @1000000000 /opt/deps/same
+RUN rm -r /opt/deps/tree /srv/gone && rm -rf /opt/deps/swap && mkdir /opt/deps/swap && echo new > /opt/deps/swap/new && chmod 600 /opt/deps/mode && ln -sf b /opt/deps/link && rm /opt/deps/to-dir && mkdir /opt/deps/to-dir && echo in > /opt/deps/to-dir/in && touch -d @1000000000 /srv/cfg/keep && printf BBBB > /opt/deps/same && touch -d @1000000000 /opt/deps/same && ln /opt/deps/hl-src /opt/deps/hl-new && rm /opt/deps/pair2 && ln /opt/deps/pair1 /opt/deps/pair3
 RUN rm /srv/cfg/keep && echo later > /srv/cfg/later
 "#;
 
