@@ -154,6 +154,8 @@ pub struct CompareOptions {
     /// Fields left out (`mode`, `uid`, `xattrs`, ... as in [`Difference::field`];
     /// `xattrs` covers every `xattr:*`).
     pub ignore_fields: BTreeSet<String>,
+    /// Fields left out at one path only (`(path, field)`).
+    pub ignore_fields_at: BTreeSet<(FsPath, String)>,
     /// Whether mtimes are compared (default: no).
     pub compare_mtime: bool,
 }
@@ -182,6 +184,13 @@ impl CompareOptions {
         self
     }
 
+    /// Leave out a field at one path (the path and its other fields are compared).
+    pub fn ignore_field_at(mut self, path: impl AsRef<[u8]>, field: &str) -> Self {
+        self.ignore_fields_at
+            .insert((FsPath::new(path), field.to_owned()));
+        self
+    }
+
     /// Compare mtimes too (or not).
     pub fn mtimes(mut self, compare: bool) -> Self {
         self.compare_mtime = compare;
@@ -191,6 +200,11 @@ impl CompareOptions {
     /// Whether a path is left out.
     pub fn ignores(&self, path: &FsPath) -> bool {
         self.ignore_paths.contains(path) || self.ignore_trees.iter().any(|t| path.is_within(t))
+    }
+
+    fn ignores_at(&self, path: &FsPath, field: &str) -> bool {
+        self.ignore_fields_at
+            .contains(&(path.clone(), field.to_owned()))
     }
 
     fn wants(&self, field: &str) -> bool {
@@ -225,7 +239,13 @@ fn hardlinks(e: &Entry, opts: &CompareOptions) -> String {
     }
 }
 
-fn compare_entries(path: &str, l: &Entry, r: &Entry, opts: &CompareOptions, out: &mut Report) {
+fn compare_entries(
+    (at, path): (&FsPath, &str),
+    l: &Entry,
+    r: &Entry,
+    opts: &CompareOptions,
+    out: &mut Report,
+) {
     let fields: [(&str, String, String); 11] = [
         ("kind", l.kind.to_string(), r.kind.to_string()),
         ("mode", format!("{:04o}", l.mode), format!("{:04o}", r.mode)),
@@ -256,7 +276,7 @@ fn compare_entries(path: &str, l: &Entry, r: &Entry, opts: &CompareOptions, out:
         ("hardlinks", hardlinks(l, opts), hardlinks(r, opts)),
     ];
     for (field, a, b) in fields {
-        if a != b && opts.wants(field) {
+        if a != b && opts.wants(field) && !opts.ignores_at(at, field) {
             out.push(path, field, a, b);
         }
     }
@@ -286,7 +306,7 @@ pub fn compare_fs(left: &FsModel, right: &FsModel, opts: &CompareOptions) -> Rep
         }
         let shown = p.to_string();
         match (l.get(p), r.get(p)) {
-            (Some(a), Some(b)) => compare_entries(&shown, a, b, opts, &mut out),
+            (Some(a), Some(b)) => compare_entries((p, &shown), a, b, opts, &mut out),
             (Some(a), None) => out.push(&shown, "presence", a.kind.to_string(), "absent".into()),
             (None, Some(b)) => out.push(&shown, "presence", "absent".into(), b.kind.to_string()),
             (None, None) => unreachable!(),
@@ -537,6 +557,15 @@ mod tests {
         assert!(full.find("/f", "hardlinks").is_some());
         assert!(full.find("/h", "xattr:user.q").is_some());
         assert!(full.find("/f", "uid").is_some());
+        // A field left out at one path: the group shows at g, not at f.
+        let at = compare_fs(
+            &a,
+            &b,
+            &CompareOptions::new().ignore_field_at("/f", "hardlinks"),
+        );
+        assert!(at.find("/f", "hardlinks").is_none(), "{at}");
+        assert!(at.find("/f", "uid").is_some(), "{at}");
+        assert!(at.find("/g", "presence").is_some(), "{at}");
     }
 
     #[test]
