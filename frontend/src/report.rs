@@ -94,6 +94,10 @@ pub struct Wasted {
     pub added_by: String,
     /// The step that deleted or replaced it.
     pub removed_by: String,
+    /// Whether that step replaced it (wrote it again, or changed only its metadata, which a
+    /// layer records as the whole file again) rather than deleted it.
+    #[serde(default)]
+    pub replaced: bool,
 }
 
 /// The report's version, in its JSON form (`schema`).
@@ -205,10 +209,11 @@ impl Report {
             ));
             for w in &self.wasted {
                 out.push(format!(
-                    "  {:>10}  {}  added by {}, removed by {}",
+                    "  {:>10}  {}  added by {}, {} by {}",
                     human(w.bytes),
                     w.path,
                     w.added_by,
+                    if w.replaced { "replaced" } else { "removed" },
                     w.removed_by
                 ));
             }
@@ -374,9 +379,10 @@ pub struct Accounting {
     /// paths are not kept: one deleted or replaced is no step's waste.
     owner: HashMap<Vec<u8>, (usize, u64)>,
     /// Files a step added and a later one deleted or replaced: their size, path, and the two
-    /// steps. A saved accounting keeps only the largest ([`Accounting::save`]); the count and
-    /// the bytes of all are kept beside them.
-    wasted: Vec<(u64, Vec<u8>, usize, usize)>,
+    /// steps, and whether the later one replaced it (see [`Wasted::replaced`]). A saved
+    /// accounting keeps only the largest ([`Accounting::save`]); the count and the bytes of all
+    /// are kept beside them.
+    wasted: Vec<(u64, Vec<u8>, usize, usize, bool)>,
     wasted_files: u64,
     wasted_bytes: u64,
     split: Option<SplitAt>,
@@ -480,11 +486,12 @@ impl Accounting {
         self.plain += layer_bytes_in(before, &after, touched);
         // Gone or replaced: what an earlier step of this build had added is wasted.
         for (path, old) in entries_in(before, touched) {
-            let gone = after.get(path).is_none_or(|new| new.changed_from(old));
-            if gone {
+            let now = after.get(path);
+            if now.is_none_or(|new| new.changed_from(old)) {
                 if let Some((by, bytes)) = self.owner.remove(path) {
                     if bytes > 0 {
-                        self.wasted.push((bytes, path.clone(), by, k));
+                        self.wasted
+                            .push((bytes, path.clone(), by, k, now.is_some()));
                         self.wasted_files += 1;
                         self.wasted_bytes += bytes;
                     }
@@ -568,11 +575,12 @@ impl Accounting {
                 .wasted
                 .iter()
                 .take(top)
-                .map(|(bytes, path, by, k)| Wasted {
+                .map(|(bytes, path, by, k, replaced)| Wasted {
                     path: format!("/{}", String::from_utf8_lossy(path)),
                     bytes: *bytes,
                     added_by: names[*by].clone(),
                     removed_by: names[*k].clone(),
+                    replaced: *replaced,
                 })
                 .collect(),
             wasted_files: self.wasted_files,
@@ -734,7 +742,15 @@ mod tests {
                 bytes: 10_000_000,
                 added_by: "[2/3] RUN add".into(),
                 removed_by: "[3/3] RUN rm".into(),
+                replaced: false,
             }]
+        );
+        assert!(
+            r.lines()
+                .iter()
+                .any(|l| l.ends_with("/big  added by [2/3] RUN add, removed by [3/3] RUN rm")),
+            "{:?}",
+            r.lines()
         );
         // The plain layers hold the base, the big file and a whiteout; the squash only the base.
         assert_eq!(r.squashed_bytes, layer_bytes(&Listing::new(), &base));
@@ -758,6 +774,37 @@ mod tests {
     }
 
     #[test]
+    fn a_mode_changed_alone_is_named_replaced() {
+        let base = listing(&[("etc", dir())]);
+        let added = file(9000, 2);
+        let s1 = listing(&[("etc", dir()), ("etc/big", added.clone())]);
+        let s2 = listing(&[
+            ("etc", dir()),
+            (
+                "etc/big",
+                Entry {
+                    mode: 0o600,
+                    ..added
+                },
+            ),
+        ]);
+        let mut a = Accounting::new(base, Squash::Full);
+        a.step("[2/3] RUN add", s1);
+        a.step("[3/3] RUN chmod", s2);
+        let r = a.report(3, 10);
+        assert_eq!(r.wasted.len(), 1, "{r:?}");
+        assert!(r.wasted[0].replaced);
+        assert!(
+            r.lines()
+                .iter()
+                .any(|l| l
+                    .ends_with("/etc/big  added by [2/3] RUN add, replaced by [3/3] RUN chmod")),
+            "{:?}",
+            r.lines()
+        );
+    }
+
+    #[test]
     fn overwrites_and_base_mode() {
         let base = listing(&[("etc", dir()), ("etc/conf", file(100, 1))]);
         let s1 = listing(&[("etc", dir()), ("etc/conf", file(5000, 2))]);
@@ -771,6 +818,14 @@ mod tests {
         assert_eq!(
             (r.wasted[0].bytes, r.wasted[0].added_by.as_str()),
             (5000, "one")
+        );
+        assert!(r.wasted[0].replaced, "written again, not deleted");
+        assert!(
+            r.lines()
+                .iter()
+                .any(|l| l.ends_with("/etc/conf  added by one, replaced by two")),
+            "{:?}",
+            r.lines()
         );
         assert_eq!((r.layers_before, r.layers_after, r.base_layers), (3, 2, 1));
         assert_eq!(r.squashed_bytes, layer_bytes(&base, &s2));

@@ -299,8 +299,8 @@ pub struct SquashReport {
     pub squashed_bytes: u64,
     /// What the squash reclaims, in bytes.
     pub reclaimed_bytes: u64,
-    /// The files it names as added by one step and removed by a later one: (path, added by,
-    /// removed by).
+    /// The files it names as added by one step and removed or replaced by a later one: (path,
+    /// added by, removed or replaced by).
     pub wasted: Vec<(String, String, String)>,
     /// Every line, as printed (without the step's `#N 0.123` prefix).
     pub lines: Vec<String>,
@@ -363,7 +363,10 @@ pub fn squash_reports(build_output: &str) -> Vec<SquashReport> {
         } else if t.starts_with("reclaimed:") {
             report.reclaimed_bytes = bytes().unwrap_or(0);
         } else if let Some((head, steps)) = t.split_once("  added by ") {
-            if let Some((added, removed)) = steps.split_once(", removed by ") {
+            let later = steps
+                .split_once(", removed by ")
+                .or_else(|| steps.split_once(", replaced by "));
+            if let Some((added, removed)) = later {
                 let path = head.split_once("  ").map_or(head, |(_, p)| p).trim();
                 report
                     .wasted
@@ -602,8 +605,9 @@ ERROR: failed to build: failed to solve: lint violation found for rules: FromAsC
 #10 0.051   plain image layers: 22.1 MB (22101504 bytes: what each layer adds, uncompressed)
 #10 0.051   squashed layer: 2.1 MB (2100224 bytes)
 #10 0.051   reclaimed: 20.0 MB (20001280 bytes, 90.5 %)
-#10 0.051   1 file (20.0 MB) was added by one step and removed or replaced by a later one; the largest (file sizes, hardlinks once):
+#10 0.051   2 files (20.0 MB) were added by one step and removed or replaced by a later one; the largest (file sizes, hardlinks once):
 #10 0.051       20.0 MB  /big  added by [2/4] RUN head -c 20000000 /dev/zero > /big, removed by [3/4] RUN rm /big
+#10 0.051       1.0 kB  /conf  added by [2/4] RUN head -c 20000000 /dev/zero > /big, replaced by [4/4] RUN chmod 600 /conf
 #10 DONE 0.1s
 ";
         let r = squash_reports(out);
@@ -614,11 +618,18 @@ ERROR: failed to build: failed to solve: lint violation found for rules: FromAsC
         );
         assert_eq!(
             r[0].wasted,
-            [(
-                "/big".to_string(),
-                "[2/4] RUN head -c 20000000 /dev/zero > /big".to_string(),
-                "[3/4] RUN rm /big".to_string()
-            )]
+            [
+                (
+                    "/big".to_string(),
+                    "[2/4] RUN head -c 20000000 /dev/zero > /big".to_string(),
+                    "[3/4] RUN rm /big".to_string()
+                ),
+                (
+                    "/conf".to_string(),
+                    "[2/4] RUN head -c 20000000 /dev/zero > /big".to_string(),
+                    "[4/4] RUN chmod 600 /conf".to_string()
+                )
+            ]
         );
         assert!(r[0].title.contains("layers 4 -> 1"));
         assert!(squash_reports("#1 DONE 0.1s\n").is_empty());
