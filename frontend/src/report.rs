@@ -714,6 +714,16 @@ mod tests {
         }
     }
 
+    /// Asserts that a line of `r` as printed ends with `end`.
+    #[track_caller]
+    fn assert_line_ends_with(r: &Report, end: &str) {
+        assert!(
+            r.lines().iter().any(|l| l.ends_with(end)),
+            "no line ends with {end:?}: {:?}",
+            r.lines()
+        );
+    }
+
     fn listing(items: &[(&str, Entry)]) -> Listing {
         items
             .iter()
@@ -745,13 +755,7 @@ mod tests {
                 replaced: false,
             }]
         );
-        assert!(
-            r.lines()
-                .iter()
-                .any(|l| l.ends_with("/big  added by [2/3] RUN add, removed by [3/3] RUN rm")),
-            "{:?}",
-            r.lines()
-        );
+        assert_line_ends_with(&r, "/big  added by [2/3] RUN add, removed by [3/3] RUN rm");
         // The plain layers hold the base, the big file and a whiteout; the squash only the base.
         assert_eq!(r.squashed_bytes, layer_bytes(&Listing::new(), &base));
         let big = 10_000_000u64.div_ceil(512) * 512 + 512;
@@ -794,13 +798,9 @@ mod tests {
         let r = a.report(3, 10);
         assert_eq!(r.wasted.len(), 1, "{r:?}");
         assert!(r.wasted[0].replaced);
-        assert!(
-            r.lines()
-                .iter()
-                .any(|l| l
-                    .ends_with("/etc/big  added by [2/3] RUN add, replaced by [3/3] RUN chmod")),
-            "{:?}",
-            r.lines()
+        assert_line_ends_with(
+            &r,
+            "/etc/big  added by [2/3] RUN add, replaced by [3/3] RUN chmod",
         );
     }
 
@@ -820,13 +820,7 @@ mod tests {
             (5000, "one")
         );
         assert!(r.wasted[0].replaced, "written again, not deleted");
-        assert!(
-            r.lines()
-                .iter()
-                .any(|l| l.ends_with("/etc/conf  added by one, replaced by two")),
-            "{:?}",
-            r.lines()
-        );
+        assert_line_ends_with(&r, "/etc/conf  added by one, replaced by two");
         assert_eq!((r.layers_before, r.layers_after, r.base_layers), (3, 2, 1));
         assert_eq!(r.squashed_bytes, layer_bytes(&base, &s2));
         assert_eq!(

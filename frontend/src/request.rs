@@ -196,7 +196,7 @@ impl Request {
     /// errs on the side of leaving a name alone.
     pub fn check_names(&self, dockerfile: Option<&[u8]>) -> Result<(), OptionError> {
         for key in self.opts.keys() {
-            let (name, origin, what) = if let Some(arg) = key.strip_prefix(KEY_BUILD_ARG_PREFIX) {
+            let (name, origin) = if let Some(arg) = key.strip_prefix(KEY_BUILD_ARG_PREFIX) {
                 let ours = SETTINGS.iter().any(|s| s.build_arg == arg);
                 if ours
                     || !arg.starts_with("SQUASH_")
@@ -204,32 +204,15 @@ impl Request {
                 {
                     continue;
                 }
-                (
-                    format!("build argument {arg}"),
-                    Origin::BuildArg,
-                    "build arguments",
-                )
+                (format!("build argument {arg}"), Origin::BuildArg)
             } else {
                 let ours = key == NESTED || SETTINGS.iter().any(|s| s.option == key.as_str());
                 if ours || !key.starts_with("squash-") {
                     continue;
                 }
-                (format!("option {key}"), Origin::Option, "options")
+                (format!("option {key}"), Origin::Option)
             };
-            let valid = SETTINGS
-                .iter()
-                .map(|s| match origin {
-                    Origin::BuildArg => s.build_arg,
-                    _ => s.option,
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            return Err(OptionError::Unknown {
-                name,
-                origin,
-                what,
-                valid,
-            });
+            return Err(OptionError::Unknown { name, origin });
         }
         Ok(())
     }
@@ -525,16 +508,12 @@ pub enum OptionError {
     /// A `squash-*` option, or a `SQUASH_*` build argument the Dockerfile does not use, that
     /// is none of our settings (e.g. `SQUASH_MOD`): refused rather than left to a silent
     /// default.
-    #[error("{name} is not a squash-frontend setting{}; valid {what} are {valid}", if *.origin == Origin::BuildArg { ", and the Dockerfile does not use it" } else { "" })]
+    #[error("{name} is not a squash-frontend setting{}", known_names(.origin))]
     Unknown {
         /// The name, as the user gave it (`build argument SQUASH_MOD`).
         name: String,
-        /// Where.
+        /// Where: a build argument or a frontend option.
         origin: Origin,
-        /// What the valid names are of (`build arguments`).
-        what: &'static str,
-        /// The valid names.
-        valid: String,
     },
     /// Longer than any valid value.
     #[error("{name} (from {origin}) is {len} bytes long; at most {MAX_VALUE} are accepted")]
@@ -697,6 +676,22 @@ fn valid_image_ref(value: &str) -> Option<String> {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || "./:-_@".contains(c));
     (ok && !v.starts_with(['-', '.', ':', '@'])).then(|| v.to_string())
+}
+
+/// The end of [`OptionError::Unknown`]'s message: our settings' names of the kind `origin`
+/// says (build arguments, else options).
+fn known_names(origin: &Origin) -> String {
+    let (what, names): (&str, Vec<&str>) = match origin {
+        Origin::BuildArg => (
+            ", and the Dockerfile does not use it; valid build arguments",
+            SETTINGS.iter().map(|s| s.build_arg).collect(),
+        ),
+        _ => (
+            "; valid options",
+            SETTINGS.iter().map(|s| s.option).collect(),
+        ),
+    };
+    format!("{what} are {}", names.join(", "))
 }
 
 /// Whether `text` holds `name` as a whole word (not inside a longer name).
