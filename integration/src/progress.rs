@@ -163,10 +163,15 @@ pub fn error_message(line: &str) -> &str {
 }
 
 /// Which squash graph a base-mode build used: the diff method's vertices
-/// are named `squash: diff against the base`; the sync method's step prints
-/// `squash-frontend sync:` (or is cached under the summary name).
+/// are the engine's diffs, named `squash: the changes of <step>` (one per
+/// step, which our `sync` step reads) or, where the frontend does not know
+/// its own image, `squash: diff against the base`; the sync method's step
+/// prints `squash-frontend sync:` (or is cached under the summary name) and
+/// reads no diff.
 pub fn base_method_used(build_output: &str) -> &'static str {
-    if build_output.contains("squash: diff against the base") {
+    if build_output.contains("squash: diff against the base")
+        || build_output.contains("squash: the changes of ")
+    {
         "diff"
     } else {
         "sync"
@@ -588,6 +593,12 @@ ERROR: failed to build: failed to solve: lint violation found for rules: FromAsC
         assert_eq!(
             base_method_used("#9 squash-frontend sync: 3 files\n"),
             "sync"
+        );
+        assert_eq!(
+            base_method_used(
+                "#7 squash: the changes of [2/2] RUN true\n#8 squash-frontend sync: 3 files\n"
+            ),
+            "diff"
         );
         assert_eq!(
             squash_lines(OUTPUT),
