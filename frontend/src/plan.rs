@@ -6,9 +6,12 @@
 //! - full, `sync` method: our binary mirroring the result onto an empty writable mount;
 //! - full without our own image's definition: `scratch + copy(result:/ -> /)`: one layer on
 //!   every engine, but a socket becomes an empty file;
-//! - base, `diff` method: `merge(base, diff(base + no-op mkdir, result))`: base layers + one.
-//!   The no-op mkdir matters: a diff whose lower side is an ancestor of the upper side is
-//!   exported as the upper's own layers, not as one;
+//! - base, `diff` method: our binary's `sync` onto a writable mount of the base, reading only
+//!   the paths the engine's diff of each step from the one before names (mounted beside it);
+//!   the mount's changes are the one layer. Without our own image's definition:
+//!   `merge(base, diff(base + no-op mkdir, result))`: base layers + one, the engine's differ
+//!   walking both trees at export. The no-op mkdir matters: a diff whose lower side is an
+//!   ancestor of the upper side is exported as the upper's own layers, not as one;
 //! - base, `sync` method: our binary run in the build with the result mounted read-only and the
 //!   base mounted writable; the mount's changes are the one layer. Works where MergeOp and
 //!   DiffOp are disabled (Docker's classic store).

@@ -300,7 +300,8 @@ impl fmt::Display for Mode {
 pub enum Method {
     /// The engine's ops where it has them, the in-build sync otherwise.
     Auto,
-    /// The engine's DiffOp (and MergeOp in base mode).
+    /// The engine's DiffOp (and MergeOp in base mode): the squash reads only what the engine's
+    /// diffs name.
     Diff,
     /// Our own binary run inside the build, mirroring the result onto the base (full mode:
     /// onto an empty mount).
