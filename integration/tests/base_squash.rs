@@ -68,6 +68,16 @@ fn base_scenario(t: &str, method: Option<&str>) {
         _ => "diff",
     };
     assert_eq!(used, expected, "squash method used on the {store:?} store");
+    if used == "diff" {
+        // Our sync step reads the engine's diff of each step: one per step that makes a layer.
+        let stderr = &out.squashed.build.stderr;
+        let diffs = stderr
+            .lines()
+            .filter(|l| l.contains("squash: the changes of ["))
+            .map(|l| l.split_once("squash: the changes of ").unwrap().1)
+            .collect::<std::collections::BTreeSet<_>>();
+        assert_eq!(diffs.len(), 6, "[{t}] the steps' diffs: {diffs:?}");
+    }
 
     let (plain, squashed) = (&out.plain.image, &out.squashed.image);
     assert_keeps_base(t, &base, squashed);
