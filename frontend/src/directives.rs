@@ -63,6 +63,18 @@ pub enum DirectiveError {
     },
 }
 
+impl DirectiveError {
+    /// The 1-based Dockerfile line it is about.
+    pub fn line(&self) -> usize {
+        match self {
+            DirectiveError::Duplicate { line, .. }
+            | DirectiveError::Misplaced { line, .. }
+            | DirectiveError::Unknown { line, .. }
+            | DirectiveError::BeforeSyntax { line, .. } => *line,
+        }
+    }
+}
+
 /// Reads the directives whose keys are in `ours` (plus BuildKit's own, for ordering checks).
 pub fn read(dockerfile: &[u8], ours: &[&str]) -> Result<Directives, DirectiveError> {
     let text = dockerfile

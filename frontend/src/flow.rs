@@ -93,6 +93,51 @@ impl BuildError {
     }
 }
 
+impl BuildError {
+    /// The 1-based Dockerfile line the error is about, where it is about one: a directive of
+    /// ours, or a setting a directive gave.
+    pub fn dockerfile_line(&self) -> Option<usize> {
+        match self {
+            BuildError::Directive(e) => Some(e.line()),
+            BuildError::Option(e) => e.dockerfile_line(),
+            _ => None,
+        }
+    }
+}
+
+/// The type URL of BuildKit's error detail that places an error in a source file:
+/// `errdefs.Source` (`solver/errdefs/errdefs.proto`: the file in `info`, lines in `ranges`),
+/// registered with typeurl under this name and sent as JSON (`solver/errdefs/vertex.go`,
+/// `util/grpcerrors/grpcerrors.go`; BuildKit 0.13 to 0.25). The Dockerfile frontend places an
+/// error of the frontend it forwarded a `# syntax=` build to at the `# syntax=` line, unless
+/// the error carries a place of its own (`frontend/dockerfile/builder/build.go`); buildx then
+/// prints the lines around that place.
+pub const SOURCE_DETAIL: &str = "github.com/moby/buildkit/errdefs.Source+json";
+
+/// `status`, placed at the 1-based `line` of the Dockerfile `path` whose bytes are `text`
+/// (unless it carries a place already), so that buildx shows that line, not the `# syntax=`
+/// one.
+pub fn place(mut status: rpc::Status, path: &str, text: &[u8], line: usize) -> rpc::Status {
+    use base64::Engine as _;
+    if status.details.iter().any(|d| d.type_url == SOURCE_DETAIL) {
+        return status;
+    }
+    let source = serde_json::json!({
+        "info": {
+            "filename": path,
+            // Go's encoding/json writes and reads `[]byte` as standard base64.
+            "data": base64::engine::general_purpose::STANDARD.encode(text),
+            "language": "Dockerfile",
+        },
+        "ranges": [{ "start": { "line": line }, "end": { "line": line } }],
+    });
+    status.details.push(prost_types::Any {
+        type_url: SOURCE_DETAIL.into(),
+        value: source.to_string().into_bytes(),
+    });
+    status
+}
+
 /// Runs one build over `io` and returns the process exit code.
 pub async fn run<IO>(io: IO, start: Start) -> i32
 where
@@ -105,16 +150,21 @@ where
             return 1;
         }
     };
-    let request = match build(&mut gw, &start).await {
+    let mut read = None;
+    let request = match build(&mut gw, &start, &mut read).await {
         Ok(result) => gateway::ReturnRequest {
             result: Some(result),
             error: None,
         },
         Err(e) => {
             eprintln!("squash-frontend: {e}");
+            let status = match (e.dockerfile_line(), &read) {
+                (Some(line), Some(d)) => place(e.to_status(), &d.path, &d.text, line),
+                _ => e.to_status(),
+            };
             gateway::ReturnRequest {
                 result: None,
-                error: Some(e.to_status()),
+                error: Some(status),
             }
         }
     };
@@ -130,8 +180,13 @@ where
 /// The gateway capabilities the flow uses.
 const NEEDED: [&str; 4] = ["solve.base", "return", "proto.refarray", "reference.output"];
 
-/// The whole build: ping, read the request, delegate, squash every image, assemble.
-async fn build(gw: &mut Gateway, start: &Start) -> Result<gateway::Result, BuildError> {
+/// The whole build: ping, read the request, delegate, squash every image, assemble. The
+/// Dockerfile, once read, is left in `read`, for an error to point into.
+async fn build(
+    gw: &mut Gateway,
+    start: &Start,
+    read: &mut Option<Dockerfile>,
+) -> Result<gateway::Result, BuildError> {
     let pong = gw.ping().await?;
     let has = |id: &str| {
         pong.frontend_api_caps
@@ -163,6 +218,7 @@ async fn build(gw: &mut Gateway, start: &Start) -> Result<gateway::Result, Build
         }
         Err(e) => return Err(e),
     };
+    read.clone_from(&dockerfile);
     let ours: Vec<&str> = SETTINGS.iter().map(|s| s.directive).collect();
     let directives = match &dockerfile {
         Some(d) => directives::read(&d.text, &ours)?,
@@ -434,6 +490,7 @@ async fn describe_base(gw: &mut Gateway, received: &mut Received, inputs: &Input
 }
 
 /// The Dockerfile, as the Dockerfile frontend will read it.
+#[derive(Clone)]
 struct Dockerfile {
     /// The source it was read from.
     def: pb::Definition,
@@ -526,5 +583,51 @@ mod tests {
             .message
             .starts_with("squash-frontend: could not read the Dockerfile Dockerfile"));
         assert_eq!(read.details, upstream.details);
+    }
+
+    #[test]
+    fn a_placed_error_carries_buildkits_source_detail_once() {
+        let text = b"# syntax=x\n# squash=fast\nFROM busybox\n";
+        let status = place(error_status("bad".into()), "Dockerfile", text, 2);
+        assert_eq!(status.message, "bad");
+        assert_eq!(status.details.len(), 1);
+        assert_eq!(status.details[0].type_url, SOURCE_DETAIL);
+        let json: serde_json::Value = serde_json::from_slice(&status.details[0].value).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "info": {
+                    "filename": "Dockerfile",
+                    "data": "IyBzeW50YXg9eAojIHNxdWFzaD1mYXN0CkZST00gYnVzeWJveAo=",
+                    "language": "Dockerfile",
+                },
+                "ranges": [{ "start": { "line": 2 }, "end": { "line": 2 } }],
+            })
+        );
+        // One place is enough: a status placed already keeps its own.
+        let again = place(status.clone(), "Dockerfile", text, 3);
+        assert_eq!(again, status);
+    }
+
+    #[test]
+    fn only_errors_about_a_dockerfile_line_have_one() {
+        let directive = BuildError::Directive(DirectiveError::Misplaced {
+            key: "squash".into(),
+            line: 4,
+        });
+        assert_eq!(directive.dockerfile_line(), Some(4));
+        let from_directive = BuildError::Option(OptionError::Empty {
+            name: "directive # squash=".into(),
+            origin: crate::request::Origin::Directive { line: 2 },
+            choices: "full, base, off",
+        });
+        assert_eq!(from_directive.dockerfile_line(), Some(2));
+        let from_arg = BuildError::Option(OptionError::Empty {
+            name: "build argument SQUASH_MODE".into(),
+            origin: crate::request::Origin::BuildArg,
+            choices: "full, base, off",
+        });
+        assert_eq!(from_arg.dockerfile_line(), None);
+        assert_eq!(BuildError::UnexpectedResult.dockerfile_line(), None);
     }
 }

@@ -528,6 +528,21 @@ pub enum OptionError {
     },
 }
 
+impl OptionError {
+    /// The 1-based Dockerfile line it is about, where the setting came from a directive.
+    pub fn dockerfile_line(&self) -> Option<usize> {
+        match self {
+            OptionError::Invalid { origin, .. }
+            | OptionError::Empty { origin, .. }
+            | OptionError::Unknown { origin, .. }
+            | OptionError::TooLong { origin, .. } => match origin {
+                Origin::Directive { line } => Some(*line),
+                Origin::BuildArg | Origin::Option => None,
+            },
+        }
+    }
+}
+
 /// The squash settings of one build.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {

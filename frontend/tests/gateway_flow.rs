@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use prost::Message;
-use squash_frontend::flow::run;
+use squash_frontend::flow::{self, run};
 use squash_frontend::request::{Opts, Start};
 use squash_frontend::testkit;
 use squash_proto::apicaps::ApiCap;
@@ -447,6 +447,7 @@ async fn bad_option_ends_in_one_clear_error() {
         err.message,
         "squash-frontend: invalid build argument SQUASH_MODE \"fast\" (from a build argument): valid values are full, base, off"
     );
+    assert!(err.details.is_empty(), "no Dockerfile line to point at");
     assert!(
         log.solves.iter().all(|s| s.frontend.is_empty()),
         "nothing was built"
@@ -723,4 +724,10 @@ async fn misplaced_directive_names_the_line() {
     let (_, log) = drive(fake("FROM busybox\n# squash=base\n"), opts(&[])).await;
     let err = log.returns[0].error.as_ref().expect("an error");
     assert!(err.message.contains("Dockerfile line 2"), "{}", err.message);
+    // And places the error there, for buildx to show that line.
+    assert_eq!(err.details.len(), 1, "{err:?}");
+    assert_eq!(err.details[0].type_url, flow::SOURCE_DETAIL);
+    let source: serde_json::Value = serde_json::from_slice(&err.details[0].value).unwrap();
+    assert_eq!(source["ranges"][0]["start"]["line"], 2, "{source}");
+    assert_eq!(source["info"]["filename"], "Dockerfile", "{source}");
 }

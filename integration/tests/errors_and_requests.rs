@@ -132,6 +132,12 @@ fn invalid_mode_directive_names_the_line() {
         &out,
         r#"squash-frontend: invalid directive # squash= "fast" (from Dockerfile line 2): valid values are full, base, off"#,
     );
+    // buildx shows the lines around the directive, where the error is placed, not around the
+    // `# syntax=` line (BuildKit's place for an error of a frontend that gives none).
+    assert!(
+        out.stderr.contains("   2 | >>> # squash=fast\n"),
+        "[{t}] the directive's line, marked:\n{out}"
+    );
     // The natural guess from the option's name, which is none of ours: refused, not a full
     // squash by default.
     let out = build(
@@ -143,6 +149,10 @@ fn invalid_mode_directive_names_the_line() {
         t,
         &out,
         "squash-frontend: Dockerfile line 2: # squash-mode= is not a squash-frontend directive; valid directives are # squash=, # squash-method=, # squash-upstream=, # squash-min-saving=, # squash-split=",
+    );
+    assert!(
+        out.stderr.contains("   2 | >>> # squash-mode=base\n"),
+        "[{t}] the directive's line, marked:\n{out}"
     );
 }
 
