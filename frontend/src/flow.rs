@@ -91,15 +91,14 @@ impl BuildError {
             other => error_status(format!("squash-frontend: {other}")),
         }
     }
-}
 
-impl BuildError {
     /// The 1-based Dockerfile line the error is about, where it is about one: a directive of
     /// ours, or a setting a directive gave.
     pub fn dockerfile_line(&self) -> Option<usize> {
         match self {
             BuildError::Directive(e) => Some(e.line()),
             BuildError::Option(e) => e.dockerfile_line(),
+            BuildError::Plan(e) => e.dockerfile_line(),
             _ => None,
         }
     }
@@ -283,6 +282,7 @@ async fn build(
             min_saving: settings.min_saving,
             split: settings.split.clone(),
             split_from: settings.split_from.clone(),
+            split_line: settings.split_line,
         };
         let mut received = Received::decode(
             def,

@@ -164,6 +164,8 @@ pub struct Inputs<'a> {
     pub split: Option<Split>,
     /// Where the split was given ([`crate::request::Settings::split_from`]).
     pub split_from: String,
+    /// Its Dockerfile line, where a directive gave it.
+    pub split_line: Option<usize>,
 }
 
 /// One built image as the Dockerfile frontend returned it, its definition decoded once.
@@ -302,6 +304,8 @@ pub enum PlanError {
     SplitStage {
         /// Where the setting was given.
         from: String,
+        /// Its Dockerfile line, where a directive gave it.
+        line: Option<usize>,
         /// The stage asked for.
         stage: String,
         /// The valid values, in words: the stages it is built on, as the progress names them.
@@ -312,6 +316,8 @@ pub enum PlanError {
     SplitNothingAfter {
         /// Where the setting was given.
         from: String,
+        /// Its Dockerfile line, where a directive gave it.
+        line: Option<usize>,
         /// The stage asked for.
         stage: String,
         /// The valid values, in words.
@@ -320,6 +326,16 @@ pub enum PlanError {
     /// Method `sync` without our own image's definition.
     #[error("squash method sync needs the frontend's own image definition, which BuildKit did not provide at /run/config/buildkit/metadata/frontend.bin; set the squash method to diff or auto, or use full mode")]
     NoTool,
+}
+
+impl PlanError {
+    /// The 1-based Dockerfile line it is about, where a directive gave the setting at fault.
+    pub fn dockerfile_line(&self) -> Option<usize> {
+        match self {
+            PlanError::SplitStage { line, .. } | PlanError::SplitNothingAfter { line, .. } => *line,
+            _ => None,
+        }
+    }
 }
 
 /// Plans the squash of `received`.
@@ -419,7 +435,12 @@ pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> 
         // A split at a stage: the stage's last step (a bad stage name is refused here).
         let boundary = match split {
             Split::Stage(stage) => Boundary::Stage {
-                end: stage_end(&graph, &lineage, stage, &inputs.split_from)?,
+                end: stage_end(
+                    &graph,
+                    &lineage,
+                    stage,
+                    (&inputs.split_from, inputs.split_line),
+                )?,
                 name: &low,
             },
             Split::Paths(paths) => Boundary::Paths(paths),
@@ -745,12 +766,12 @@ fn stage_of(name: &str) -> Option<&str> {
 }
 
 /// The last of `lineage`'s filesystems that the stage `stage` made (`from`: where the setting
-/// was given, for the errors).
+/// was given, and its Dockerfile line, for the errors).
 fn stage_end(
     g: &Graph,
     lineage: &base::Lineage,
     stage: &str,
-    from: &str,
+    (from, line): (&str, Option<usize>),
 ) -> Result<usize, PlanError> {
     let names: Vec<String> = lineage
         .states
@@ -781,6 +802,7 @@ fn stage_end(
     let Some(k) = names.iter().rposition(|n| stage_of(n) == Some(stage)) else {
         return Err(PlanError::SplitStage {
             from: from.to_string(),
+            line,
             stage: stage.to_string(),
             valid,
         });
@@ -788,6 +810,7 @@ fn stage_end(
     if k + 1 == lineage.states.len() {
         return Err(PlanError::SplitNothingAfter {
             from: from.to_string(),
+            line,
             stage: stage.to_string(),
             valid,
         });
@@ -1159,6 +1182,7 @@ mod tests {
             min_saving: None,
             split: None,
             split_from: String::new(),
+            split_line: None,
         }
     }
 
@@ -1792,6 +1816,7 @@ mod tests {
             e,
             PlanError::SplitStage {
                 from: "squash-split".into(),
+                line: None,
                 stage: "build".into(),
                 valid: valid.into(),
             }
@@ -1806,6 +1831,7 @@ mod tests {
             e,
             PlanError::SplitNothingAfter {
                 from: "squash-split".into(),
+                line: None,
                 stage: "stage-1".into(),
                 valid: valid.into(),
             }
@@ -1824,6 +1850,12 @@ mod tests {
                 .starts_with("build argument SQUASH_SPLIT names the stage nope, which"),
             "{e}"
         );
+        assert_eq!(e.dockerfile_line(), None);
+        // From a directive: its line too, for the flow to place the error there.
+        inputs.split_from = "directive # squash-split= (from Dockerfile line 3)".into();
+        inputs.split_line = Some(3);
+        let e = plan(received(&def, Some(&cfg[..]), Some(&bcfg[..])), &inputs).unwrap_err();
+        assert_eq!(e.dockerfile_line(), Some(3), "{e}");
     }
 
     #[test]

@@ -559,6 +559,8 @@ pub struct Settings {
     /// Where `split` was given, for the errors only the plan can find (`build argument
     /// SQUASH_SPLIT`, `directive # squash-split= (from Dockerfile line 3)`).
     pub split_from: String,
+    /// The Dockerfile line of `split`, where a directive gave it.
+    pub split_line: Option<usize>,
 }
 
 /// Resolves every setting from the options and the Dockerfile's directives.
@@ -594,6 +596,10 @@ fn settings(opts: &Opts, directives: &Directives) -> Result<Settings, OptionErro
         None => None,
     };
     let given = raw(opts, directives, &SPLIT);
+    let split_line = match &given {
+        Some((_, _, Origin::Directive { line })) => Some(*line),
+        _ => None,
+    };
     let split_from = match &given {
         Some((name, _, origin @ Origin::Directive { .. })) => format!("{name} (from {origin})"),
         Some((name, _, _)) => name.clone(),
@@ -616,6 +622,7 @@ fn settings(opts: &Opts, directives: &Directives) -> Result<Settings, OptionErro
         min_saving,
         split,
         split_from,
+        split_line,
     })
 }
 
@@ -956,6 +963,18 @@ mod tests {
         );
         assert_eq!(from(&[("squash-split", "app")], &[]), "option squash-split");
         assert_eq!(from(&[], &[]), "");
+        // And the directive's line, where the error is placed.
+        let line = |o: &[(&str, &str)], d: &[(&str, &str, usize)]| {
+            settings(&opts(o), &dirs(d)).unwrap().split_line
+        };
+        assert_eq!(line(&[], &[("squash-split", "deps", 3)]), Some(3));
+        assert_eq!(
+            line(
+                &[("build-arg:SQUASH_SPLIT", "app")],
+                &[("squash-split", "deps", 3)]
+            ),
+            None
+        );
     }
 
     #[test]

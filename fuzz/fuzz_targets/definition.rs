@@ -83,6 +83,7 @@ fn check(def: &pb::Definition, cfg: Option<&[u8]>, base_cfg: Option<&[u8]>) {
                         min_saving: None,
                         split: None,
                         split_from: String::new(),
+                        split_line: None,
                     };
                     let received = Received::decode(def, cfg, base_cfg).expect("the graph took");
                     match plan::plan(received, &inputs) {

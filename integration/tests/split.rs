@@ -441,6 +441,26 @@ fn split_at_a_stage_that_is_not_there_names_the_stages() {
             "[{t}] {value}: {errors:?}"
         );
     }
+    // Given by a directive: the error names its line, and buildx marks that line.
+    let ctx = context(
+        t,
+        &squash_dockerfile(&format!("# squash-split=build\n{BODY}")),
+        "v1\n",
+    );
+    let out = ctx.build(&[]);
+    out.assert_failure();
+    let errors = error_lines(&out.stderr);
+    println!("[{t}] directive: {errors:?}");
+    assert!(
+        errors.iter().any(|l| l.contains(
+            "squash-frontend: directive # squash-split= (from Dockerfile line 2) names the stage build, which"
+        )),
+        "[{t}] directive: {errors:?}"
+    );
+    assert!(
+        out.stderr.contains("   2 | >>> # squash-split=build\n"),
+        "[{t}] the directive's line, marked:\n{out}"
+    );
 }
 
 /// A multi-platform build splits each platform's image (containerd store; the classic store
