@@ -180,7 +180,7 @@ where
 const NEEDED: [&str; 4] = ["solve.base", "return", "proto.refarray", "reference.output"];
 
 /// The whole build: ping, read the request, delegate, squash every image, assemble. The
-/// Dockerfile, once read, is left in `read`, for an error to point into.
+/// Dockerfile is read into `read`, where an error can point into it.
 async fn build(
     gw: &mut Gateway,
     start: &Start,
@@ -207,7 +207,7 @@ async fn build(
     if request.passthrough {
         return delegate(gw, request.forwarded(false), None, frontend_inputs, false).await;
     }
-    let dockerfile = match read_dockerfile(gw, &request, &frontend_inputs).await {
+    *read = match read_dockerfile(gw, &request, &frontend_inputs).await {
         Ok(dockerfile) => dockerfile,
         // Read only to keep BuildKit's directives working: the Dockerfile frontend says
         // what is wrong with the file in its own words.
@@ -217,18 +217,18 @@ async fn build(
         }
         Err(e) => return Err(e),
     };
-    read.clone_from(&dockerfile);
+    let dockerfile = read.as_ref();
     let ours: Vec<&str> = SETTINGS.iter().map(|s| s.directive).collect();
-    let directives = match &dockerfile {
+    let directives = match dockerfile {
         Some(d) => directives::read(&d.text, &ours)?,
         None => Directives::new(),
     };
-    request.check_names(dockerfile.as_ref().map(|d| d.text.as_slice()))?;
+    request.check_names(dockerfile.map(|d| d.text.as_slice()))?;
     let settings = request.settings(&directives)?;
     // A directive of ours above one of BuildKit's would hide it from the Dockerfile frontend:
     // hand it the Dockerfile with BuildKit's directives first.
     let mut frontend_inputs = frontend_inputs;
-    let mended = match &dockerfile {
+    let mended = match dockerfile {
         Some(d) => match directives::reorder_for_buildkit(&d.text, &ours) {
             Some(text) => {
                 let def = llb::replace_file(&d.def, &d.path, text, MENDED)?;
@@ -490,7 +490,6 @@ async fn describe_base(gw: &mut Gateway, received: &mut Received, inputs: &Input
 }
 
 /// The Dockerfile, as the Dockerfile frontend will read it.
-#[derive(Clone)]
 struct Dockerfile {
     /// The source it was read from.
     def: pb::Definition,

@@ -545,6 +545,16 @@ struct Made {
     report: Option<Output>,
 }
 
+impl Made {
+    /// The layer our `sync` step at `step` wrote (its output 0), with its report.
+    fn by_step(step: Output) -> Made {
+        Made {
+            report: report_of(&step),
+            layer: step,
+        }
+    }
+}
+
 /// Output 1 of the op at `step`: where our in-build step writes its report.
 fn report_of(step: &Output) -> Option<Output> {
     Some(Output {
@@ -620,38 +630,31 @@ fn base_layer(
     summary: &str,
     reporting: &llb::Reporting<'_>,
 ) -> Result<Made, PlanError> {
-    Ok(match base_method(inputs)? {
-        Method::Sync => {
-            let step =
-                Ours::needed(g, inputs)?.sync(g, head, Some(base), &[], Some(reporting), summary);
-            Made {
-                report: report_of(&step),
-                layer: step,
-            }
+    let by_diff = base_method(inputs)? != Method::Sync;
+    let ours = if by_diff {
+        Ours::find(g, inputs)?
+    } else {
+        Some(Ours::needed(g, inputs)?)
+    };
+    if let Some(ours) = ours {
+        let mut reporting = reporting.clone();
+        if by_diff {
+            let states = reporting.states;
+            reporting.changed = step_changes(g, base, states, 0, &reporting.request);
         }
-        _ => {
-            if let Some(ours) = Ours::find(g, inputs)? {
-                let mut reporting = reporting.clone();
-                let states = reporting.states;
-                reporting.changed = step_changes(g, base, states, 0, &reporting.request);
-                let step = ours.sync(g, head, Some(base), &[], Some(&reporting), summary);
-                return Ok(Made {
-                    report: report_of(&step),
-                    layer: step,
-                });
-            }
-            let (marker, report) = new_root(g, head, Some(base), inputs, reporting)?;
-            let layer = g.push(
-                llb::diff(&marker, head),
-                llb::meta_with_caps(Some("squash: diff against the base"), &["diffop"]),
-            );
-            let layer = g.push(
-                llb::merge(&[base, &layer]),
-                llb::meta_with_caps(Some(summary), &["mergeop"]),
-            );
-            Made { layer, report }
-        }
-    })
+        let step = ours.sync(g, head, Some(base), &[], Some(&reporting), summary);
+        return Ok(Made::by_step(step));
+    }
+    let (marker, report) = new_root(g, head, Some(base), inputs, reporting)?;
+    let layer = g.push(
+        llb::diff(&marker, head),
+        llb::meta_with_caps(Some("squash: diff against the base"), &["diffop"]),
+    );
+    let layer = g.push(
+        llb::merge(&[base, &layer]),
+        llb::meta_with_caps(Some(summary), &["mergeop"]),
+    );
+    Ok(Made { layer, report })
 }
 
 /// Full mode: one layer.
@@ -673,11 +676,7 @@ fn full_layer(
         }
         FullWay::Sync(tool) => {
             let ours = Ours::of(g, tool)?.ok_or(PlanError::NoTool)?;
-            let step = ours.sync(g, head, None, &[], Some(reporting), summary);
-            Made {
-                report: report_of(&step),
-                layer: step,
-            }
+            Made::by_step(ours.sync(g, head, None, &[], Some(reporting), summary))
         }
         FullWay::Copy => Made {
             layer: g.push(
@@ -897,10 +896,7 @@ fn split_layers(
                     None => lower,
                 };
                 let synced = ours.sync(g, head, Some(&lowered), &[], Some(reporting), high_name);
-                return Ok(Made {
-                    report: report_of(&synced),
-                    layer: synced,
-                });
+                return Ok(Made::by_step(synced));
             }
             let upper = upper_at(g, head, &at, inputs, reporting, high_name)?;
             let parts: Vec<&Output> = base.into_iter().chain([&lower, &upper.layer]).collect();
@@ -1047,10 +1043,7 @@ impl SyncChain<'_> {
         let upper = self
             .ours
             .sync(g, head, Some(&low), &[], Some(reporting), self.names.1);
-        Made {
-            report: report_of(&upper),
-            layer: upper,
-        }
+        Made::by_step(upper)
     }
 }
 
