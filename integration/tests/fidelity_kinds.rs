@@ -540,6 +540,28 @@ fn reserved_names_stop_the_squash() {
             );
             assert!(!docker::image_exists(&tag), "[{t}] no image is left");
         }
+        // With squash-min-saving unmet, the image would be returned as built: the step still
+        // stops, and says nothing of returning it.
+        let ctx = TestContext::new(&format!("{t}-min-saving"), &squash_dockerfile(&body));
+        let tag = ctx.tag("squashed");
+        let out = ctx.build(&["--load", "-t", &tag, "--build-arg", "SQUASH_MIN_SAVING=99%"]);
+        docker::rmi(&[&tag]);
+        out.assert_failure();
+        let named = format!("squash-frontend: the build made {path}");
+        assert!(
+            out.stderr.lines().any(|l| l.contains(&named)),
+            "[{t}] min-saving: the step's output names {path}:\n{}",
+            out.stderr
+        );
+        assert!(
+            !out.stderr.contains("returned as built"),
+            "[{t}] min-saving: no word of returning the image as built:\n{}",
+            out.stderr
+        );
+        assert!(
+            !docker::image_exists(&tag),
+            "[{t}] min-saving: no image is left"
+        );
     }
 }
 
