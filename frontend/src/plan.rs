@@ -106,7 +106,9 @@ impl Tool {
 /// (`image.recordtype`), which keeps every step that uses it out of an exported build cache
 /// (measured: a squash step built on it was never found in an imported cache). Our steps use it
 /// as the image it is, so the attribute is dropped (the ops are re-encoded: their digests are
-/// ours to make). The terminal is re-pointed at the new head.
+/// ours to make). The terminal is re-pointed at the new head. The source is named
+/// [`OWN_IMAGE_NAME`] in the progress: it is the frontend image's third line there (after its
+/// resolution and its load for the frontend itself), and its reference alone does not say why.
 fn as_regular_image(def: &mut pb::Definition) {
     let mut renamed = BTreeMap::new();
     for bytes in &mut def.def {
@@ -118,6 +120,7 @@ fn as_regular_image(def: &mut pb::Definition) {
                 input.digest = String::clone(new);
             }
         }
+        let source = matches!(op.op, Some(pb::op::Op::Source(_)));
         if let Some(pb::op::Op::Source(src)) = &mut op.op {
             src.attrs.remove("image.recordtype");
         }
@@ -128,11 +131,25 @@ fn as_regular_image(def: &mut pb::Definition) {
             if let Some(meta) = def.metadata.remove(&old) {
                 def.metadata.insert(new.clone(), meta);
             }
-            renamed.insert(old, new);
+            renamed.insert(old, new.clone());
             *bytes = new_bytes;
+        }
+        if source {
+            let mut meta = def
+                .metadata
+                .get(&new)
+                .and_then(|m| pb::OpMetadata::decode(m.as_slice()).ok())
+                .unwrap_or_default();
+            meta.description
+                .insert("llb.customname".into(), OWN_IMAGE_NAME.into());
+            meta.caps.insert("meta.description".into(), true);
+            def.metadata.insert(new, meta.encode_to_vec());
         }
     }
 }
+
+/// The progress name of our own image where our in-build steps take it in.
+pub const OWN_IMAGE_NAME: &str = "squash: squash-frontend's own image, for its in-build steps";
 
 /// This binary's architecture, in OCI's words.
 fn host_arch() -> &'static str {
@@ -2081,6 +2098,10 @@ mod tests {
         assert!(s.attrs.is_empty(), "{:?}", s.attrs);
         let digest = llb::digest_of(&tool.def.def[0]);
         assert!(tool.def.metadata.contains_key(&digest), "metadata moved");
+        // Named for what it is there, its caps kept.
+        let meta = pb::OpMetadata::decode(tool.def.metadata[&digest].as_slice()).unwrap();
+        assert_eq!(meta.description["llb.customname"], OWN_IMAGE_NAME);
+        assert!(meta.caps.contains_key("source.image"), "{:?}", meta.caps);
         // The terminal points at the new source; the whole takes a graph.
         let terminal = pb::Op::decode(tool.def.def[1].as_slice()).unwrap();
         assert_eq!(terminal.inputs[0].digest, digest);

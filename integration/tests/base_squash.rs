@@ -68,6 +68,14 @@ fn base_scenario(t: &str, method: Option<&str>) {
         _ => "diff",
     };
     assert_eq!(used, expected, "squash method used on the {store:?} store");
+    // Our steps run in our own image, which the progress names for what it is there.
+    assert!(
+        out.squashed
+            .build
+            .stderr
+            .contains("squash: squash-frontend's own image, for its in-build steps"),
+        "[{t}] the progress names our own image"
+    );
     if used == "diff" {
         // Our sync step reads the engine's diff of each step: one per step that makes a layer.
         let stderr = &out.squashed.build.stderr;
