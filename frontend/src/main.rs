@@ -107,7 +107,9 @@ fn inspect(args: &[OsString]) -> ExitCode {
     if !only.is_empty() || !changed.is_empty() {
         return usage();
     }
-    check(final_dir.as_ref(), report).unwrap_or(ExitCode::SUCCESS)
+    check(final_dir.as_ref(), report)
+        .err()
+        .unwrap_or(ExitCode::SUCCESS)
 }
 
 /// `--report FILE [--request JSON]`: where to write the report, and what it is to say (without
@@ -185,28 +187,29 @@ fn usage() -> ExitCode {
     ExitCode::from(2)
 }
 
-/// The exit code to stop with, if `final_dir` cannot be squashed (said on stderr, which BuildKit
-/// shows as the step's output); with `report`, the report is made first (printed, and written
-/// as JSON to its file).
-fn check(final_dir: &Path, report: ReportArgs<'_>) -> Option<ExitCode> {
+/// The exit code to stop with (`Err`), if `final_dir` cannot be squashed (said on stderr, which
+/// BuildKit shows as the step's output); with `report`, the report is made first (printed, and
+/// written as JSON to its file), and `Ok` says whether it met squash-min-saving (`None`: none
+/// was asked, or no report).
+fn check(final_dir: &Path, report: ReportArgs<'_>) -> Result<Option<bool>, ExitCode> {
     let failed = |e: &dyn std::fmt::Display| {
         eprintln!("squash-frontend: {e}");
-        Some(ExitCode::FAILURE)
+        ExitCode::FAILURE
     };
-    let reserved = match report {
-        Some((file, request)) => match make_report(file.as_ref(), &request) {
-            Ok(reserved) => reserved,
-            Err(e) => return failed(&e),
-        },
-        None => match scan::listing(final_dir) {
-            Ok(listing) => scan::reserved(&listing),
-            Err(e) => return failed(&e),
-        },
+    let (reserved, met) = match report {
+        Some((file, request)) => make_report(file.as_ref(), &request).map_err(|e| failed(&e))?,
+        None => (
+            scan::reserved(&scan::listing(final_dir).map_err(|e| failed(&e))?),
+            None,
+        ),
     };
-    scan::refusal(&reserved).map(|why| {
-        eprintln!("squash-frontend: {why}");
-        ExitCode::from(scan::EXIT_UNREPRESENTABLE)
-    })
+    match scan::refusal(&reserved) {
+        Some(why) => {
+            eprintln!("squash-frontend: {why}");
+            Err(ExitCode::from(scan::EXIT_UNREPRESENTABLE))
+        }
+        None => Ok(met),
+    }
 }
 
 /// The in-build `account` step: reads the filesystems the request names and saves what they
@@ -254,8 +257,9 @@ fn read_request(request: &OsString) -> Result<report::Request, String> {
 }
 
 /// Makes the report the request asks for, prints it and writes it to `file`; returns the names
-/// of the last filesystem it read (the finished one) that no layer can hold.
-fn make_report(file: &Path, request: &OsString) -> Result<Vec<String>, String> {
+/// of the last filesystem it read (the finished one) that no layer can hold, and whether the
+/// report met squash-min-saving (`None`: none was asked).
+fn make_report(file: &Path, request: &OsString) -> Result<(Vec<String>, Option<bool>), String> {
     let started = std::time::Instant::now();
     let request = read_request(request)?;
     let accounting = scan::account(&request).map_err(|e| e.to_string())?;
@@ -269,8 +273,9 @@ fn make_report(file: &Path, request: &OsString) -> Result<Vec<String>, String> {
     ));
     // With a name no layer can hold, the step stops (see `check`) whatever the report weighs:
     // no verdict that the build would go on.
-    if let Some(min) = request.min_saving.filter(|_| reserved.is_empty()) {
-        lines.push(if min.met_by(&made) {
+    let met = request.min_saving.map(|min| (min, min.met_by(&made)));
+    if let Some((min, met)) = met.filter(|_| reserved.is_empty()) {
+        lines.push(if met {
             format!("  at least squash-min-saving ({min}): squashed")
         } else {
             format!("  less than squash-min-saving ({min}): the image is returned as built")
@@ -279,7 +284,14 @@ fn make_report(file: &Path, request: &OsString) -> Result<Vec<String>, String> {
     say(&lines);
     let json = serde_json::to_vec_pretty(&made).expect("plain data serialises");
     std::fs::write(file, json).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-    Ok(reserved)
+    Ok((reserved, met.map(|(_, met)| met)))
+}
+
+/// Whether the report `request` asks for weighs the squash against squash-min-saving.
+fn weighs(report: &ReportArgs<'_>) -> bool {
+    report
+        .as_ref()
+        .is_some_and(|(_, request)| read_request(request).is_ok_and(|r| r.min_saving.is_some()))
 }
 
 /// Writes `lines` to stderr in one write: BuildKit reads the step's output in chunks, and
@@ -306,21 +318,37 @@ fn sync(args: &[OsString]) -> ExitCode {
         return usage();
     };
     let (final_dir, base_dir): (&Path, &Path) = (final_dir.as_ref(), base_dir.as_ref());
-    // The check (and report) and the sync read different things and share nothing: they run
-    // side by side. If the check stops the step, what the sync wrote is thrown away with it
-    // (BuildKit keeps no output of a failed step).
     let started = std::time::Instant::now();
-    let (stop, synced) = std::thread::scope(|s| {
-        let syncing = s.spawn(|| {
-            let synced = mirror(final_dir, base_dir, &only, &changed);
-            (synced, started.elapsed().as_millis())
+    let sync_now = || {
+        let synced = mirror(final_dir, base_dir, &only, &changed);
+        (synced, started.elapsed().as_millis())
+    };
+    let synced = if weighs(&report) {
+        // Weighed against squash-min-saving, the squash is used only if the report meets it
+        // (the frontend weighs the same report the same way, `flow::weigh`): the report comes
+        // first, and below the minimum BASE is left as it is, unused, instead of written for
+        // nothing.
+        match check(final_dir, report) {
+            Err(stop) => return stop,
+            Ok(Some(false)) => {
+                say(&["squash-frontend sync: not run: the squash reclaims less than squash-min-saving, so the image is returned as built".into()]);
+                return ExitCode::SUCCESS;
+            }
+            Ok(_) => Ok(sync_now()),
+        }
+    } else {
+        // The check (and report) and the sync read different things and share nothing: they
+        // run side by side. If the check stops the step, what the sync wrote is thrown away
+        // with it (BuildKit keeps no output of a failed step).
+        let (checked, synced) = std::thread::scope(|s| {
+            let syncing = s.spawn(sync_now);
+            (check(final_dir, report), syncing.join())
         });
-        let stop = check(final_dir, report);
-        (stop, syncing.join())
-    });
-    if let Some(stop) = stop {
-        return stop;
-    }
+        if let Err(stop) = checked {
+            return stop;
+        }
+        synced
+    };
     match synced {
         Ok((Ok(done), ms)) => {
             for (path, stats) in &done {

@@ -116,7 +116,7 @@ RUN head -c 20000000 /dev/urandom > /big && echo kept > /kept
 RUN rm /big
 ENV DONE=1
 ";
-    reported(t, body, &[], |label, r| {
+    let check = |label: &str, r: &SquashReport| {
         assert_eq!(
             r.wasted
                 .first()
@@ -129,7 +129,16 @@ ENV DONE=1
             "[{label}] the file and the steps that added and removed it"
         );
         assert!(r.reclaimed_bytes >= 20_000_000, "{r:?}");
-    });
+    };
+    reported(t, body, &[], check);
+    // Above squash-min-saving, every variant squashes (our sync steps then make the report
+    // before they write the layer): `reported` holds each image to its report.
+    reported(
+        &format!("{t}-min-saving"),
+        body,
+        &["--build-arg", "SQUASH_MIN_SAVING=10MB"],
+        check,
+    );
 }
 
 /// The same Dockerfile as the full-squash toolchain test (the install step's cache serves both;
@@ -258,6 +267,18 @@ RUN echo two > /two
             "[{t}] {args:?}: a step says it:\n{}",
             show_steps(&squash_steps(&squashed.build.stderr))
         );
+        // Below the minimum our sync step (base mode's, on every store) writes no layer.
+        if args.len() == 4 {
+            let stderr = &squashed.build.stderr;
+            assert!(
+                stderr.contains("squash-frontend sync: not run: the squash reclaims less than squash-min-saving"),
+                "[{t}] {args:?}: the sync says it did not run:\n{stderr}"
+            );
+            assert!(
+                !stderr.contains(" created, "),
+                "[{t}] {args:?}: no sync statistics:\n{stderr}"
+            );
+        }
         if args.len() == 2 {
             let ctx = context(&format!("{t}-min"), &squash_dockerfile(body));
             let again = ctx.build(args);
