@@ -148,8 +148,9 @@ fn as_regular_image(def: &mut pb::Definition) {
     }
 }
 
-/// The progress name of our own image where our in-build steps take it in.
-pub const OWN_IMAGE_NAME: &str = "squash: squash-frontend's own image, for its in-build steps";
+/// The progress name of our own image where our in-build steps take it in. Not `squash: ...`,
+/// the prefix of our steps: an image source shows as `DONE` on every build, never `CACHED`.
+pub const OWN_IMAGE_NAME: &str = "squash-frontend's own image, for its in-build steps";
 
 /// This binary's architecture, in OCI's words.
 fn host_arch() -> &'static str {

@@ -73,7 +73,7 @@ fn base_scenario(t: &str, method: Option<&str>) {
         out.squashed
             .build
             .stderr
-            .contains("squash: squash-frontend's own image, for its in-build steps"),
+            .contains("squash-frontend's own image, for its in-build steps"),
         "[{t}] the progress names our own image"
     );
     if used == "diff" {
