@@ -9,6 +9,8 @@
 //! - [`base`]: finding the base image of the result in its graph.
 //! - [`plan`]: planning the squash of one image (graph + config).
 //! - [`scan`]: walking a mounted tree inside the build (what our in-build steps check).
+//! - [`steps`]: our binary's in-build steps (`sync`, `inspect`, `account`): their command
+//!   lines, the report and the sync over the mounted trees.
 //! - [`version`]: which squash-frontend this is.
 //! - [`config`]: rewriting the image config's history for the new layers.
 //! - [`report`]: what a squash reclaims, from the filesystem after each step.
@@ -18,7 +20,8 @@
 //! - `testkit` (feature `testkit`): sample graphs, configs and engine capabilities shared by
 //!   the unit tests, the fake-BuildKit tests and the fuzz targets.
 //!
-//! Everything but `gateway`, `flow` and `scan` is pure: no I/O, unit-tested without an engine.
+//! Everything but `gateway`, `flow`, `scan` and `steps` is pure: no I/O, unit-tested without an
+//! engine.
 
 pub mod base;
 pub mod config;
@@ -31,6 +34,7 @@ pub mod report;
 pub mod request;
 pub mod result;
 pub mod scan;
+pub mod steps;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod version;
