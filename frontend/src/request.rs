@@ -416,6 +416,16 @@ pub enum Origin {
     Option,
 }
 
+impl Origin {
+    /// The 1-based Dockerfile line, where a directive is the origin.
+    pub fn dockerfile_line(&self) -> Option<usize> {
+        match self {
+            Origin::Directive { line } => Some(*line),
+            Origin::BuildArg | Origin::Option => None,
+        }
+    }
+}
+
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -535,10 +545,7 @@ impl OptionError {
             OptionError::Invalid { origin, .. }
             | OptionError::Empty { origin, .. }
             | OptionError::Unknown { origin, .. }
-            | OptionError::TooLong { origin, .. } => match origin {
-                Origin::Directive { line } => Some(*line),
-                Origin::BuildArg | Origin::Option => None,
-            },
+            | OptionError::TooLong { origin, .. } => origin.dockerfile_line(),
         }
     }
 }
@@ -596,10 +603,9 @@ fn settings(opts: &Opts, directives: &Directives) -> Result<Settings, OptionErro
         None => None,
     };
     let given = raw(opts, directives, &SPLIT);
-    let split_line = match &given {
-        Some((_, _, Origin::Directive { line })) => Some(*line),
-        _ => None,
-    };
+    let split_line = given
+        .as_ref()
+        .and_then(|(_, _, origin)| origin.dockerfile_line());
     let split_from = match &given {
         Some((name, _, origin @ Origin::Directive { .. })) => format!("{name} (from {origin})"),
         Some((name, _, _)) => name.clone(),
