@@ -60,8 +60,9 @@ pub fn inspect(args: &[OsString]) -> ExitCode {
 }
 
 /// `--report FILE [--request JSON]`: where to write the report, and what it is to say (without
-/// `--request`, from [`llb::REQUEST_ENV`]).
-type ReportArgs<'a> = Option<(&'a OsString, OsString)>;
+/// `--request`, from [`llb::REQUEST_ENV`]), read once (a request that does not read fails the
+/// step, which says why, rather than its command line).
+type ReportArgs<'a> = Option<(&'a OsString, Result<report::Request, String>)>;
 
 /// The arguments of `sync` and `inspect`: `N` positional ones, then flags in any order.
 struct StepArgs<'a, const N: usize> {
@@ -105,7 +106,7 @@ fn step_args<const N: usize>(args: &[OsString]) -> Option<StepArgs<'_, N>> {
         }
     }
     let report = match (file, request) {
-        (Some(f), given) => Some((f, request_or_env(given)?)),
+        (Some(f), given) => Some((f, read_request(&request_or_env(given)?))),
         (None, None) => None,
         (None, Some(_)) => return None,
     };
@@ -138,7 +139,9 @@ fn check(final_dir: &Path, report: ReportArgs<'_>) -> Result<Option<bool>, ExitC
         ExitCode::FAILURE
     };
     let (reserved, met) = match report {
-        Some((file, request)) => make_report(file.as_ref(), &request).map_err(|e| failed(&e))?,
+        Some((file, request)) => request
+            .and_then(|request| make_report(file.as_ref(), &request))
+            .map_err(|e| failed(&e))?,
         None => (
             scan::reserved(&scan::listing(final_dir).map_err(|e| failed(&e))?),
             None,
@@ -200,10 +203,12 @@ fn read_request(request: &OsString) -> Result<report::Request, String> {
 /// Makes the report the request asks for, prints it and writes it to `file`; returns the names
 /// of the last filesystem it read (the finished one) that no layer can hold, and whether the
 /// report met squash-min-saving (`None`: none was asked).
-fn make_report(file: &Path, request: &OsString) -> Result<(Vec<String>, Option<bool>), String> {
+fn make_report(
+    file: &Path,
+    request: &report::Request,
+) -> Result<(Vec<String>, Option<bool>), String> {
     let started = std::time::Instant::now();
-    let request = read_request(request)?;
-    let accounting = scan::account(&request).map_err(|e| e.to_string())?;
+    let accounting = scan::account(request).map_err(|e| e.to_string())?;
     let reserved = scan::reserved(accounting.last());
     let made = accounting.report(request.layers_before, request.top);
     let mut lines = made.lines();
@@ -230,9 +235,7 @@ fn make_report(file: &Path, request: &OsString) -> Result<(Vec<String>, Option<b
 
 /// Whether the report `request` asks for weighs the squash against squash-min-saving.
 fn weighs(report: &ReportArgs<'_>) -> bool {
-    report
-        .as_ref()
-        .is_some_and(|(_, request)| read_request(request).is_ok_and(|r| r.min_saving.is_some()))
+    matches!(report, Some((_, Ok(request))) if request.min_saving.is_some())
 }
 
 /// Writes `lines` to stderr in one write: BuildKit reads the step's output in chunks, and
@@ -358,6 +361,9 @@ fn mirror(
 mod tests {
     use super::*;
 
+    /// A report request with the least it needs, and no squash-min-saving.
+    const REQUEST: &str = r#"{"squash":"full","layers_before":2,"new_layers":1,"states":"/s","steps":[],"top":10,"min_saving":null}"#;
+
     fn args(list: &[&str]) -> Vec<OsString> {
         list.iter().map(OsString::from).collect()
     }
@@ -372,7 +378,7 @@ mod tests {
             "--changed",
             "/s/1.changed,/s/2.changed",
             "--request",
-            "{}",
+            REQUEST,
         ]);
         let read = step_args::<2>(&a).expect("valid");
         assert_eq!(read.positional, [&a[0], &a[1]]);
@@ -382,10 +388,10 @@ mod tests {
             [PathBuf::from("/s/1.changed"), PathBuf::from("/s/2.changed")]
         );
         let (file, request) = read.report.expect("a report");
-        assert_eq!(
-            (file.as_os_str(), request.as_os_str()),
-            ("/r/report.json".as_ref(), "{}".as_ref())
-        );
+        assert_eq!(file.as_os_str(), "/r/report.json");
+        // The request given, read.
+        assert_eq!(request, read_request(&OsString::from(REQUEST)));
+        assert!(request.is_ok());
         let only = args(&["/f", "/b", "--only", "/usr,/etc"]);
         assert_eq!(step_args::<2>(&only).unwrap().only, ["usr", "etc"]);
     }
@@ -410,20 +416,21 @@ mod tests {
     fn a_request_weighs_only_with_a_minimum() {
         let file = OsString::from("/r/report.json");
         let with = |min: &str| -> ReportArgs<'_> {
-            Some((
-                &file,
-                OsString::from(format!(
-                    r#"{{"squash":"full","layers_before":2,"new_layers":1,"states":"/s","steps":[],"top":10,"min_saving":{min}}}"#
-                )),
-            ))
+            let json = REQUEST.replace(r#""min_saving":null"#, &format!(r#""min_saving":{min}"#));
+            Some((&file, read_request(&OsString::from(json))))
         };
         let five = serde_json::to_string(&report::MinSaving::Percent(5.0)).unwrap();
         assert!(weighs(&with(&five)));
         let none = with("null");
-        assert!(read_request(&none.as_ref().unwrap().1).is_ok_and(|r| r.min_saving.is_none()));
+        assert!(none
+            .as_ref()
+            .unwrap()
+            .1
+            .as_ref()
+            .is_ok_and(|r| r.min_saving.is_none()));
         assert!(!weighs(&none));
         assert!(!weighs(&None));
         // A request that does not read does not weigh: the report says why it fails.
-        assert!(!weighs(&Some((&file, OsString::from("{")))));
+        assert!(!weighs(&Some((&file, read_request(&OsString::from("{"))))));
     }
 }
