@@ -7,20 +7,40 @@
 //! local name removed, so that BuildKit resolves `# syntax=$SQUASH_REGISTRY/squash-frontend:<tag>`
 //! from the registry. Each build starts from the test busybox instead of the recipes' Debian
 //! base (build argument `BASE`), which this machine cannot pull. Runs on both stores.
+//!
+//! The cache recipe (`docs/ci.md`, "Keeping the cache") runs as a new CI runner meets it: the
+//! build cache is pruned between the build that exports it to the registry and the one that
+//! imports it. The prune takes the whole engine, so that test runs alone ([`exclusive`]).
 
 mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use common::start;
 use integration::context::{unique_tag, TestContext};
-use integration::docker::{self, Buildx, CmdOutput, BUILD_TIMEOUT};
+use integration::docker::{self, Buildx, CmdOutput, Store, BUILD_TIMEOUT};
 use integration::fixtures::BUSYBOX;
 use integration::fs::FsModel;
-use integration::progress::squash_steps;
+use integration::progress::{show_steps, squash_steps};
 use integration::scenario::{frontend_image_from_env, TagGuard};
 use integration::show::describe;
+
+static CACHE: RwLock<()> = RwLock::new(());
+
+/// For a test that builds: no prune runs meanwhile.
+fn shared() -> RwLockReadGuard<'static, ()> {
+    CACHE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// For a test that prunes the build cache: no other test of this file builds meanwhile.
+fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    CACHE.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the classic store under the `docker` driver says to any cache export.
+const CACHE_EXPORT_REFUSAL: &str = "Cache export is not supported for the docker driver.";
 
 /// The recipes' files.
 fn recipes() -> PathBuf {
@@ -104,6 +124,7 @@ fn assert_squashed(test: &str, what: &str, tag: &str, progress: &str) {
 fn recipes_build_squashed_with_the_frontend_from_a_registry() {
     let t = "ci_recipes";
     start(t);
+    let _g = shared();
     let frontend = push_frontend(t);
     let base = format!("BASE={BUSYBOX}");
 
@@ -152,4 +173,131 @@ fn recipes_build_squashed_with_the_frontend_from_a_registry() {
         ),
     );
     assert_squashed(t, "mirror (BUILDKIT_SYNTAX)", &mirror_tag, &out.stderr);
+}
+
+/// The layer digests of the image manifest the registry serves for `reference` (pushed without
+/// attestations: an image manifest, not an index).
+#[track_caller]
+fn pushed_layers(reference: &str) -> Vec<String> {
+    let manifest = docker::registry_manifest(reference);
+    let layers = manifest["layers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{reference}: no layers in the manifest: {manifest}"));
+    layers
+        .iter()
+        .map(|l| l["digest"].as_str().expect("a layer digest").to_owned())
+        .collect()
+}
+
+/// The cache recipe of docs/ci.md ("Keeping the cache"): the bake file with `SQUASH_SPLIT=deps`
+/// in base mode and `CACHE` (a registry reference, exported with mode=max), pushed. After the
+/// build cache is pruned, as on a new runner, and a change in the app's part, the stage `deps`
+/// does not run again, its squashed layer comes from the imported cache with the blob it had,
+/// and the image holds the change.
+#[test]
+fn recipes_keep_the_split_layer_through_a_registry_cache() {
+    let t = "recipes_keep_the_split_layer_through_a_registry_cache";
+    let store = start(t);
+    let _g = exclusive();
+    let frontend = push_frontend(t);
+    let registry = registry();
+    // The recipes' Dockerfile, its deps step saying when it runs.
+    const RAN: &str = "the deps step ran";
+    let dockerfile = read("Dockerfile").replace(
+        "echo built > /app/built",
+        &format!("echo built > /app/built && echo '{RAN}'"),
+    );
+    assert!(dockerfile.contains(RAN), "the recipes' deps step moved");
+    let ctx = TestContext::new(t, &dockerfile);
+    ctx.write("docker-bake.hcl", read("docker-bake.hcl"));
+    let unique = unique_tag(t, "app");
+    let (_, suffix) = unique.split_once(':').expect("a tag");
+    let repo = format!("{registry}/ci-cache-{suffix}");
+    let cache = format!("{repo}:buildcache");
+    let bake = |tag: &str| {
+        docker::bake(
+            ctx.path(),
+            &["--push"],
+            &[
+                ("TAG", tag),
+                ("BASE", BUSYBOX),
+                ("SQUASH_MODE", "base"),
+                ("SQUASH_SPLIT", "deps"),
+                ("CACHE", &cache),
+                ("SQUASH_FRONTEND", &frontend),
+            ],
+        )
+    };
+    let first_tag = format!("{repo}:1");
+    let first = bake(&first_tag);
+    if store == Store::Classic {
+        assert!(
+            !first.success() && first.stderr.contains(CACHE_EXPORT_REFUSAL),
+            "the classic store's docker driver refuses a cache export, as docs/ci.md says: {first}"
+        );
+        return;
+    }
+    let first = ok("the cache recipe, first run", first);
+    assert!(
+        first.stderr.contains(RAN),
+        "the first run builds the stage deps:\n{}",
+        first.stderr
+    );
+    let before = pushed_layers(&first_tag);
+
+    let out = docker::docker(&["builder", "prune", "-af"]);
+    assert!(out.success(), "docker builder prune -af failed: {out}");
+    let app = ctx.read("Dockerfile");
+    let app = String::from_utf8(app).expect("text");
+    assert!(
+        app.contains("ARG APP_VERSION=1"),
+        "the recipes' app part moved"
+    );
+    ctx.write(
+        "Dockerfile",
+        app.replace("ARG APP_VERSION=1", "ARG APP_VERSION=2"),
+    );
+    let second_tag = format!("{repo}:2");
+    let second = ok(
+        "the cache recipe, after a change of the app",
+        bake(&second_tag),
+    );
+    let steps = squash_steps(&second.stderr);
+    println!("[{t}] second run's squash steps:\n{}", show_steps(&steps));
+    assert!(
+        !second.stderr.contains(RAN),
+        "the stage deps ran again instead of coming from the imported cache:\n{}",
+        second.stderr
+    );
+    let lower: Vec<_> = steps
+        .iter()
+        .filter(|s| s.name.starts_with("squash: stage deps -> 1 layer"))
+        .collect();
+    assert!(
+        !lower.is_empty() && lower.iter().all(|s| s.cached),
+        "the stage's squashed layer must come from the imported cache:\n{}",
+        show_steps(&steps)
+    );
+    let after = pushed_layers(&second_tag);
+    let base = docker::save(BUSYBOX).layers.len();
+    assert_eq!(
+        before.len(),
+        base + 2,
+        "the base's layers and two: {before:?}"
+    );
+    assert_eq!(after.len(), before.len(), "{before:?} then {after:?}");
+    assert_eq!(
+        after[..base + 1],
+        before[..base + 1],
+        "the base's and the stage's layers keep their blobs"
+    );
+    assert_ne!(after[base + 1], before[base + 1], "the app's layer changed");
+
+    let _g = TagGuard(vec![second_tag.clone()]);
+    ok("docker pull", docker::pull(&second_tag));
+    let run = ok(
+        "docker run",
+        docker::run_with(&[], &second_tag, &["cat", "/app/version", "/app/built"]),
+    );
+    assert_eq!(run.stdout, "2\nbuilt\n", "the image holds the change");
 }

@@ -1,5 +1,7 @@
 # The bake recipe (docs/ci.md): docker buildx bake [--push | --load]
 #   TAG=registry.example/app:1 docker buildx bake --push
+#   TAG=registry.example/app:2 SQUASH_MODE=base SQUASH_SPLIT=deps \
+#     CACHE=registry.example/app:buildcache docker buildx bake --push
 # SQUASH_FRONTEND, if set, replaces the Dockerfile's `# syntax=` image (a mirror, a digest)
 # through BuildKit's BUILDKIT_SYNTAX build argument.
 
@@ -15,6 +17,18 @@ variable "SQUASH_MODE" {
   default = "full"
 }
 
+# A stage to split the squash at (squash-split, docs/ci.md "Keeping the cache"), e.g. "deps";
+# empty: one layer.
+variable "SQUASH_SPLIT" {
+  default = ""
+}
+
+# A registry reference for the build cache (e.g. registry.example/app:buildcache): imported
+# from it and exported to it with mode=max, which keeps every step (docs/ci.md). Empty: none.
+variable "CACHE" {
+  default = ""
+}
+
 variable "SQUASH_FRONTEND" {
   default = ""
 }
@@ -27,9 +41,12 @@ target "app" {
   context    = "."
   dockerfile = "Dockerfile"
   tags       = [TAG]
+  cache-from = notequal(CACHE, "") ? ["type=registry,ref=${CACHE}"] : []
+  cache-to   = notequal(CACHE, "") ? ["type=registry,ref=${CACHE},mode=max"] : []
   args = {
     BASE            = BASE
     SQUASH_MODE     = SQUASH_MODE
+    SQUASH_SPLIT    = SQUASH_SPLIT
     BUILDKIT_SYNTAX = notequal(SQUASH_FRONTEND, "") ? SQUASH_FRONTEND : null
   }
 }
