@@ -281,8 +281,6 @@ async fn build(
             no_cache: request.no_cache,
             min_saving: settings.min_saving,
             split: settings.split.clone(),
-            split_from: settings.split_from.clone(),
-            split_line: settings.split_line,
         };
         let mut received = Received::decode(
             def,

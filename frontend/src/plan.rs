@@ -25,7 +25,7 @@ use crate::base::{self, Lineage, Root};
 use crate::config::{self, Layout, SquashEntry};
 use crate::llb::{self, Graph, LlbError, Output};
 use crate::report;
-use crate::request::{Method, Mode, Split};
+use crate::request::{Given, Method, Mode, Split};
 use crate::version;
 
 /// The engine's LLB capabilities, from `Ping`: id -> `Ok(())` or the reason it is disabled.
@@ -178,12 +178,9 @@ pub struct Inputs<'a> {
     pub no_cache: bool,
     /// The least the squash must reclaim (`squash-min-saving`), if set.
     pub min_saving: Option<report::MinSaving>,
-    /// Where the squash splits the image into two layers (`squash-split`), if it does.
-    pub split: Option<Split>,
-    /// Where the split was given ([`crate::request::Settings::split_from`]).
-    pub split_from: String,
-    /// Its Dockerfile line, where a directive gave it.
-    pub split_line: Option<usize>,
+    /// Where the squash splits the image into two layers (`squash-split`), if it does, and
+    /// where that was given.
+    pub split: Option<Given<Split>>,
 }
 
 /// One built image as the Dockerfile frontend returned it, its definition decoded once.
@@ -412,7 +409,7 @@ pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> 
             top: REPORT_TOP,
             min_saving: inputs.min_saving,
             // A split at a stage is counted from the step it ends with (`split_layers`).
-            split: match &inputs.split {
+            split: match inputs.split.as_ref().map(|g| &g.value) {
                 Some(Split::Paths(paths)) => Some(report::SplitAt::Paths(paths.clone())),
                 _ => None,
             },
@@ -427,7 +424,8 @@ pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> 
             changed: Vec::new(),
         }
     };
-    if let Some(split) = &inputs.split {
+    if let Some(given) = &inputs.split {
+        let split = &given.value;
         let kept = base.as_ref().ok().cloned();
         if lineage.steps == 0 || layers.is_some_and(|l| l.added <= 1 && kept.is_some()) {
             return Ok(unchanged(
@@ -453,12 +451,7 @@ pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> 
         // A split at a stage: the stage's last step (a bad stage name is refused here).
         let boundary = match split {
             Split::Stage(stage) => Boundary::Stage {
-                end: stage_end(
-                    &graph,
-                    &lineage,
-                    stage,
-                    (&inputs.split_from, inputs.split_line),
-                )?,
+                end: stage_end(&graph, &lineage, stage, given)?,
                 name: &low,
             },
             Split::Paths(paths) => Boundary::Paths(paths),
@@ -782,13 +775,13 @@ fn stage_of(name: &str) -> Option<&str> {
     }
 }
 
-/// The last of `lineage`'s filesystems that the stage `stage` made (`from`: where the setting
-/// was given, and its Dockerfile line, for the errors).
+/// The last of `lineage`'s filesystems that the stage `stage` made (`given`: where the
+/// setting was given, for the errors, placed at its Dockerfile line where a directive gave it).
 fn stage_end(
     g: &Graph,
     lineage: &base::Lineage,
     stage: &str,
-    (from, line): (&str, Option<usize>),
+    given: &Given<Split>,
 ) -> Result<usize, PlanError> {
     let names: Vec<String> = lineage
         .states
@@ -811,14 +804,10 @@ fn stage_end(
             below.join(", ")
         )
     };
-    let from = if from.is_empty() {
-        "squash-split"
-    } else {
-        from
-    };
+    let (from, line) = (given.from(), given.origin.dockerfile_line());
     let Some(k) = names.iter().rposition(|n| stage_of(n) == Some(stage)) else {
         return Err(PlanError::SplitStage {
-            from: from.to_string(),
+            from,
             line,
             stage: stage.to_string(),
             valid,
@@ -826,7 +815,7 @@ fn stage_end(
     };
     if k + 1 == lineage.states.len() {
         return Err(PlanError::SplitNothingAfter {
-            from: from.to_string(),
+            from,
             line,
             stage: stage.to_string(),
             valid,
@@ -1192,8 +1181,6 @@ mod tests {
             no_cache: false,
             min_saving: None,
             split: None,
-            split_from: String::new(),
-            split_line: None,
         }
     }
 
@@ -1544,7 +1531,11 @@ mod tests {
             None => Split::Stage(split.into()),
         };
         let mut inputs = env(mode, Method::Auto, &c, Some(&t));
-        inputs.split = Some(split);
+        inputs.split = Some(Given {
+            value: split,
+            name: "option squash-split".into(),
+            origin: crate::request::Origin::Option,
+        });
         match plan(built, &inputs)? {
             Plan::Squash(s) => Ok(s),
             other => panic!("not squashed: {other:?}"),
@@ -1826,7 +1817,7 @@ mod tests {
         assert_eq!(
             e,
             PlanError::SplitStage {
-                from: "squash-split".into(),
+                from: "option squash-split".into(),
                 line: None,
                 stage: "build".into(),
                 valid: valid.into(),
@@ -1834,14 +1825,14 @@ mod tests {
         );
         assert_eq!(
             e.to_string(),
-            format!("squash-split names the stage build, which the target stage does not start FROM, directly or through other stages; valid values are {valid}")
+            format!("option squash-split names the stage build, which the target stage does not start FROM, directly or through other stages; valid values are {valid}")
         );
         // The target stage itself is no choice: nothing would be left for the upper layer.
         let e = split_plan("stage-1", Mode::Full, false).unwrap_err();
         assert_eq!(
             e,
             PlanError::SplitNothingAfter {
-                from: "squash-split".into(),
+                from: "option squash-split".into(),
                 line: None,
                 stage: "stage-1".into(),
                 valid: valid.into(),
@@ -1853,8 +1844,11 @@ mod tests {
         let bcfg = crate::testkit::base_config_with_layers(1);
         let (c, t) = (caps(true), tool());
         let mut inputs = env(Mode::Base, Method::Auto, &c, Some(&t));
-        inputs.split = Some(Split::Stage("nope".into()));
-        inputs.split_from = "build argument SQUASH_SPLIT".into();
+        inputs.split = Some(Given {
+            value: Split::Stage("nope".into()),
+            name: "build argument SQUASH_SPLIT".into(),
+            origin: crate::request::Origin::BuildArg,
+        });
         let e = plan(received(&def, Some(&cfg[..]), Some(&bcfg[..])), &inputs).unwrap_err();
         assert!(
             e.to_string()
@@ -1863,10 +1857,19 @@ mod tests {
         );
         assert_eq!(e.dockerfile_line(), None);
         // From a directive: its line too, for the flow to place the error there.
-        inputs.split_from = "directive # squash-split= (from Dockerfile line 3)".into();
-        inputs.split_line = Some(3);
+        inputs.split = Some(Given {
+            value: Split::Stage("nope".into()),
+            name: "directive # squash-split=".into(),
+            origin: crate::request::Origin::Directive { line: 3 },
+        });
         let e = plan(received(&def, Some(&cfg[..]), Some(&bcfg[..])), &inputs).unwrap_err();
         assert_eq!(e.dockerfile_line(), Some(3), "{e}");
+        assert!(
+            e.to_string().starts_with(
+                "directive # squash-split= (from Dockerfile line 3) names the stage nope, which"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

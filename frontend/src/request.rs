@@ -561,13 +561,32 @@ pub struct Settings {
     pub upstream: Option<String>,
     /// The least the squash must reclaim; below it the image is returned as built.
     pub min_saving: Option<MinSaving>,
-    /// Where the squash splits the image into two layers, if it does.
-    pub split: Option<Split>,
-    /// Where `split` was given, for the errors only the plan can find (`build argument
-    /// SQUASH_SPLIT`, `directive # squash-split= (from Dockerfile line 3)`).
-    pub split_from: String,
-    /// The Dockerfile line of `split`, where a directive gave it.
-    pub split_line: Option<usize>,
+    /// Where the squash splits the image into two layers, if it does, and where that was
+    /// given, for the errors only the plan can find.
+    pub split: Option<Given<Split>>,
+}
+
+/// A setting's value with the name and the place it was given under, for the errors that only
+/// a later step can find (the plan's, about a stage the build does not have).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Given<T> {
+    /// The value.
+    pub value: T,
+    /// The name it was given under (`build argument SQUASH_SPLIT`).
+    pub name: String,
+    /// Where.
+    pub origin: Origin,
+}
+
+impl<T> Given<T> {
+    /// Where it was given, in words: `build argument SQUASH_SPLIT`, `directive # squash-split=
+    /// (from Dockerfile line 3)`.
+    pub fn from(&self) -> String {
+        match self.origin {
+            Origin::Directive { .. } => format!("{} (from {})", self.name, self.origin),
+            Origin::BuildArg | Origin::Option => self.name.clone(),
+        }
+    }
 }
 
 /// Resolves every setting from the options and the Dockerfile's directives.
@@ -602,23 +621,16 @@ fn settings(opts: &Opts, directives: &Directives) -> Result<Settings, OptionErro
         )?),
         None => None,
     };
-    let given = raw(opts, directives, &SPLIT);
-    let split_line = given
-        .as_ref()
-        .and_then(|(_, _, origin)| origin.dockerfile_line());
-    let split_from = match &given {
-        Some((name, _, origin @ Origin::Directive { .. })) => format!("{name} (from {origin})"),
-        Some((name, _, _)) => name.clone(),
-        None => String::new(),
-    };
-    let split = match given {
+    let split = match raw(opts, directives, &SPLIT) {
         // Empty: no split, also over a directive that asks for one.
         Some((_, value, _)) if value.trim().is_empty() => None,
-        Some((name, value, origin)) => {
-            Some(check_why(&name, &value, &origin, Split::FORMS, |v| {
+        Some((name, value, origin)) => Some(Given {
+            value: check_why(&name, &value, &origin, Split::FORMS, |v| {
                 Split::parse(v).map_err(Some)
-            })?)
-        }
+            })?,
+            name,
+            origin,
+        }),
         None => None,
     };
     Ok(Settings {
@@ -627,8 +639,6 @@ fn settings(opts: &Opts, directives: &Directives) -> Result<Settings, OptionErro
         upstream,
         min_saving,
         split,
-        split_from,
-        split_line,
     })
 }
 
@@ -899,7 +909,9 @@ mod tests {
 
     #[test]
     fn split_forms() {
-        let split = |v: &str| settings(&opts(&[("squash-split", v)]), &dirs(&[])).map(|s| s.split);
+        let split = |v: &str| {
+            settings(&opts(&[("squash-split", v)]), &dirs(&[])).map(|s| s.split.map(|g| g.value))
+        };
         assert_eq!(split(" Deps "), Ok(Some(Split::Stage("deps".into()))));
         assert_eq!(
             split("/usr, /etc/,/var/lib/dpkg"),
@@ -953,33 +965,34 @@ mod tests {
             "empty: no split, over a directive's"
         );
         // Where it was given, for the errors the plan finds.
-        let from = |o: &[(&str, &str)], d: &[(&str, &str, usize)]| {
-            settings(&opts(o), &dirs(d)).unwrap().split_from
+        let given = |o: &[(&str, &str)], d: &[(&str, &str, usize)]| {
+            settings(&opts(o), &dirs(d)).unwrap().split.unwrap()
         };
+        let by_directive = given(&[], &[("squash-split", "deps", 3)]);
         assert_eq!(
-            from(&[], &[("squash-split", "deps", 3)]),
+            by_directive.from(),
             "directive # squash-split= (from Dockerfile line 3)"
         );
-        assert_eq!(
-            from(
-                &[("build-arg:SQUASH_SPLIT", "app")],
-                &[("squash-split", "deps", 3)]
-            ),
-            "build argument SQUASH_SPLIT"
-        );
-        assert_eq!(from(&[("squash-split", "app")], &[]), "option squash-split");
-        assert_eq!(from(&[], &[]), "");
         // And the directive's line, where the error is placed.
-        let line = |o: &[(&str, &str)], d: &[(&str, &str, usize)]| {
-            settings(&opts(o), &dirs(d)).unwrap().split_line
-        };
-        assert_eq!(line(&[], &[("squash-split", "deps", 3)]), Some(3));
+        assert_eq!(by_directive.origin.dockerfile_line(), Some(3));
+        let by_arg = given(
+            &[("build-arg:SQUASH_SPLIT", "app")],
+            &[("squash-split", "deps", 3)],
+        );
+        assert_eq!(by_arg.from(), "build argument SQUASH_SPLIT");
+        assert_eq!(by_arg.value, Split::Stage("app".into()));
+        assert_eq!(by_arg.origin.dockerfile_line(), None);
         assert_eq!(
-            line(
-                &[("build-arg:SQUASH_SPLIT", "app")],
-                &[("squash-split", "deps", 3)]
-            ),
-            None
+            given(&[("squash-split", "app")], &[]).from(),
+            "option squash-split"
+        );
+        assert_eq!(
+            given(&[("squash-split", "app")], &[]).origin,
+            Origin::Option
+        );
+        assert_eq!(
+            given(&[("squash-split", "app")], &[("squash-split", "deps", 3)]).origin,
+            Origin::Option
         );
     }
 

@@ -82,8 +82,6 @@ fn check(def: &pb::Definition, cfg: Option<&[u8]>, base_cfg: Option<&[u8]>) {
                         no_cache: false,
                         min_saving: None,
                         split: None,
-                        split_from: String::new(),
-                        split_line: None,
                     };
                     let received = Received::decode(def, cfg, base_cfg).expect("the graph took");
                     match plan::plan(received, &inputs) {
