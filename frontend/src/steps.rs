@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::{llb, report, scan};
+use treesync::Subtree;
 
 /// The binary's usage.
 pub const USAGE: &str =
@@ -296,13 +297,14 @@ pub fn sync(args: &[OsString]) -> ExitCode {
     };
     match synced {
         Ok((Ok(done), ms)) => {
-            for (path, stats) in &done {
-                match stats {
-                    Some(stats) if only.is_empty() => {
+            for (path, done) in &done {
+                match done {
+                    Subtree::Synced(stats) if only.is_empty() => {
                         say(&[format!("squash-frontend sync: {stats}, in {ms} ms")])
                     }
-                    Some(stats) => eprintln!("squash-frontend sync {path}: {stats}"),
-                    None => eprintln!("squash-frontend sync {path}: not a directory in the result, left to the next layer"),
+                    Subtree::Synced(stats) => eprintln!("squash-frontend sync {path}: {stats}"),
+                    Subtree::NotADirectory => eprintln!("squash-frontend sync {path}: not a directory in the result, left to the next layer"),
+                    Subtree::Absent => eprintln!("squash-frontend sync {path}: not in the result, nothing to put in this layer"),
                 }
             }
             if !only.is_empty() {
@@ -321,8 +323,8 @@ pub fn sync(args: &[OsString]) -> ExitCode {
     }
 }
 
-/// Each path's sync statistics (`None`: not a directory in the result).
-type Synced = Vec<(String, Option<treesync::SyncStats>)>;
+/// What the sync did with each path.
+type Synced = Vec<(String, Subtree)>;
 
 /// Makes BASE equal to FINAL (with `only`: in those paths alone; with `changed`: looking only
 /// at the paths those diffs hold).
@@ -341,13 +343,13 @@ fn mirror(
         let roots: Vec<&Path> = changed.iter().map(PathBuf::as_path).collect();
         let changed = treesync::Changed::read(&roots)?;
         treesync::sync_tree_changed(final_dir, base_dir, &changed, &options)
-            .map(|stats| vec![("/".into(), Some(stats))])
+            .map(|stats| vec![("/".into(), Subtree::Synced(stats))])
     } else if only.is_empty() {
         treesync::sync_tree(final_dir, base_dir, &options)
-            .map(|stats| vec![("/".into(), Some(stats))])
+            .map(|stats| vec![("/".into(), Subtree::Synced(stats))])
     } else {
         // A path that is not a directory in FINAL is left as BASE has it: the next layer
-        // holds it.
+        // holds it (an absent one adds nothing).
         only.iter()
             .map(|rel| {
                 treesync::sync_subtree(final_dir, base_dir, rel, &options)

@@ -57,9 +57,10 @@ const CASES: [SplitCase; 2] = [
         follows: "head -c 300000 /dev/urandom > /opt/deps/lib.so",
     },
     SplitCase {
-        value: "/opt,/etc",
-        lower: "/opt, /etc -> 1 layer",
-        upper: "all but /opt, /etc -> 1 layer",
+        // `/nope` is not in the image: it adds nothing, and the step says so.
+        value: "/opt,/etc,/nope",
+        lower: "/opt, /etc, /nope -> 1 layer",
+        upper: "all but /opt, /etc, /nope -> 1 layer",
         whiteout_above: false,
         follows: "CMD",
     },
@@ -211,6 +212,7 @@ fn split_keeps_the_lower_layer_across_an_app_change() {
     );
     let _guard = TagGuard(vec![plain.tag.clone(), plain2.tag.clone()]);
     let base_layers = integration::docker::save(BUSYBOX).layers.len();
+    let mut said_absent = false;
     for case in &CASES {
         for v in variants(store) {
             let label = format!("{} split {}", v.label, case.value);
@@ -232,6 +234,16 @@ fn split_keeps_the_lower_layer_across_an_app_change() {
             };
             let first = squashed(t, &side(1), &args, "v1\n", case, kept, &plain);
             let _g1 = TagGuard(vec![first.tag.clone()]);
+            // A listed path the image does not have is named as absent, never as something
+            // else (the step that says so may come from the cache of another variant's).
+            said_absent |= first.build.stderr.contains(
+                "squash-frontend sync /nope: not in the result, nothing to put in this layer",
+            );
+            assert!(
+                !first.build.stderr.contains("sync /nope: not a directory"),
+                "[{t}] {label}: /nope is absent, not something else:\n{}",
+                first.build.stderr
+            );
             let second = squashed(t, &side(2), &args, "v2\n", case, kept, &plain2);
             let _g2 = TagGuard(vec![second.tag.clone()]);
             let (ids1, ids2) = (first.image.diff_ids(), second.image.diff_ids());
@@ -286,6 +298,10 @@ fn split_keeps_the_lower_layer_across_an_app_change() {
             );
         }
     }
+    assert!(
+        said_absent,
+        "[{t}] no split by paths said that /nope is not in the result"
+    );
 }
 
 /// Two later steps that change what the stage made in every way a layer records: a tree and a

@@ -156,14 +156,14 @@ pub fn sync_tree_changed(
 /// [`sync_tree`] of one subtree: makes `dst/rel` equal to `src/rel` (`rel` relative, `/`
 /// separated, no `.` or `..`), touching nothing else of `dst`. Directories above it that `dst`
 /// lacks are made with their metadata in `src`; one that is not a real directory in `dst` (a
-/// symlink, a file) is an error, never followed. Returns `None`, touching nothing, when
-/// `src/rel` is not a real directory (absent, a file or a symlink).
+/// symlink, a file) is an error, never followed. Touches nothing when `src/rel` is not a real
+/// directory, and says why ([`Subtree`]).
 pub fn sync_subtree(
     src: &Path,
     dst: &Path,
     rel: &str,
     opts: &SyncOptions,
-) -> Result<Option<SyncStats>, SyncError> {
+) -> Result<Subtree, SyncError> {
     use std::ffi::CString;
     use std::os::fd::AsFd;
     let parts: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
@@ -194,8 +194,9 @@ pub fn sync_subtree(
                 metas.push(m);
                 s = fd;
             }
-            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
-                return Ok(None)
+            Err(rustix::io::Errno::NOENT) => return Ok(Subtree::Absent),
+            Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
+                return Ok(Subtree::NotADirectory)
             }
             Err(e) => return Err(SyncError::io("open directory", src.join(rel), e)),
         }
@@ -232,7 +233,19 @@ pub fn sync_subtree(
         };
         d = fd;
     }
-    sync_tree(&src.join(rel), &dst.join(rel), opts).map(Some)
+    sync_tree(&src.join(rel), &dst.join(rel), opts).map(Subtree::Synced)
+}
+
+/// What [`sync_subtree`] did with its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subtree {
+    /// Synced, with these statistics.
+    Synced(SyncStats),
+    /// Not in the source: neither it nor anything above it that is missing was made.
+    Absent,
+    /// In the source, or a part of the way there, as something other than a real directory (a
+    /// file, a symlink): never followed.
+    NotADirectory,
 }
 
 #[cfg(test)]
@@ -250,9 +263,9 @@ mod tests {
         std::fs::write(dst.join("var/keep"), b"stays").unwrap();
         std::fs::create_dir_all(dst.join("usr")).unwrap();
         let o = SyncOptions::default();
-        let st = sync_subtree(&src, &dst, "var/lib/dpkg", &o)
-            .unwrap()
-            .unwrap();
+        let Subtree::Synced(st) = sync_subtree(&src, &dst, "var/lib/dpkg", &o).unwrap() else {
+            panic!("not synced");
+        };
         assert_eq!(st.created, 1, "{st}");
         assert_eq!(
             std::fs::read(dst.join("var/lib/dpkg/status")).unwrap(),
@@ -265,8 +278,29 @@ mod tests {
         assert!(!dst.join("var/other").exists());
         assert!(dst.join("usr").exists());
         // Absent, or not a directory, in the source: nothing done.
-        assert_eq!(sync_subtree(&src, &dst, "opt", &o).unwrap(), None);
-        assert_eq!(sync_subtree(&src, &dst, "var/other", &o).unwrap(), None);
+        assert_eq!(
+            sync_subtree(&src, &dst, "opt", &o).unwrap(),
+            Subtree::Absent
+        );
+        assert_eq!(
+            sync_subtree(&src, &dst, "opt/x", &o).unwrap(),
+            Subtree::Absent
+        );
+        assert_eq!(
+            sync_subtree(&src, &dst, "var/other", &o).unwrap(),
+            Subtree::NotADirectory
+        );
+        assert_eq!(
+            sync_subtree(&src, &dst, "var/other/x", &o).unwrap(),
+            Subtree::NotADirectory
+        );
+        std::os::unix::fs::symlink("var/lib", src.join("lib")).unwrap();
+        assert_eq!(
+            sync_subtree(&src, &dst, "lib", &o).unwrap(),
+            Subtree::NotADirectory,
+            "a symlink to a directory"
+        );
+        assert!(!dst.join("opt").exists() && !dst.join("lib").exists());
         // A symlink on the way in the destination is never followed.
         std::fs::create_dir_all(src.join("etc/app")).unwrap();
         let elsewhere = t.path().join("elsewhere");
