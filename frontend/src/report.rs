@@ -252,18 +252,28 @@ impl MinSaving {
     /// The valid forms, for error messages.
     pub const FORMS: &'static str = "a size (10MB, 512KiB, 1GB, 0; units B, kB, MB, GB, KiB, MiB, GiB) or a share of the plain layers (5%)";
 
-    /// Reads `10MB`, `512KiB`, `1.5GB`, `0`, `5%`.
-    pub fn parse(value: &str) -> Option<MinSaving> {
+    /// Reads `10MB`, `512KiB`, `1.5GB`, `0`, `5%`; what is wrong with a value of the right
+    /// form out of range, in words (`None`: not of the form at all).
+    pub fn parse(value: &str) -> Result<MinSaving, Option<String>> {
         let v = value.trim();
         if let Some(p) = v.strip_suffix('%') {
-            let p: f64 = p.trim().parse().ok()?;
-            return (p.is_finite() && (0.0..=100.0).contains(&p)).then_some(MinSaving::Percent(p));
+            let p: f64 = p.trim().parse().map_err(|_| None)?;
+            if !p.is_finite() || !(0.0..=100.0).contains(&p) {
+                return Err(Some(format!(
+                    "a share is between 0% and 100%, not {}%",
+                    p.to_string().trim_end_matches(".0")
+                )));
+            }
+            return Ok(MinSaving::Percent(p));
+        }
+        if v.starts_with('-') {
+            return Err(Some("a size cannot be negative".into()));
         }
         let split = v
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(v.len());
         let (number, unit) = v.split_at(split);
-        let n: f64 = number.parse().ok()?;
+        let n: f64 = number.parse().map_err(|_| None)?;
         let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1.0,
             "kb" => 1e3,
@@ -272,11 +282,13 @@ impl MinSaving {
             "kib" => 1024.0,
             "mib" => 1024.0 * 1024.0,
             "gib" => 1024.0 * 1024.0 * 1024.0,
-            _ => return None,
+            _ => return Err(Some(format!("{} is not a unit", unit.trim()))),
         };
         let bytes = n * scale;
-        (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64)
-            .then_some(MinSaving::Bytes(bytes.round() as u64))
+        if !(bytes.is_finite() && bytes < u64::MAX as f64) {
+            return Err(Some("more bytes than any image holds".into()));
+        }
+        Ok(MinSaving::Bytes(bytes.round() as u64))
     }
 
     /// Whether `report` reclaims at least this much.
@@ -1059,28 +1071,32 @@ mod tests {
 
     #[test]
     fn min_saving_forms() {
-        assert_eq!(MinSaving::parse("10MB"), Some(MinSaving::Bytes(10_000_000)));
-        assert_eq!(
-            MinSaving::parse(" 512 KiB "),
-            Some(MinSaving::Bytes(524_288))
-        );
-        assert_eq!(
-            MinSaving::parse("1.5GB"),
-            Some(MinSaving::Bytes(1_500_000_000))
-        );
-        assert_eq!(MinSaving::parse("0"), Some(MinSaving::Bytes(0)));
-        assert_eq!(MinSaving::parse("5%"), Some(MinSaving::Percent(5.0)));
-        for bad in [
-            "",
-            "ten",
-            "5 parsecs",
-            "-1MB",
-            "101%",
-            "%",
-            "1e99GB",
-            "NaN%",
+        let ok = |v: &str| MinSaving::parse(v).ok();
+        assert_eq!(ok("10MB"), Some(MinSaving::Bytes(10_000_000)));
+        assert_eq!(ok(" 512 KiB "), Some(MinSaving::Bytes(524_288)));
+        assert_eq!(ok("1.5GB"), Some(MinSaving::Bytes(1_500_000_000)));
+        assert_eq!(ok("0"), Some(MinSaving::Bytes(0)));
+        assert_eq!(ok("5%"), Some(MinSaving::Percent(5.0)));
+        // Of no valid form: the choices alone say what is valid.
+        for bad in ["", "ten", "%", "1.2.3MB"] {
+            assert_eq!(MinSaving::parse(bad), Err(None), "{bad}");
+        }
+        // Of a valid form, but out of range or with a unit there is not: said in words.
+        for (bad, why) in [
+            ("-1MB", "a size cannot be negative"),
+            ("101%", "a share is between 0% and 100%, not 101%"),
+            ("-5%", "a share is between 0% and 100%, not -5%"),
+            ("150.5%", "a share is between 0% and 100%, not 150.5%"),
+            ("NaN%", "a share is between 0% and 100%, not NaN%"),
+            ("5 parsecs", "parsecs is not a unit"),
+            ("10XB", "XB is not a unit"),
+            ("1e99GB", "e99GB is not a unit"),
+            (
+                "99999999999999999999999GB",
+                "more bytes than any image holds",
+            ),
         ] {
-            assert_eq!(MinSaving::parse(bad), None, "{bad}");
+            assert_eq!(MinSaving::parse(bad), Err(Some(why.into())), "{bad}");
         }
         let mut r = Accounting::new(Listing::new(), Squash::Full).report(1, 10);
         assert_eq!((r.layers_after, r.new_layers), (1, 1));

@@ -341,6 +341,12 @@ impl Split {
         if v.starts_with('/') {
             let mut paths: Vec<String> = Vec::new();
             for p in v.split(',') {
+                if p.trim().is_empty() {
+                    return Err(
+                        "the list has an empty entry (two commas in a row, or one at an end)"
+                            .into(),
+                    );
+                }
                 let p = p.trim().trim_end_matches('/');
                 if p.is_empty() {
                     return Err(
@@ -493,7 +499,7 @@ const MAX_VALUE: usize = 4096;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OptionError {
     /// Not one of the valid values.
-    #[error("invalid {name} {value:?} (from {origin}): {}valid values are {choices}", because(.why))]
+    #[error("invalid {name} {value:?}{}: {}valid values are {choices}", placed(.origin), because(.why))]
     Invalid {
         /// The setting, as the user named it (`build argument SQUASH_MODE`).
         name: String,
@@ -507,7 +513,7 @@ pub enum OptionError {
         choices: &'static str,
     },
     /// Given, but empty.
-    #[error("{name} (from {origin}) is empty: valid values are {choices}")]
+    #[error("{name}{} is empty: valid values are {choices}", placed(.origin))]
     Empty {
         /// The setting, as the user named it.
         name: String,
@@ -527,7 +533,7 @@ pub enum OptionError {
         origin: Origin,
     },
     /// Longer than any valid value.
-    #[error("{name} (from {origin}) is {len} bytes long; at most {MAX_VALUE} are accepted")]
+    #[error("{name}{} is {len} bytes long; at most {MAX_VALUE} are accepted", placed(.origin))]
     TooLong {
         /// The setting, as the user named it.
         name: String,
@@ -536,6 +542,15 @@ pub enum OptionError {
         /// Its length in bytes.
         len: usize,
     },
+}
+
+/// ` (from Dockerfile line N)` after a directive's name; nothing after a build argument's or
+/// an option's, whose names say where they come from.
+fn placed(origin: &Origin) -> String {
+    match origin {
+        Origin::Directive { .. } => format!(" (from {origin})"),
+        Origin::BuildArg | Origin::Option => String::new(),
+    }
 }
 
 impl OptionError {
@@ -583,7 +598,7 @@ impl<T> Given<T> {
     /// (from Dockerfile line 3)`.
     pub fn from(&self) -> String {
         match self.origin {
-            Origin::Directive { .. } => format!("{} (from {})", self.name, self.origin),
+            Origin::Directive { .. } => format!("{}{}", self.name, placed(&self.origin)),
             Origin::BuildArg | Origin::Option => self.name.clone(),
         }
     }
@@ -612,7 +627,7 @@ fn settings(opts: &Opts, directives: &Directives) -> Result<Settings, OptionErro
         None => None,
     };
     let min_saving = match raw(opts, directives, &MIN_SAVING) {
-        Some((name, value, origin)) => Some(check(
+        Some((name, value, origin)) => Some(check_why(
             &name,
             &value,
             &origin,
@@ -851,7 +866,7 @@ mod tests {
         let e = settings(&opts(&[("build-arg:SQUASH_MODE", "ful")]), &dirs(&[])).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "invalid build argument SQUASH_MODE \"ful\" (from a build argument): valid values are full, base, off"
+            "invalid build argument SQUASH_MODE \"ful\": valid values are full, base, off"
         );
         let e = settings(&opts(&[]), &dirs(&[("squash", "yes", 3)])).unwrap_err();
         assert!(e.to_string().contains("Dockerfile line 3"), "{e}");
@@ -928,6 +943,12 @@ mod tests {
                 "/ is the whole image, which leaves nothing for the other layer",
             ),
             ("/usr,/", "/ is the whole image"),
+            (
+                "/opt,,/etc",
+                "the list has an empty entry (two commas in a row, or one at an end)",
+            ),
+            ("/opt,/etc,", "the list has an empty entry"),
+            ("/opt, ,/etc", "the list has an empty entry"),
             ("/usr,/usr", "/usr is listed twice"),
             (
                 "/usr,/usr/lib",
@@ -945,8 +966,7 @@ mod tests {
             ),
         ] {
             let e = split(bad).unwrap_err().to_string();
-            let want =
-                format!("invalid option squash-split {bad:?} (from a frontend option): {why}");
+            let want = format!("invalid option squash-split {bad:?}: {why}");
             assert!(e.starts_with(&want), "{bad}: {e}");
             assert!(e.ends_with(Split::FORMS), "{bad}: {e}");
         }

@@ -445,7 +445,7 @@ async fn bad_option_ends_in_one_clear_error() {
     let err = log.returns[0].error.as_ref().expect("an error");
     assert_eq!(
         err.message,
-        "squash-frontend: invalid build argument SQUASH_MODE \"fast\" (from a build argument): valid values are full, base, off"
+        "squash-frontend: invalid build argument SQUASH_MODE \"fast\": valid values are full, base, off"
     );
     assert!(err.details.is_empty(), "no Dockerfile line to point at");
     assert!(

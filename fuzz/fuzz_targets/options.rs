@@ -74,7 +74,7 @@ fuzz_target!(|data: &[u8]| {
             "squash-mode" => ["full", "base", "off"].contains(&norm(v).as_str()),
             "squash-method" => ["auto", "diff", "sync"].contains(&norm(v).as_str()),
             // Its forms are the report's own parser's (unit-tested there).
-            "squash-min-saving" => MinSaving::parse(v).is_some(),
+            "squash-min-saving" => MinSaving::parse(v).is_ok(),
             // Its forms are the request's own (unit-tested there).
             "squash-split" => Request::new(
                 &[("squash-split".to_string(), v.to_string())]

@@ -45,7 +45,7 @@ fn invalid_mode_build_arg() {
     assert_fails_with(
         t,
         &out,
-        r#"squash-frontend: invalid build argument SQUASH_MODE "fast" (from a build argument): valid values are full, base, off"#,
+        r#"squash-frontend: invalid build argument SQUASH_MODE "fast": valid values are full, base, off"#,
     );
 }
 
@@ -61,7 +61,7 @@ fn empty_mode_build_arg() {
     assert_fails_with(
         t,
         &out,
-        "squash-frontend: build argument SQUASH_MODE (from a build argument) is empty: valid values are full, base, off",
+        "squash-frontend: build argument SQUASH_MODE is empty: valid values are full, base, off",
     );
 }
 
@@ -82,7 +82,7 @@ fn invalid_method_and_upstream_build_args() {
     assert_fails_with(
         t,
         &out,
-        r#"squash-frontend: invalid build argument SQUASH_METHOD "copy" (from a build argument): valid values are auto, diff, sync"#,
+        r#"squash-frontend: invalid build argument SQUASH_METHOD "copy": valid values are auto, diff, sync"#,
     );
     let out = build(
         t,

@@ -297,7 +297,7 @@ RUN echo two > /two
     let errors = error_lines(&out.stderr);
     assert!(
         errors.iter().any(|l| l.contains(
-            "squash-frontend: invalid build argument SQUASH_MIN_SAVING \"lots\" (from a build argument): valid values are a size"
+            "squash-frontend: invalid build argument SQUASH_MIN_SAVING \"lots\": valid values are a size"
         )),
         "[{t}] {errors:?}"
     );
