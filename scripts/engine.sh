@@ -979,8 +979,9 @@ image_busybox_layers() {
   if have_image "$tag"; then log "$tag exists"; return 0; fi
   # Several layers on top of the single imported one, with the content kinds
   # squashing must preserve: big file, dir, setuid bit, hardlinks, ENV/LABEL.
-  # No attestations, so the c8d store holds a plain single-platform image.
-  docker buildx build --load --provenance=false --sbom=false -t "$tag" - >&2 <<'EOF'
+  # No attestations, so the c8d store holds a plain single-platform image. Quiet: the
+  # image's ID is not needed, and an error still reaches stderr.
+  docker buildx build -q --load --provenance=false --sbom=false -t "$tag" - >/dev/null <<'EOF'
 FROM squash-test/busybox:latest
 RUN mkdir -p /base && head -c 5242880 /dev/urandom >/base/big
 RUN mkdir -p /base/dir && echo one >/base/dir/one && echo two >/base/dir/two
