@@ -278,22 +278,14 @@ mod tests {
         assert!(!dst.join("var/other").exists());
         assert!(dst.join("usr").exists());
         // Absent, or not a directory, in the source: nothing done.
-        assert_eq!(
-            sync_subtree(&src, &dst, "opt", &o).unwrap(),
-            Subtree::Absent
-        );
-        assert_eq!(
-            sync_subtree(&src, &dst, "opt/x", &o).unwrap(),
-            Subtree::Absent
-        );
-        assert_eq!(
-            sync_subtree(&src, &dst, "var/other", &o).unwrap(),
-            Subtree::NotADirectory
-        );
-        assert_eq!(
-            sync_subtree(&src, &dst, "var/other/x", &o).unwrap(),
-            Subtree::NotADirectory
-        );
+        for (rel, said) in [
+            ("opt", Subtree::Absent),
+            ("opt/x", Subtree::Absent),
+            ("var/other", Subtree::NotADirectory),
+            ("var/other/x", Subtree::NotADirectory),
+        ] {
+            assert_eq!(sync_subtree(&src, &dst, rel, &o).unwrap(), said, "{rel}");
+        }
         std::os::unix::fs::symlink("var/lib", src.join("lib")).unwrap();
         assert_eq!(
             sync_subtree(&src, &dst, "lib", &o).unwrap(),
