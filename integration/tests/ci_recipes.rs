@@ -153,6 +153,46 @@ fn recipes_build_squashed_with_the_frontend_from_a_registry() {
     );
     assert_squashed(t, "bake", &bake_tag, &out.stderr);
 
+    // The bake file passes no squash setting it was not given: the Dockerfile's directives
+    // decide (here `# squash=base` and a split at `deps`, which a default build argument
+    // would override).
+    let directives = TestContext::new(
+        &format!("{t}-directives"),
+        &dockerfile_for(&frontend).replace("# squash=full", "# squash=base\n# squash-split=deps"),
+    );
+    assert!(
+        String::from_utf8(directives.read("Dockerfile"))
+            .expect("text")
+            .contains("# squash-split=deps"),
+        "the recipes' Dockerfile has no `# squash=full` line to replace"
+    );
+    directives.write("docker-bake.hcl", read("docker-bake.hcl"));
+    let directives_tag = directives.tag("directives");
+    let _g4 = TagGuard(vec![directives_tag.clone()]);
+    let out = ok(
+        "docker buildx bake over the Dockerfile's directives",
+        docker::bake(
+            directives.path(),
+            &["--load"],
+            &[("TAG", &directives_tag), ("BASE", BUSYBOX)],
+        ),
+    );
+    let img = docker::save(&directives_tag);
+    describe(t, "bake over directives", &img);
+    let base = docker::save(BUSYBOX).layers.len();
+    assert_eq!(
+        img.layers.len(),
+        base + 2,
+        "the directives' base mode and split: the base's layers and two"
+    );
+    assert!(
+        squash_steps(&out.stderr)
+            .iter()
+            .any(|s| s.name.starts_with("squash: stage deps -> 1 layer")),
+        "the split at deps shows:\n{}",
+        out.stderr
+    );
+
     // The Dockerfile as published (its syntax line names the public image, unreachable here),
     // the frontend taken from the mirror by the bake file's SQUASH_FRONTEND, which sets
     // BUILDKIT_SYNTAX: the air-gapped recipe.

@@ -13,12 +13,13 @@ variable "BASE" {
   default = "debian:bookworm-slim"
 }
 
+# The squash mode (full, base, off) and a stage to split the squash at (squash-split,
+# docs/ci.md "Keeping the cache"), e.g. "deps". Empty: not passed, so the Dockerfile's own
+# `# squash=` and `# squash-split=` lines decide (a build argument would win over them).
 variable "SQUASH_MODE" {
-  default = "full"
+  default = ""
 }
 
-# A stage to split the squash at (squash-split, docs/ci.md "Keeping the cache"), e.g. "deps";
-# empty: one layer.
 variable "SQUASH_SPLIT" {
   default = ""
 }
@@ -45,8 +46,8 @@ target "app" {
   cache-to   = notequal(CACHE, "") ? ["type=registry,ref=${CACHE},mode=max"] : []
   args = {
     BASE            = BASE
-    SQUASH_MODE     = SQUASH_MODE
-    SQUASH_SPLIT    = SQUASH_SPLIT
+    SQUASH_MODE     = notequal(SQUASH_MODE, "") ? SQUASH_MODE : null
+    SQUASH_SPLIT    = notequal(SQUASH_SPLIT, "") ? SQUASH_SPLIT : null
     BUILDKIT_SYNTAX = notequal(SQUASH_FRONTEND, "") ? SQUASH_FRONTEND : null
   }
 }
