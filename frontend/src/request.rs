@@ -597,10 +597,7 @@ impl<T> Given<T> {
     /// Where it was given, in words: `build argument SQUASH_SPLIT`, `directive # squash-split=
     /// (from Dockerfile line 3)`.
     pub fn from(&self) -> String {
-        match self.origin {
-            Origin::Directive { .. } => format!("{}{}", self.name, placed(&self.origin)),
-            Origin::BuildArg | Origin::Option => self.name.clone(),
-        }
+        format!("{}{}", self.name, placed(&self.origin))
     }
 }
 
