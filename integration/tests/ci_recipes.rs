@@ -120,6 +120,29 @@ fn assert_squashed(test: &str, what: &str, tag: &str, progress: &str) {
     assert_eq!(run.stdout, "built\n", "{what}: CMD");
 }
 
+/// The recipes' bake file run with `--load` in a context of its own (`<test>-<name>`) holding
+/// `dockerfile`, its variables `TAG` (the context's tag `name`) and `BASE` (the test busybox)
+/// set, and `env`: the tag, the guard that removes it, and the run's output (it must succeed).
+#[track_caller]
+fn bake_loaded(
+    test: &str,
+    name: &str,
+    dockerfile: &str,
+    env: &[(&str, &str)],
+) -> (String, TagGuard, CmdOutput) {
+    let ctx = TestContext::new(&format!("{test}-{name}"), dockerfile);
+    ctx.write("docker-bake.hcl", read("docker-bake.hcl"));
+    let tag = ctx.tag(name);
+    let guard = TagGuard(vec![tag.clone()]);
+    let mut vars = vec![("TAG", tag.as_str()), ("BASE", BUSYBOX)];
+    vars.extend_from_slice(env);
+    let out = ok(
+        &format!("docker buildx bake ({name})"),
+        docker::bake(ctx.path(), &["--load"], &vars),
+    );
+    (tag, guard, out)
+}
+
 #[test]
 fn recipes_build_squashed_with_the_frontend_from_a_registry() {
     let t = "ci_recipes";
@@ -140,49 +163,25 @@ fn recipes_build_squashed_with_the_frontend_from_a_registry() {
     assert_squashed(t, "Dockerfile", &tag, &out.stderr);
 
     // The bake file, building the same Dockerfile, its variables set as docs/ci.md shows.
-    let bake_tag = ctx.tag("bake");
-    let _g2 = TagGuard(vec![bake_tag.clone()]);
-    ctx.write("docker-bake.hcl", read("docker-bake.hcl"));
-    let out = ok(
-        "docker buildx bake",
-        docker::bake(
-            ctx.path(),
-            &["--load"],
-            &[("TAG", &bake_tag), ("BASE", BUSYBOX)],
-        ),
-    );
+    let (bake_tag, _g2, out) = bake_loaded(t, "bake", &dockerfile_for(&frontend), &[]);
     assert_squashed(t, "bake", &bake_tag, &out.stderr);
 
     // The bake file passes no squash setting it was not given: the Dockerfile's directives
     // decide (here `# squash=base` and a split at `deps`, which a default build argument
     // would override).
-    let directives = TestContext::new(
-        &format!("{t}-directives"),
-        &dockerfile_for(&frontend).replace("# squash=full", "# squash=base\n# squash-split=deps"),
-    );
+    let with_directives =
+        dockerfile_for(&frontend).replace("# squash=full", "# squash=base\n# squash-split=deps");
     assert!(
-        String::from_utf8(directives.read("Dockerfile"))
-            .expect("text")
-            .contains("# squash-split=deps"),
+        with_directives.contains("# squash-split=deps"),
         "the recipes' Dockerfile has no `# squash=full` line to replace"
     );
-    directives.write("docker-bake.hcl", read("docker-bake.hcl"));
-    let directives_tag = directives.tag("directives");
-    let _g4 = TagGuard(vec![directives_tag.clone()]);
-    let out = ok(
-        "docker buildx bake over the Dockerfile's directives",
-        docker::bake(
-            directives.path(),
-            &["--load"],
-            &[("TAG", &directives_tag), ("BASE", BUSYBOX)],
-        ),
-    );
+    let (directives_tag, _g4, out) = bake_loaded(t, "directives", &with_directives, &[]);
     let img = docker::save(&directives_tag);
     describe(t, "bake over directives", &img);
-    let base = docker::save(BUSYBOX).layers.len();
+    let base_layers = docker::save(BUSYBOX).layers.len();
     assert_eq!(
         img.layers.len(),
-        base + 2,
+        base_layers + 2,
         "the directives' base mode and split: the base's layers and two"
     );
     assert!(
@@ -196,21 +195,11 @@ fn recipes_build_squashed_with_the_frontend_from_a_registry() {
     // The Dockerfile as published (its syntax line names the public image, unreachable here),
     // the frontend taken from the mirror by the bake file's SQUASH_FRONTEND, which sets
     // BUILDKIT_SYNTAX: the air-gapped recipe.
-    let mirror = TestContext::new(&format!("{t}-mirror"), &read("Dockerfile"));
-    mirror.write("docker-bake.hcl", read("docker-bake.hcl"));
-    let mirror_tag = mirror.tag("mirror");
-    let _g3 = TagGuard(vec![mirror_tag.clone()]);
-    let out = ok(
-        "docker buildx bake with SQUASH_FRONTEND",
-        docker::bake(
-            mirror.path(),
-            &["--load"],
-            &[
-                ("TAG", &mirror_tag),
-                ("BASE", BUSYBOX),
-                ("SQUASH_FRONTEND", &frontend),
-            ],
-        ),
+    let (mirror_tag, _g3, out) = bake_loaded(
+        t,
+        "mirror",
+        &read("Dockerfile"),
+        &[("SQUASH_FRONTEND", &frontend)],
     );
     assert_squashed(t, "mirror (BUILDKIT_SYNTAX)", &mirror_tag, &out.stderr);
 }
