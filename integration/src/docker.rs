@@ -536,7 +536,29 @@ impl Buildx {
             .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
+    /// Runs the build; once more if it failed on [`lost_parent_snapshot`],
+    /// an engine race outside what the tests look at. The second run's
+    /// stderr starts with a harness line that says so and with the first
+    /// run's error line.
     fn run_program(&self, program: &OsStr) -> Result<Run> {
+        let first = self.run_once(program)?;
+        let lost = (!first.timed_out && !first.cancelled)
+            .then(|| lost_parent_snapshot(&first.out))
+            .flatten();
+        let Some(line) = lost else {
+            return Ok(first);
+        };
+        let note = format!(
+            "[test harness] the engine lost a parent snapshot while unpacking the result into \
+             its image store, so the build ran once more; the first run's error:\n{line}\n"
+        );
+        println!("{}", note.trim_end());
+        let mut again = self.run_once(program)?;
+        again.out.stderr.insert_str(0, &note);
+        Ok(again)
+    }
+
+    fn run_once(&self, program: &OsStr) -> Result<Run> {
         let mut cmd = self.command(program);
         cmd.stdin(if self.stdin.is_some() {
             Stdio::piped()
@@ -610,6 +632,25 @@ impl Buildx {
     }
 }
 
+/// The error line of a failed build that the engine's containerd image store
+/// failed on while unpacking the result: `failed to prepare extraction
+/// snapshot ...: parent snapshot ... does not exist`. Docker 26.1 with the
+/// containerd store gave it once in about 400 builds, on a plain build (no
+/// frontend of ours) while other tests removed images that shared layers with
+/// it: containerd removed a snapshot that an unpack was about to use (a race
+/// known upstream, e.g. containerd issue 3787). `None` for anything else,
+/// (the caller leaves out builds that timed out or were cancelled).
+fn lost_parent_snapshot(out: &CmdOutput) -> Option<&str> {
+    if out.success() {
+        return None;
+    }
+    out.stderr.lines().find(|l| {
+        l.contains("failed to prepare extraction snapshot")
+            && l.contains("parent snapshot")
+            && l.contains("does not exist")
+    })
+}
+
 /// Reads a pipe to its end in a thread. With `watch`, sends the time the
 /// first line that `watch` accepts was read.
 fn read_pipe(
@@ -650,7 +691,14 @@ pub fn bake(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> CmdOutput {
         .current_dir(dir)
         .env("BUILDX_NO_DEFAULT_ATTESTATIONS", "1")
         .envs(env.iter().copied());
-    run_command(cmd).unwrap_or_else(|e| panic!("{e:#}"))
+    let out = run_command(cmd).unwrap_or_else(|e| panic!("{e:#}"));
+    match lost_parent_snapshot(&out) {
+        None => out,
+        Some(line) => {
+            println!("[test harness] bake ran once more, after: {line}");
+            bake(dir, args, env)
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1148,6 +1196,64 @@ Commands:
             .run_program(dir.path().join("no-such-docker").as_os_str())
             .unwrap_err();
         assert!(format!("{err:#}").contains("could not start"), "{err:#}");
+    }
+
+    #[test]
+    fn buildx_runs_once_more_after_a_lost_parent_snapshot_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let count = dir.path().join("runs");
+        let lost = "ERROR: failed to solve: failed to prepare extraction snapshot extract-1: parent snapshot sha256:bb does not exist: not found";
+        // Fails with the engine race on its first run only.
+        let script = format!(
+            r#"echo x >> {runs}; if [ $(wc -l < {runs}) = 1 ]; then echo "{lost}" >&2; exit 1; fi; echo built >&2"#,
+            runs = count.display()
+        );
+        let fake = fake_docker(dir.path(), &script);
+        let run = Buildx::new(Path::new("/ctx"))
+            .run_program(fake.as_os_str())
+            .unwrap();
+        assert!(run.out.success(), "{run:?}");
+        assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 2);
+        assert!(
+            run.out
+                .stderr
+                .starts_with("[test harness] the engine lost a parent snapshot")
+                && run
+                    .out
+                    .stderr
+                    .contains("parent snapshot sha256:bb does not exist")
+                && run.out.stderr.ends_with("built\n"),
+            "{}",
+            run.out.stderr
+        );
+        // The same race on every run fails the build, after two runs.
+        std::fs::remove_file(&count).unwrap();
+        let fake = fake_docker(
+            dir.path(),
+            &format!(
+                r#"echo x >> {}; echo "{lost}" >&2; exit 1"#,
+                count.display()
+            ),
+        );
+        let run = Buildx::new(Path::new("/ctx"))
+            .run_program(fake.as_os_str())
+            .unwrap();
+        assert!(!run.out.success());
+        assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 2);
+        // Any other failure is the build's result, after one run.
+        std::fs::remove_file(&count).unwrap();
+        let fake = fake_docker(
+            dir.path(),
+            &format!(
+                r#"echo x >> {}; echo "ERROR: parent snapshot of nothing" >&2; exit 1"#,
+                count.display()
+            ),
+        );
+        let run = Buildx::new(Path::new("/ctx"))
+            .run_program(fake.as_os_str())
+            .unwrap();
+        assert!(!run.out.success());
+        assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 1);
     }
 
     #[test]
