@@ -207,19 +207,80 @@ impl Report {
                 self.wasted_files,
                 human(self.wasted_file_bytes)
             ));
+            let names = self
+                .wasted
+                .iter()
+                .flat_map(|w| [w.added_by.as_str(), w.removed_by.as_str()]);
+            let labels = StepLabels::new(names);
             for w in &self.wasted {
                 out.push(format!(
                     "  {:>10}  {}  added by {}, {} by {}",
                     human(w.bytes),
                     w.path,
-                    w.added_by,
+                    labels.short(&w.added_by),
                     if w.replaced { "replaced" } else { "removed" },
-                    w.removed_by
+                    labels.short(&w.removed_by)
                 ));
+            }
+            if let Some(legend) = labels.legend() {
+                out.push(format!("  {STEPS_NAMED}"));
+                out.extend(legend.iter().map(|name| format!("    {name}")));
             }
         }
         out
     }
+}
+
+/// The line above the full names of the steps that the report's file lines name by their
+/// labels alone.
+pub const STEPS_NAMED: &str = "the steps named above:";
+
+/// The steps a report's file lines name, by their progress labels (`[2/6]`, `[deps 2/3]`: the
+/// bracketed start of BuildKit's step names) where every one has a label of its own, so that
+/// a line holds its path and two labels instead of two whole commands; the full names follow
+/// once each ([`StepLabels::legend`]).
+struct StepLabels<'a> {
+    /// The full names in the order they first come, when labels stand for them.
+    named: Option<Vec<&'a str>>,
+}
+
+impl<'a> StepLabels<'a> {
+    fn new(names: impl Iterator<Item = &'a str>) -> Self {
+        let mut named: Vec<&'a str> = Vec::new();
+        for name in names {
+            if !named.contains(&name) {
+                named.push(name);
+            }
+        }
+        let labels: Option<Vec<&str>> = named.iter().map(|n| label(n)).collect();
+        let distinct = labels.as_ref().is_some_and(|l| {
+            let set: BTreeSet<&str> = l.iter().copied().collect();
+            set.len() == l.len()
+        });
+        StepLabels {
+            named: distinct.then_some(named),
+        }
+    }
+
+    /// What a file line says for the step `name`.
+    fn short<'n>(&self, name: &'n str) -> &'n str {
+        match self.named {
+            Some(_) => label(name).unwrap_or(name),
+            None => name,
+        }
+    }
+
+    /// The full names, where the file lines gave labels.
+    fn legend(&self) -> Option<&[&'a str]> {
+        self.named.as_deref()
+    }
+}
+
+/// The bracketed label a BuildKit step name starts with (`[2/6]` of `[2/6] RUN make`), if it
+/// has one and more after it.
+fn label(name: &str) -> Option<&str> {
+    let end = name.strip_prefix('[')?.find(']')? + 2;
+    (name.len() > end && name[end..].starts_with(' ')).then(|| &name[..end])
 }
 
 /// Bytes in SI units with one decimal (`12.3 MB`), as `docker images` shows sizes.
@@ -767,7 +828,17 @@ mod tests {
                 replaced: false,
             }]
         );
-        assert_line_ends_with(&r, "/big  added by [2/3] RUN add, removed by [3/3] RUN rm");
+        assert_line_ends_with(&r, "/big  added by [2/3], removed by [3/3]");
+        // The labels' steps, whole, once each, in the order the lines name them.
+        let lines = r.lines();
+        assert_eq!(
+            lines[lines.len() - 3..],
+            [
+                format!("  {STEPS_NAMED}"),
+                "    [2/3] RUN add".to_string(),
+                "    [3/3] RUN rm".to_string()
+            ]
+        );
         // The plain layers hold the base, the big file and a whiteout; the squash only the base.
         assert_eq!(r.squashed_bytes, layer_bytes(&Listing::new(), &base));
         let big = 10_000_000u64.div_ceil(512) * 512 + 512;
@@ -787,6 +858,24 @@ mod tests {
             "one file, in the singular: {:?}",
             r.lines()
         );
+    }
+
+    #[test]
+    fn steps_are_named_by_their_labels_when_each_has_its_own() {
+        assert_eq!(label("[2/6] RUN make"), Some("[2/6]"));
+        assert_eq!(label("[deps 2/3] COPY a /a"), Some("[deps 2/3]"));
+        for none in ["RUN make", "[2/6]", "[2/6]RUN", "[2/6 RUN make", "one"] {
+            assert_eq!(label(none), None, "{none}");
+        }
+        let labelled = StepLabels::new(["[2/3] RUN a", "[3/3] RUN b", "[2/3] RUN a"].into_iter());
+        assert_eq!(labelled.short("[3/3] RUN b"), "[3/3]");
+        assert_eq!(labelled.legend(), Some(&["[2/3] RUN a", "[3/3] RUN b"][..]));
+        // Two steps with one label (or one step without any): whole names, no legend.
+        for names in [["[2/3] RUN a", "[2/3] RUN b"], ["[2/3] RUN a", "RUN b"]] {
+            let whole = StepLabels::new(names.into_iter());
+            assert_eq!(whole.short("[2/3] RUN a"), "[2/3] RUN a");
+            assert_eq!(whole.legend(), None);
+        }
     }
 
     #[test]
@@ -810,10 +899,7 @@ mod tests {
         let r = a.report(3, 10);
         assert_eq!(r.wasted.len(), 1, "{r:?}");
         assert!(r.wasted[0].replaced);
-        assert_line_ends_with(
-            &r,
-            "/etc/big  added by [2/3] RUN add, replaced by [3/3] RUN chmod",
-        );
+        assert_line_ends_with(&r, "/etc/big  added by [2/3], replaced by [3/3]");
     }
 
     #[test]
@@ -832,7 +918,9 @@ mod tests {
             (5000, "one")
         );
         assert!(r.wasted[0].replaced, "written again, not deleted");
+        // Names without a label are printed whole, and no list of steps follows.
         assert_line_ends_with(&r, "/etc/conf  added by one, replaced by two");
+        assert!(!r.lines().iter().any(|l| l.contains(STEPS_NAMED)));
         assert_eq!((r.layers_before, r.layers_after, r.base_layers), (3, 2, 1));
         assert_eq!(r.squashed_bytes, layer_bytes(&base, &s2));
         assert_eq!(

@@ -305,7 +305,8 @@ pub struct SquashReport {
     /// What the squash reclaims, in bytes.
     pub reclaimed_bytes: u64,
     /// The files it names as added by one step and removed or replaced by a later one: (path,
-    /// added by, removed or replaced by).
+    /// added by, removed or replaced by), each step by its whole name (a line that gives only
+    /// a step's label, `[2/6]`, is read with the list of whole names after the lines).
     pub wasted: Vec<(String, String, String)>,
     /// Every line, as printed (without the step's `#N 0.123` prefix).
     pub lines: Vec<String>,
@@ -379,7 +380,39 @@ pub fn squash_reports(build_output: &str) -> Vec<SquashReport> {
             }
         }
     }
+    for report in &mut out {
+        report.name_steps_whole();
+    }
     out
+}
+
+impl SquashReport {
+    /// Replaces the step labels of [`SquashReport::wasted`] by the whole names the report lists
+    /// after its file lines (`  the steps named above:`, then one `    [2/6] RUN ...` each).
+    fn name_steps_whole(&mut self) {
+        let Some(at) = self
+            .lines
+            .iter()
+            .position(|l| l == "  the steps named above:")
+        else {
+            return;
+        };
+        let whole: Vec<&str> = self.lines[at + 1..]
+            .iter()
+            .filter_map(|l| l.strip_prefix("    "))
+            .collect();
+        let name = |label: &str| -> String {
+            whole
+                .iter()
+                .find(|w| w.strip_prefix(label).is_some_and(|r| r.starts_with(' ')))
+                .map_or(label, |w| w)
+                .to_string()
+        };
+        for (_, added, removed) in &mut self.wasted {
+            *added = name(added);
+            *removed = name(removed);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -617,10 +650,33 @@ ERROR: failed to build: failed to solve: lint violation found for rules: FromAsC
 #10 0.051   squashed layer: 2.1 MB (2100224 bytes)
 #10 0.051   reclaimed: 20.0 MB (20001280 bytes, 90.5 %)
 #10 0.051   2 files (20.0 MB) were added by one step and removed or replaced by a later one; the largest (file sizes, hardlinks once):
-#10 0.051       20.0 MB  /big  added by [2/4] RUN head -c 20000000 /dev/zero > /big, removed by [3/4] RUN rm /big
-#10 0.051       1.0 kB  /conf  added by [2/4] RUN head -c 20000000 /dev/zero > /big, replaced by [4/4] RUN chmod 600 /conf
+#10 0.051       20.0 MB  /big  added by [2/4], removed by [3/4]
+#10 0.051       1.0 kB  /conf  added by [2/4], replaced by [4/4]
+#10 0.051   the steps named above:
+#10 0.051     [2/4] RUN head -c 20000000 /dev/zero > /big
+#10 0.051     [3/4] RUN rm /big
+#10 0.051     [4/4] RUN chmod 600 /conf
 #10 DONE 0.1s
 ";
+        // The same, as the file lines give whole names where the steps have no labels of
+        // their own.
+        let whole = out
+            .replace(
+                "added by [2/4]",
+                "added by [2/4] RUN head -c 20000000 /dev/zero > /big",
+            )
+            .replace("by [3/4]", "by [3/4] RUN rm /big")
+            .replace("by [4/4]", "by [4/4] RUN chmod 600 /conf");
+        let whole = whole
+            .lines()
+            .filter(|l| !l.starts_with("#10 0.051     [") && !l.ends_with("named above:"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(
+            squash_reports(&whole)[0].wasted,
+            squash_reports(out)[0].wasted
+        );
+        assert!(whole.contains("/big  added by [2/4] RUN head"), "{whole}");
         let r = squash_reports(out);
         assert_eq!(r.len(), 1);
         assert_eq!(
