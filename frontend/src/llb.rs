@@ -27,6 +27,14 @@ pub enum LlbError {
     /// The last op is not a terminal.
     #[error("definition has no terminal op (it needs at least 2 ops, the last one a single-input terminal)")]
     NoTerminal,
+    /// An op's bytes could not be read field by field to rebase it.
+    #[error("op {digest} could not be rebased: {reason}")]
+    Rebase {
+        /// The op.
+        digest: String,
+        /// What was wrong with its bytes.
+        reason: String,
+    },
     /// An input names an op that is not there.
     #[error("op {digest} names input {input} that is not in the definition")]
     MissingInput {
@@ -226,6 +234,227 @@ impl Graph {
             source: self.source.clone(),
         })
     }
+}
+
+impl Graph {
+    /// Rebases the ops that lead from `from` to `head` onto `onto`: each op on the way from
+    /// `from` to `head` is copied with its inputs that named `from` naming `onto` instead, and
+    /// those that named a copied op naming its copy. Returns what each output of a copied op
+    /// became, keyed by the old output; `head`'s copy is there too (unless `head` is `from`).
+    ///
+    /// The copies keep every byte of the ops but their inputs (they are rewritten field by
+    /// field, so fields this crate's protobuf subset does not know stay as they came), the
+    /// ops' metadata (progress names, caps, cache flags) and their places in the Dockerfile
+    /// (the definition's source map). Ops that do not lead to `head` (such as ours that read
+    /// `from` itself) and the old ops stay as they are.
+    pub fn rebase(
+        &mut self,
+        head: &Output,
+        from: &Output,
+        onto: &Output,
+    ) -> Result<HashMap<Output, Output>, LlbError> {
+        // The ops on the way: those that lead to `head` and read `from`, directly or not.
+        let mut order = Vec::new();
+        let mut seen: HashMap<String, bool> = HashMap::new();
+        self.on_the_way(&head.digest, &from.digest, &mut seen, &mut order);
+        let mut renamed: HashMap<String, String> = HashMap::new();
+        let mut outputs = HashMap::new();
+        for digest in order {
+            let (bytes, op) = &self.ops[&digest];
+            let new_bytes = rebase_inputs(bytes, |input| {
+                if input.digest == from.digest && input.index == from.index {
+                    Some(onto.input())
+                } else {
+                    renamed.get(&input.digest).map(|d| pb::Input {
+                        digest: d.clone(),
+                        index: input.index,
+                    })
+                }
+            })
+            .map_err(|reason| LlbError::Rebase {
+                digest: digest.clone(),
+                reason,
+            })?;
+            let new_op = pb::Op::decode(new_bytes.as_slice()).map_err(|e| LlbError::Rebase {
+                digest: digest.clone(),
+                reason: e.to_string(),
+            })?;
+            let outputs_of = match &op.op {
+                Some(pb::op::Op::Exec(exec)) => exec.mounts.iter().map(|m| m.output).collect(),
+                Some(pb::op::Op::File(file)) => file.actions.iter().map(|a| a.output).collect(),
+                _ => vec![0],
+            };
+            let new_digest = digest_of(&new_bytes);
+            for index in outputs_of.into_iter().filter(|i| *i >= 0) {
+                outputs.insert(
+                    Output {
+                        digest: digest.clone(),
+                        index,
+                    },
+                    Output {
+                        digest: new_digest.clone(),
+                        index,
+                    },
+                );
+            }
+            if let Some(meta) = self.metadata.get(&digest).cloned() {
+                self.metadata.insert(new_digest.clone(), meta);
+            }
+            if !self.ops.contains_key(&new_digest) {
+                self.order.push(new_digest.clone());
+                self.ops.insert(new_digest.clone(), (new_bytes, new_op));
+            }
+            renamed.insert(digest, new_digest);
+        }
+        self.source = source_renamed(&self.source, &renamed);
+        Ok(outputs)
+    }
+
+    /// Puts into `order` (inputs first) the ops that lead to `digest` and read `from`; `seen`
+    /// says for each op visited whether it reads `from`.
+    fn on_the_way(
+        &self,
+        digest: &str,
+        from: &str,
+        seen: &mut HashMap<String, bool>,
+        order: &mut Vec<String>,
+    ) -> bool {
+        if digest == from {
+            return true;
+        }
+        if let Some(&reads) = seen.get(digest) {
+            return reads;
+        }
+        seen.insert(digest.to_string(), false);
+        let Some((_, op)) = self.ops.get(digest) else {
+            return false;
+        };
+        let mut reads = false;
+        for input in &op.inputs {
+            reads |= self.on_the_way(&input.digest, from, seen, order);
+        }
+        seen.insert(digest.to_string(), reads);
+        if reads {
+            order.push(digest.to_string());
+        }
+        reads
+    }
+}
+
+/// `bytes` (an `Op`) with each of its inputs (field 1) replaced where `new` gives another;
+/// every other field is copied as it is.
+fn rebase_inputs(
+    bytes: &[u8],
+    mut new: impl FnMut(&pb::Input) -> Option<pb::Input>,
+) -> Result<Vec<u8>, String> {
+    use prost::encoding::{decode_key, decode_varint, encode_key, encode_varint, WireType};
+    let mut rest = bytes;
+    let mut out = Vec::with_capacity(bytes.len());
+    while !rest.is_empty() {
+        let start = rest;
+        let (tag, wire) = decode_key(&mut rest).map_err(|e| e.to_string())?;
+        let body = match wire {
+            WireType::Varint => {
+                decode_varint(&mut rest).map_err(|e| e.to_string())?;
+                None
+            }
+            WireType::SixtyFourBit | WireType::ThirtyTwoBit => {
+                let n = if wire == WireType::SixtyFourBit { 8 } else { 4 };
+                if rest.len() < n {
+                    return Err("a field runs past the end".into());
+                }
+                rest = &rest[n..];
+                None
+            }
+            WireType::LengthDelimited => {
+                let n = decode_varint(&mut rest).map_err(|e| e.to_string())? as usize;
+                if rest.len() < n {
+                    return Err("a field runs past the end".into());
+                }
+                let (body, after) = rest.split_at(n);
+                rest = after;
+                Some(body)
+            }
+            WireType::StartGroup | WireType::EndGroup => {
+                return Err(format!("field {tag} is a group"));
+            }
+        };
+        let field = &start[..start.len() - rest.len()];
+        match body {
+            Some(body) if tag == 1 => {
+                let input = pb::Input::decode(body).map_err(|e| e.to_string())?;
+                let input = new(&input).unwrap_or(input);
+                let encoded = input.encode_to_vec();
+                encode_key(1, WireType::LengthDelimited, &mut out);
+                encode_varint(encoded.len() as u64, &mut out);
+                out.extend_from_slice(&encoded);
+            }
+            _ => out.extend_from_slice(field),
+        }
+    }
+    Ok(out)
+}
+
+/// The definition's source map (`pb.Source`: where each op comes from in the Dockerfile) with
+/// each renamed op's places under its new digest as well. The digests are map keys of the same
+/// length either way (`sha256:` and 64 hex digits), so each entry is copied with its key
+/// replaced, byte for byte.
+fn source_renamed(source: &[u8], renamed: &HashMap<String, String>) -> Vec<u8> {
+    let mut out = source.to_vec();
+    for (old, new) in renamed {
+        if old.len() != new.len() {
+            continue;
+        }
+        let mut at = 0;
+        while let Some(k) = find(&source[at..], old.as_bytes()) {
+            let pos = at + k;
+            // The entry around this key: `tag, length, (1: key, 2: locations)`; add a copy of
+            // it with the new key after the whole source (a map's entries come in any order).
+            if let Some(entry) = map_entry_at(source, pos) {
+                let mut copy = source[entry.clone()].to_vec();
+                let key_at = pos - entry.start;
+                copy[key_at..key_at + new.len()].copy_from_slice(new.as_bytes());
+                out.extend_from_slice(&copy);
+            }
+            at = pos + old.len();
+        }
+    }
+    out
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The bytes of the top-level field-1 entry of `source` that holds the byte `pos`, if it is
+/// one (the `locations` map's entries are field 1 of `pb.Source`).
+fn map_entry_at(source: &[u8], pos: usize) -> Option<std::ops::Range<usize>> {
+    use prost::encoding::{decode_key, decode_varint, WireType};
+    let mut rest = source;
+    while !rest.is_empty() {
+        let start = source.len() - rest.len();
+        let (tag, wire) = decode_key(&mut rest).ok()?;
+        let end = match wire {
+            WireType::LengthDelimited => {
+                let n = decode_varint(&mut rest).ok()? as usize;
+                let body_start = source.len() - rest.len();
+                if rest.len() < n {
+                    return None;
+                }
+                rest = &rest[n..];
+                body_start + n
+            }
+            WireType::Varint => {
+                decode_varint(&mut rest).ok()?;
+                source.len() - rest.len()
+            }
+            _ => return None,
+        };
+        if (start..end).contains(&pos) {
+            return (tag == 1 && wire == WireType::LengthDelimited).then_some(start..end);
+        }
+    }
+    None
 }
 
 /// `meta`, marked never to be taken from the cache.
@@ -805,6 +1034,97 @@ mod tests {
         assert_eq!(decoded.constraints, Some(pb::WorkerConstraints::default()));
         // The constraints field (11) is present even though empty, as Go writes it.
         assert_eq!(&bytes[bytes.len() - 2..], &[0x5a, 0x00]);
+    }
+
+    #[test]
+    fn rebase_copies_the_ops_on_the_way_onto_another_input() {
+        use crate::testkit::{image_source, run_on};
+        // FROM image; RUN a (the stage's end); RUN b; RUN c (reads a as well, by a mount);
+        // our op reads a too, and does not lead to the head.
+        let mut g = Graph::default();
+        let image = g.push(image_source("docker-image://x"), meta_with_caps(None, &[]));
+        let a = g.push(
+            run_on(&image, "a"),
+            meta_with_caps(Some("[deps 2/2] RUN a"), &[]),
+        );
+        let b = g.push(
+            run_on(&a, "b"),
+            meta_with_caps(Some("[app 2/3] RUN b"), &[]),
+        );
+        let mut c_op = run_on(&b, "c");
+        c_op.inputs.push(a.input());
+        if let Some(pb::op::Op::Exec(exec)) = &mut c_op.op {
+            exec.mounts.push(mount(1, "/deps", -1, true));
+        }
+        // A field the protobuf subset does not know (number 999, a string) must survive.
+        let mut c_bytes = {
+            c_op.constraints.get_or_insert_with(Default::default);
+            c_op.encode_to_vec()
+        };
+        prost::encoding::string::encode(999, &"kept".to_string(), &mut c_bytes);
+        let c_digest = digest_of(&c_bytes);
+        let c = Output {
+            digest: c_digest.clone(),
+            index: 0,
+        };
+        g.order.push(c_digest.clone());
+        let c_decoded = pb::Op::decode(c_bytes.as_slice()).unwrap();
+        g.ops.insert(c_digest.clone(), (c_bytes, c_decoded));
+        g.metadata.insert(
+            c_digest.clone(),
+            meta_with_caps(Some("[app 3/3] RUN c"), &[]).encode_to_vec(),
+        );
+        let ours = g.push(diff(&image, &a), meta_with_caps(Some("squash: ours"), &[]));
+        let onto = g.push(mkdir_root(Some(&image)), meta_with_caps(None, &[]));
+        // Dockerfile places for b and c.
+        let mut source = Vec::new();
+        for (digest, line) in [(&b.digest, 2u8), (&c.digest, 3u8)] {
+            let mut entry = Vec::new();
+            prost::encoding::string::encode(1, digest, &mut entry);
+            prost::encoding::bytes::encode(2, &vec![8u8, line], &mut entry);
+            prost::encoding::bytes::encode(1, &entry, &mut source);
+        }
+        g.source = source.clone();
+
+        let moved = g.rebase(&c, &a, &onto).unwrap();
+        assert_eq!(moved.len(), 2, "b and c: {moved:?}");
+        let (b2, c2) = (&moved[&b], &moved[&c]);
+        assert_ne!(b2, &b);
+        let b2_op = g.op(&b2.digest).unwrap();
+        assert_eq!(
+            b2_op.inputs,
+            [onto.input()],
+            "b reads what a's readers now read"
+        );
+        let c2_op = g.op(&c2.digest).unwrap();
+        assert_eq!(
+            c2_op.inputs,
+            [b2.input(), onto.input()],
+            "both of c's inputs"
+        );
+        let c2_bytes = &g.ops[&c2.digest].0;
+        assert!(
+            c2_bytes.ends_with(&[0xba, 0x3e, 4, b'k', b'e', b'p', b't']),
+            "the unknown field is kept: {c2_bytes:?}"
+        );
+        assert_eq!(g.name(&c2.digest).as_deref(), Some("[app 3/3] RUN c"));
+        // Ours and the old ops stay as they were.
+        assert_eq!(g.op(&ours.digest).unwrap().inputs[1], a.input());
+        assert_eq!(g.op(&b.digest).unwrap().inputs, [a.input()]);
+        // The places: the old entries, then copies under the new digests.
+        assert!(g.source.starts_with(&source));
+        let added = &g.source[source.len()..];
+        for (new, line) in [(&b2.digest, 2u8), (&c2.digest, 3u8)] {
+            let at = find(added, new.as_bytes()).expect("the new digest is a key");
+            assert_eq!(
+                &added[at + new.len()..at + new.len() + 4],
+                &[0x12, 2, 8, line]
+            );
+        }
+        // The rebased definition is whole.
+        g.finish(c2).unwrap();
+        // The head itself is the state rebased from: nothing to copy.
+        assert!(g.rebase(&a, &a, &onto).unwrap().is_empty());
     }
 
     #[test]

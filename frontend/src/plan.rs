@@ -873,17 +873,6 @@ fn split_layers(
     match (boundary, method) {
         (&Boundary::Stage { end, name }, Method::Diff) => {
             let at = lineage.states[end].clone();
-            let mut reporting = resumed_at(g, inputs, reporting, end + 1, name)?;
-            if reporting.resume.is_some() {
-                reporting.changed = step_changes(
-                    g,
-                    &lineage.states[end],
-                    &lineage.states,
-                    end + 1,
-                    &reporting.request,
-                );
-            }
-            let reporting = &reporting;
             let lower_root = g.push(
                 llb::mkdir_root(base),
                 llb::meta_with_caps(Some(root_name(base)), &["file.base"]),
@@ -892,20 +881,30 @@ fn split_layers(
                 llb::diff(&lower_root, &at),
                 llb::meta_with_caps(Some(low_name), &["diffop"]),
             );
+            let lowered = match base {
+                Some(base) => g.push(
+                    llb::merge(&[base, &lower]),
+                    llb::meta_with_caps(Some("squash: the layers together"), &["mergeop"]),
+                ),
+                None => lower.clone(),
+            };
+            let (head, states) = rebased(g, head, &lineage.states, end, &lowered)?;
+            let reporting = llb::Reporting {
+                states: &states,
+                ..reporting.clone()
+            };
+            let mut reporting = resumed_at(g, inputs, &reporting, end + 1, name)?;
+            if reporting.resume.is_some() {
+                reporting.changed = step_changes(g, &lowered, &states, end + 1, &reporting.request);
+            }
+            let reporting = &reporting;
             if let Some(ours) = Ours::find(g, inputs)? {
                 // Our step's writable mount is the lower layer (on the base): its output is
                 // then the image, the upper layer its own, and nothing runs after it.
-                let lowered = match base {
-                    Some(base) => g.push(
-                        llb::merge(&[base, &lower]),
-                        llb::meta_with_caps(Some("squash: the layers together"), &["mergeop"]),
-                    ),
-                    None => lower,
-                };
-                let synced = ours.sync(g, head, Some(&lowered), &[], Some(reporting), high_name);
+                let synced = ours.sync(g, &head, Some(&lowered), &[], Some(reporting), high_name);
                 return Ok(Made::by_step(synced));
             }
-            let upper = upper_at(g, head, &at, inputs, reporting, high_name)?;
+            let upper = upper_at(g, &head, &lowered, inputs, reporting, high_name)?;
             let parts: Vec<&Output> = base.into_iter().chain([&lower, &upper.layer]).collect();
             let layer = g.push(
                 llb::merge(&parts),
@@ -919,12 +918,15 @@ fn split_layers(
         (&Boundary::Stage { end, name }, _) => {
             let ours = Ours::needed(g, inputs)?;
             let at = lineage.states[end].clone();
-            let reporting = &resumed_at(g, inputs, reporting, end + 1, name)?;
-            let chain = SyncChain {
-                ours,
-                names: (low_name, high_name),
+            let lowered = ours.sync(g, &at, base, &[], None, low_name);
+            let (head, states) = rebased(g, head, &lineage.states, end, &lowered)?;
+            let reporting = llb::Reporting {
+                states: &states,
+                ..reporting.clone()
             };
-            Ok(chain.push(g, (&at, &[]), base, head, reporting))
+            let reporting = &resumed_at(g, inputs, &reporting, end + 1, name)?;
+            let upper = ours.sync(g, &head, Some(&lowered), &[], Some(reporting), high_name);
+            Ok(Made::by_step(upper))
         }
         (Boundary::Paths(paths), _) => {
             let ours = Ours::needed(g, inputs)?;
@@ -942,6 +944,31 @@ fn split_layers(
             Ok(chain.push(g, (&copied, paths), base, head, reporting))
         }
     }
+}
+
+/// The build's steps after the stage's end (the lineage's state `end`) rebased onto `lowered`,
+/// the filesystem the split's lower layer makes (on the base): the later steps then run on
+/// what that layer holds, so the upper layer is their changes to it. Without this, the lower
+/// layer (cached while the stage's steps stay the same) and the later steps could each take
+/// another of the stage's cached results, where BuildKit's cache has two for the same steps (a
+/// stage that is not reproducible, built again with `--no-cache` or in another way): the image
+/// would then hold the stage's files of one build below the later steps' changes made over
+/// another's. Returns the new head and the lineage's states with the later ones replaced.
+fn rebased(
+    g: &mut Graph,
+    head: &Output,
+    states: &[Output],
+    end: usize,
+    lowered: &Output,
+) -> Result<(Output, Vec<Output>), PlanError> {
+    let moved = g.rebase(head, &states[end], lowered)?;
+    let new = |o: &Output| moved.get(o).cloned().unwrap_or_else(|| o.clone());
+    let states = states
+        .iter()
+        .enumerate()
+        .map(|(k, s)| if k > end { new(s) } else { s.clone() })
+        .collect();
+    Ok((new(head), states))
 }
 
 /// The upper layer of a split at the state `at`, with DiffOp, where our own image is not known:
@@ -1517,6 +1544,22 @@ mod tests {
         serde_json::from_str(json).unwrap()
     }
 
+    /// The op with `digest` in `def`.
+    fn s_def_op(def: &pb::Definition, digest: &str) -> pb::Op {
+        let bytes = def
+            .def
+            .iter()
+            .find(|b| llb::digest_of(b) == digest)
+            .expect("the op is in the definition");
+        pb::Op::decode(bytes.as_slice()).unwrap()
+    }
+
+    /// The progress name `def` gives the op `digest`.
+    fn name_in(def: &pb::Definition, digest: &str) -> Option<String> {
+        let meta = pb::OpMetadata::decode(def.metadata.get(digest)?.as_slice()).ok()?;
+        meta.description.get("llb.customname").cloned()
+    }
+
     /// Plans the staged build with `split`, in `mode`, with or without DiffOp.
     fn split_plan(split: &str, mode: Mode, has_diff: bool) -> Result<Squash, PlanError> {
         let (def, _) = crate::testkit::staged_definition();
@@ -1576,17 +1619,18 @@ mod tests {
         assert_eq!(
             split_appended(&s.def),
             [
-                ACCOUNT,
-                "diff",
                 "mkdir /",
                 "diff",
                 "merge 2",
+                "/bin/sh -c the app",
+                ACCOUNT,
+                "diff",
                 "/bin/squash-frontend sync /squash/final /squash/base --changed /squash/states/3.changed",
                 "terminal"
             ]
         );
         let added = split_added(&s.def);
-        let [(account_d, account), (changes_d, changes), (_, mkdir), (lower_d, lower), (merge_d, merge), (_, sync), _] =
+        let [(_, mkdir), (lower_d, lower), (merge_d, merge), (app_d, app), (account_d, account), (changes_d, changes), (_, sync), _] =
             &added[..]
         else {
             unreachable!()
@@ -1615,7 +1659,7 @@ mod tests {
         );
         assert_eq!(
             mounted(sync)[2..],
-            [digests[3].clone(), account_d.clone(), changes_d.clone()],
+            [app_d.clone(), account_d.clone(), changes_d.clone()],
             "after the result and the stage's end: the last step, the saved accounting and \
              what the last step changed"
         );
@@ -1623,20 +1667,35 @@ mod tests {
             resumed.changed,
             "the sync's report reads only what the diff holds"
         );
-        // What the step after the stage changed: its filesystem against the stage's end.
-        let diffed: Vec<&str> = changes.inputs.iter().map(|i| i.digest.as_str()).collect();
-        assert_eq!(diffed, [digests[2].as_str(), digests[3].as_str()]);
         assert_eq!(
             mkdir.inputs[0].digest, digests[0],
             "the no-op sits on the base"
         );
         // The lower layer: the base (+ no-op) against the stage's last step.
         assert_eq!(lower.inputs[1].digest, digests[2]);
-        // Under it, the base, and the image: our sync of the result onto that, whose own
-        // layer is the upper one.
         let merged: Vec<&str> = merge.inputs.iter().map(|i| i.digest.as_str()).collect();
         assert_eq!(merged, [digests[0].as_str(), lower_d], "the base first");
-        assert_eq!(sync.inputs[1].digest, digests[3], "the result, read-only");
+        // The step after the stage runs on the base and the lower layer, not on the stage's
+        // end: on what the lower layer holds, whichever of the stage's cached results it came
+        // from. The same command, under its own name.
+        assert_eq!(
+            app.inputs,
+            [pb::Input {
+                digest: merge_d.clone(),
+                index: 0
+            }]
+        );
+        assert_eq!(app.op, s_def_op(&s.def, &digests[3]).op);
+        assert_eq!(
+            name_in(&s.def, app_d).as_deref(),
+            Some("[stage-1 2/2] RUN make install")
+        );
+        // What that step changed: its filesystem against the one it ran on.
+        let diffed: Vec<&str> = changes.inputs.iter().map(|i| i.digest.as_str()).collect();
+        assert_eq!(diffed, [merge_d.as_str(), app_d.as_str()]);
+        // The image: our sync of the result onto the base and the lower layer, whose own layer
+        // is the upper one.
+        assert_eq!(sync.inputs[1].digest, *app_d, "the result, read-only");
         assert_eq!(
             sync.inputs[2].digest, *merge_d,
             "the base and the lower layer, its output"
@@ -1678,9 +1737,10 @@ mod tests {
         assert_eq!(
             split_appended(&s.def),
             [
-                ACCOUNT,
-                "diff",
                 "mkdir /",
+                "diff",
+                "/bin/sh -c the app",
+                ACCOUNT,
                 "diff",
                 "/bin/squash-frontend sync /squash/final /squash/base --changed /squash/states/3.changed",
                 "terminal"
@@ -1688,11 +1748,15 @@ mod tests {
         );
         let added = split_added(&s.def);
         assert!(
-            added[2].1.inputs.is_empty(),
+            added[0].1.inputs.is_empty(),
             "the lower layer's empty side is scratch"
         );
         assert_eq!(
-            added[4].1.inputs[2].digest, added[3].0,
+            added[2].1.inputs[0].digest, added[1].0,
+            "the step after the stage runs on the lower layer alone"
+        );
+        assert_eq!(
+            added[5].1.inputs[2].digest, added[1].0,
             "the sync writes onto the lower layer alone"
         );
         assert!(!s.keeps_base);
@@ -1734,16 +1798,25 @@ mod tests {
         assert_eq!(
             split_appended(&s.def),
             [
-                ACCOUNT,
                 "/bin/squash-frontend sync /squash/final /squash/base",
+                "/bin/sh -c the app",
+                ACCOUNT,
                 "/bin/squash-frontend sync /squash/final /squash/base",
                 "terminal"
             ]
         );
         let added = split_added(&s.def);
-        let [(account_d, _), (lower_d, lower), (_, upper), _] = &added[..] else {
+        let [(lower_d, lower), (app_d, app), (account_d, _), (_, upper), _] = &added[..] else {
             unreachable!()
         };
+        // The step after the stage runs on the lower step's output.
+        assert_eq!(
+            app.inputs,
+            [pb::Input {
+                digest: lower_d.clone(),
+                index: 0
+            }]
+        );
         assert_eq!(
             upper.inputs.last().map(|i| &i.digest),
             Some(account_d),
@@ -1771,7 +1844,7 @@ mod tests {
             (digests[2].as_str(), digests[0].as_str())
         );
         assert_eq!(lower.inputs.len(), 3, "no report's filesystems");
-        assert_eq!(upper.inputs[1].digest, digests[3]);
+        assert_eq!(upper.inputs[1].digest, *app_d);
         assert_eq!(upper.inputs[2].digest, *lower_d);
         assert!(upper.inputs.len() > 3, "the report's filesystems");
         assert!(s.report.is_some());

@@ -428,6 +428,85 @@ fn split_at_a_stage_honours_every_kind_of_later_change() {
     }
 }
 
+/// A stage whose step is not reproducible (it writes random bytes) and an app step that copies
+/// what the stage wrote: in the plain image the two files are equal.
+const UNSTABLE: &str = r#"FROM squash-test/busybox:latest AS deps
+COPY run-id /run-id
+RUN head -c 64 /dev/urandom | md5sum > /opt-r
+
+FROM deps
+ARG APP=1
+RUN cp /opt-r /rcopy && echo "app $APP" > /app
+"#;
+
+/// BuildKit's cache can hold two results of the same steps: here the stage is built again
+/// with `--no-cache` (in mode off) between a split build and an app-only change. The split's
+/// lower layer then comes from the cache of the first build, and the app's steps must run on
+/// it, not on the other result: the image holds the stage's files of one build, as a plain
+/// image does (the app's copy of the stage's file equals the file). In every mode and method
+/// the store has.
+#[test]
+fn split_at_a_stage_builds_the_later_steps_on_the_lower_layer() {
+    let t = "split_at_a_stage_builds_the_later_steps_on_the_lower_layer";
+    let store = start(t);
+    let dockerfile = squash_dockerfile(UNSTABLE);
+    let ctx = |side: &str| {
+        let ctx = TestContext::new(&format!("{t}-{side}"), &dockerfile);
+        ctx.write("run-id", run_nonce());
+        ctx
+    };
+    for v in variants(store) {
+        let label = v.label.replace('/', "-");
+        let split = ["--build-arg", "SQUASH_SPLIT=deps"];
+        let with = |more: &[&'static str]| -> Vec<&'static str> {
+            split.iter().chain(v.args).chain(more).copied().collect()
+        };
+        let first = load_built(
+            &format!("{label}-1"),
+            ctx(&format!("{label}-1")),
+            &with(&[]),
+            None,
+        );
+        let _g1 = TagGuard(vec![first.tag.clone()]);
+        let again = load_built(
+            &format!("{label}-off"),
+            ctx(&format!("{label}-off")),
+            &["--no-cache", "--build-arg", "SQUASH_MODE=off"],
+            None,
+        );
+        let _g2 = TagGuard(vec![again.tag.clone()]);
+        let changed = load_built(
+            &format!("{label}-2"),
+            ctx(&format!("{label}-2")),
+            &with(&["--build-arg", "APP=2"]),
+            None,
+        );
+        let _g3 = TagGuard(vec![changed.tag.clone()]);
+        let kept = changed.image.layers.len() - 2;
+        println!(
+            "[{t}] {}: diff IDs {:?}, then {:?}\n{}",
+            v.label,
+            first.image.diff_ids(),
+            changed.image.diff_ids(),
+            show_steps(&squash_steps(&changed.build.stderr))
+        );
+        assert_eq!(
+            changed.image.diff_ids()[..kept + 1],
+            first.image.diff_ids()[..kept + 1],
+            "[{t}] {}: the lower layer is the first build's",
+            v.label
+        );
+        let files = integration::docker::run(&changed.tag, &["cat", "/opt-r", "/rcopy", "/app"]);
+        files.assert_success();
+        let lines: Vec<&str> = files.stdout.lines().collect();
+        assert!(
+            lines.len() == 3 && lines[0] == lines[1] && lines[2] == "app 2",
+            "[{t}] {}: /opt-r (the stage's), /rcopy (the app's copy of it), /app: {lines:?}",
+            v.label
+        );
+    }
+}
+
 /// A stage the Dockerfile does not have, and a stage with nothing after it, are refused with
 /// one line each, naming the setting and the stages there are.
 #[test]
