@@ -289,8 +289,12 @@ async fn build(
         )?;
         describe_base(gw, &mut received, &inputs, what).await;
         let squash = match plan::plan(received, &inputs)? {
-            Plan::Unchanged { reason } => {
+            Plan::Unchanged { reason, off } => {
                 eprintln!("squash-frontend: {what}: {reason}");
+                if !off {
+                    let on = platform.map(|p| format!("{p}: ")).unwrap_or_default();
+                    note(gw, &format!("squash: {on}not squashed: {reason}")).await;
+                }
                 continue;
             }
             Plan::Squash(squash) => squash,

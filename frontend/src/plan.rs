@@ -272,8 +272,11 @@ pub struct BaseToDescribe {
 pub enum Plan {
     /// Return the image as built.
     Unchanged {
-        /// Why, for the daemon's log.
+        /// Why: for the daemon's log, and, where a squash was asked for, a step of its own in
+        /// the build's progress.
         reason: String,
+        /// Squash mode is off: nothing was asked for, and nothing is shown.
+        off: bool,
     },
     /// Solve the squash and return it.
     Squash(Squash),
@@ -314,8 +317,11 @@ pub enum PlanError {
         /// The engine's reason.
         reason: String,
     },
-    /// `squash-split` names a stage the target stage is not built on.
-    #[error("{from} names the stage {stage}, which the target stage does not start FROM, directly or through other stages; valid values are {valid}")]
+    /// `squash-split` names a stage none of whose steps the target stage's build runs: one
+    /// the target stage is not built on, or one that makes no filesystem of its own (a stage of
+    /// `ENV`, `LABEL` and the like alone is its `FROM`'s filesystem, and the progress names no
+    /// step after it).
+    #[error("{from} names the stage {stage}, which has no step in the build of the target stage: it is not a stage the target stage starts FROM (directly or through other stages), or it runs no step that changes files; valid values are {valid}")]
     SplitStage {
         /// Where the setting was given.
         from: String,
@@ -326,8 +332,9 @@ pub enum PlanError {
         /// The valid values, in words: the stages it is built on, as the progress names them.
         valid: String,
     },
-    /// `squash-split` names the target stage itself: nothing comes after it.
-    #[error("{from} names the stage {stage}, the target stage itself, after which nothing is left for the upper layer; valid values are {valid}")]
+    /// `squash-split` names the target stage itself, or a stage after whose end no step
+    /// changes files (the target stage's own instructions are all `ENV`, `CMD` and the like).
+    #[error("{from} names the stage {stage}, after which no step of the build changes files: nothing is left for the upper layer; valid values are {valid}")]
     SplitNothingAfter {
         /// Where the setting was given.
         from: String,
@@ -356,7 +363,10 @@ impl PlanError {
 /// Plans the squash of `received`.
 pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> {
     if inputs.mode == Mode::Off {
-        return Ok(unchanged("squash mode is off"));
+        return Ok(Plan::Unchanged {
+            reason: "squash mode is off".into(),
+            off: true,
+        });
     }
     let Some((head, lineage)) = received.head.clone() else {
         return Ok(unchanged("the image is empty"));
@@ -427,12 +437,23 @@ pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> 
     if let Some(given) = &inputs.split {
         let split = &given.value;
         let kept = base.as_ref().ok().cloned();
-        if lineage.steps == 0 || layers.is_some_and(|l| l.added <= 1 && kept.is_some()) {
-            return Ok(unchanged(
-                "the Dockerfile adds at most one layer to its base image",
-            ));
+        let one_layer = || unchanged("the Dockerfile adds at most one layer to its base image");
+        if lineage.steps == 0 {
+            return Ok(one_layer());
         }
         let (low, high) = split_names(split);
+        // A split at a stage: the stage's last step. A bad stage name is refused here, before
+        // the build is found too small to split, so that it is refused in every mode.
+        let boundary = match split {
+            Split::Stage(stage) => Boundary::Stage {
+                end: stage_end(&graph, &lineage, stage, given)?,
+                name: &low,
+            },
+            Split::Paths(paths) => Boundary::Paths(paths),
+        };
+        if layers.is_some_and(|l| l.added <= 1 && kept.is_some()) {
+            return Ok(one_layer());
+        }
         let (summary, layout, squash) = match kept {
             Some((_, b)) => (
                 summary(&format!(
@@ -447,14 +468,6 @@ pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> 
                 Layout::Full,
                 report::Squash::Full,
             ),
-        };
-        // A split at a stage: the stage's last step (a bad stage name is refused here).
-        let boundary = match split {
-            Split::Stage(stage) => Boundary::Stage {
-                end: stage_end(&graph, &lineage, stage, given)?,
-                name: &low,
-            },
-            Split::Paths(paths) => Boundary::Paths(paths),
         };
         let mut entries = [
             entry(&summary_of_layer(&low)),
@@ -797,7 +810,8 @@ fn stage_end(
         .collect();
     below.dedup();
     let valid = if below.is_empty() {
-        "absolute paths such as /usr,/etc (the target stage is built on no other stage)".into()
+        "absolute paths such as /usr,/etc (no stage's end is followed by a step that changes files)"
+            .into()
     } else {
         format!(
             "the stages it is built on ({}), or absolute paths such as /usr,/etc",
@@ -1130,6 +1144,7 @@ fn base_method(inputs: &Inputs<'_>) -> Result<Method, PlanError> {
 fn unchanged(reason: &str) -> Plan {
     Plan::Unchanged {
         reason: reason.into(),
+        off: false,
     }
 }
 
@@ -1898,7 +1913,7 @@ mod tests {
         );
         assert_eq!(
             e.to_string(),
-            format!("option squash-split names the stage build, which the target stage does not start FROM, directly or through other stages; valid values are {valid}")
+            format!("option squash-split names the stage build, which has no step in the build of the target stage: it is not a stage the target stage starts FROM (directly or through other stages), or it runs no step that changes files; valid values are {valid}")
         );
         // The target stage itself is no choice: nothing would be left for the upper layer.
         let e = split_plan("stage-1", Mode::Full, false).unwrap_err();

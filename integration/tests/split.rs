@@ -507,35 +507,78 @@ fn split_at_a_stage_builds_the_later_steps_on_the_lower_layer() {
     }
 }
 
-/// A stage the Dockerfile does not have, and a stage with nothing after it, are refused with
-/// one line each, naming the setting and the stages there are.
+/// A stage the Dockerfile does not have, a stage with nothing after it (the target itself, in
+/// any mode, or the stage a target of config alone starts FROM) and a stage of config alone
+/// are refused with one line each, naming the setting and the stages there are. A split of a
+/// base-mode build too small to split is returned as built, and a step says so.
 #[test]
 fn split_at_a_stage_that_is_not_there_names_the_stages() {
     let t = "split_at_a_stage_that_is_not_there_names_the_stages";
     start(t);
-    for (value, expected) in [
+    let config_target =
+        "FROM squash-test/busybox:latest AS deps\nRUN echo a > /a\n\nFROM deps AS app\nENV X=1\n";
+    let config_middle = "FROM squash-test/busybox:latest AS deps\nRUN echo a > /a\n\nFROM deps AS app\nENV X=1\n\nFROM app\nRUN echo c > /c\n";
+    let nothing_after =
+        "after which no step of the build changes files: nothing is left for the upper layer";
+    for (body, args, expected) in [
         (
-            "build",
-            "build argument SQUASH_SPLIT names the stage build, which the target stage does not start FROM, directly or through other stages; valid values are the stages it is built on (deps), or absolute paths",
+            BODY,
+            &["--build-arg", "SQUASH_SPLIT=build"][..],
+            "build argument SQUASH_SPLIT names the stage build, which has no step in the build of the target stage: it is not a stage the target stage starts FROM (directly or through other stages), or it runs no step that changes files; valid values are the stages it is built on (deps), or absolute paths".to_string(),
         ),
         (
-            "stage-1",
-            "build argument SQUASH_SPLIT names the stage stage-1, the target stage itself, after which nothing is left for the upper layer",
+            BODY,
+            &["--build-arg", "SQUASH_SPLIT=stage-1"][..],
+            format!("build argument SQUASH_SPLIT names the stage stage-1, {nothing_after}; valid values are the stages it is built on (deps)"),
+        ),
+        (
+            BODY,
+            &["--build-arg", "SQUASH_SPLIT=deps", "--build-arg", "SQUASH_MODE=base", "--target", "deps"][..],
+            format!("build argument SQUASH_SPLIT names the stage deps, {nothing_after}; valid values are absolute paths such as /usr,/etc (no stage's end is followed by a step that changes files)"),
+        ),
+        (
+            config_target,
+            &["--build-arg", "SQUASH_SPLIT=deps"][..],
+            format!("build argument SQUASH_SPLIT names the stage deps, {nothing_after}"),
+        ),
+        (
+            config_middle,
+            &["--build-arg", "SQUASH_SPLIT=app"][..],
+            "build argument SQUASH_SPLIT names the stage app, which has no step in the build of the target stage: it is not a stage the target stage starts FROM (directly or through other stages), or it runs no step that changes files; valid values are the stages it is built on (deps)".to_string(),
         ),
     ] {
-        let ctx = context(t, &squash_dockerfile(BODY), "v1\n");
-        let arg = format!("SQUASH_SPLIT={value}");
-        let out = ctx.build(&["--build-arg", &arg]);
+        let ctx = context(t, &squash_dockerfile(body), "v1\n");
+        let out = ctx.build(args);
         out.assert_failure();
         let errors = error_lines(&out.stderr);
-        println!("[{t}] {value}: {errors:?}");
+        println!("[{t}] {args:?}: {errors:?}");
         assert!(
             errors
                 .iter()
-                .any(|l| l.contains("squash-frontend:") && l.contains(expected)),
-            "[{t}] {value}: {errors:?}"
+                .any(|l| l.contains("squash-frontend:") && l.contains(&expected)),
+            "[{t}] {args:?}: {errors:?}"
         );
     }
+    // One layer above the base: nothing to split in base mode, and a step says so.
+    let ctx = context(
+        t,
+        &squash_dockerfile("FROM squash-test/busybox:latest\nRUN echo a > /a\n"),
+        "v1\n",
+    );
+    let out = ctx.build(&[
+        "--build-arg",
+        "SQUASH_MODE=base",
+        "--build-arg",
+        "SQUASH_SPLIT=/usr",
+    ]);
+    out.assert_success();
+    let steps = squash_steps(&out.stderr);
+    assert!(
+        steps.iter().any(|s| s.name
+            == "squash: not squashed: the Dockerfile adds at most one layer to its base image"),
+        "[{t}] one layer above the base: {}",
+        show_steps(&steps)
+    );
     // Given by a directive: the error names its line, and buildx marks that line.
     let ctx = context(
         t,
