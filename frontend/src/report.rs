@@ -135,6 +135,14 @@ pub struct Report {
     pub wasted_files: u64,
     /// Their bytes, in all (file sizes).
     pub wasted_file_bytes: u64,
+    /// With a split at a stage: the files a step up to the split added and a later step
+    /// deleted or replaced. The lower layer still holds them, so they are not among
+    /// [`Report::wasted`]; a deletion in the stage itself would reclaim them.
+    #[serde(default)]
+    pub kept_below_split_files: u64,
+    /// Their bytes (file sizes).
+    #[serde(default)]
+    pub kept_below_split_bytes: u64,
 }
 
 fn one() -> usize {
@@ -226,6 +234,17 @@ impl Report {
                 out.push(format!("  {STEPS_NAMED}"));
                 out.extend(legend.iter().map(|name| format!("    {name}")));
             }
+        }
+        if self.kept_below_split_files > 0 {
+            let (files, were) = match self.kept_below_split_files {
+                1 => ("file", "was"),
+                _ => ("files", "were"),
+            };
+            out.push(format!(
+                "  {} {files} ({}) {were} added up to the split and removed or replaced after it: the lower layer still holds them (deleting them in the stage itself would reclaim them)",
+                self.kept_below_split_files,
+                human(self.kept_below_split_bytes)
+            ));
         }
         out
     }
@@ -458,6 +477,9 @@ pub struct Accounting {
     wasted: Vec<(u64, Vec<u8>, usize, usize, bool)>,
     wasted_files: u64,
     wasted_bytes: u64,
+    /// With a split after a step: the files a step up to the split added and a later one
+    /// deleted or replaced (how many, and their bytes), which the lower layer still holds.
+    below: (u64, u64),
     split: Option<SplitAt>,
     /// With a split after a step, once that step is read: the lower layer's bytes and the
     /// filesystem it ends with (`None` while that is still the last one read, so that it is
@@ -497,6 +519,7 @@ impl Accounting {
             wasted: Vec::new(),
             wasted_files: 0,
             wasted_bytes: 0,
+            below: (0, 0),
             split: None,
             lower: None,
             upper: None,
@@ -562,7 +585,12 @@ impl Accounting {
             let now = after.get(path);
             if now.is_none_or(|new| new.changed_from(old)) {
                 if let Some((by, bytes)) = self.owner.remove(path) {
-                    if bytes > 0 {
+                    let kept_below =
+                        matches!(self.split, Some(SplitAt::Step(n)) if by < n && k >= n);
+                    if kept_below && bytes > 0 {
+                        self.below.0 += 1;
+                        self.below.1 += bytes;
+                    } else if bytes > 0 {
                         self.wasted
                             .push((bytes, path.clone(), by, k, now.is_some()));
                         self.wasted_files += 1;
@@ -658,6 +686,8 @@ impl Accounting {
                 .collect(),
             wasted_files: self.wasted_files,
             wasted_file_bytes: self.wasted_bytes,
+            kept_below_split_files: self.below.0,
+            kept_below_split_bytes: self.below.1,
         }
     }
 }
@@ -1101,7 +1131,21 @@ mod tests {
                 }
                 a.report(4, 10)
             };
-            assert!(whole.wasted_files >= 3, "{whole:?}");
+            assert!(
+                whole.wasted_files + whole.kept_below_split_files >= 3,
+                "{whole:?}"
+            );
+            if split == Some(SplitAt::Step(1)) {
+                // The deps step's files the app's steps removed stay in the lower layer.
+                assert_eq!(
+                    (whole.kept_below_split_files, whole.kept_below_split_bytes),
+                    (3, 129_000),
+                    "{whole:?}"
+                );
+                assert!(whole.lines().iter().any(|l| l.starts_with(
+                    "  3 files (129.0 kB) were added up to the split and removed or replaced after it: the lower layer still holds them"
+                )));
+            }
             // The exact paths, and more than those (a directory read again, say).
             for extra in [&[][..], &[b"etc".to_vec(), b"etc/conf".to_vec()][..]] {
                 let mut a = Accounting::new(base.clone(), Squash::Base { layers: 1 })
