@@ -128,6 +128,21 @@ impl TestContext {
         self
     }
 
+    /// Sets a file's modification time to `secs` seconds after the epoch: two contexts
+    /// written at different times then send the same file, time included (BuildKit's `COPY`
+    /// keeps a context file's time).
+    #[track_caller]
+    pub fn set_mtime(&self, rel: impl AsRef<Path>, secs: u64) -> &Self {
+        let path = self.path().join(checked_relative(rel.as_ref()));
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_times(fs::FileTimes::new().set_modified(when)))
+            .unwrap_or_else(|e| panic!("setting the time of {}: {e}", path.display()));
+        self
+    }
+
     /// Creates a directory (and its parents).
     #[track_caller]
     pub fn mkdir(&self, rel: impl AsRef<Path>) -> &Self {

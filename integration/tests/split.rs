@@ -66,9 +66,16 @@ const CASES: [SplitCase; 2] = [
     },
 ];
 
+/// A context of `dockerfile` with the app file `app` and [`run_nonce`]'s `run-id`, both with
+/// one fixed time: the steps after a split stage run on the lower layer, so the squashed build
+/// copies its own context's files (not the plain build's, from the cache), and a plain build
+/// of the same context gives the same times.
 fn context(name: &str, dockerfile: &str, app: &str) -> TestContext {
     let ctx = TestContext::new(name, dockerfile);
-    ctx.write("run-id", run_nonce()).write("app.txt", app);
+    ctx.write("run-id", run_nonce())
+        .write("app.txt", app)
+        .set_mtime("run-id", 1_700_000_000)
+        .set_mtime("app.txt", 1_700_000_000);
     ctx
 }
 
