@@ -310,6 +310,10 @@ pub fn sync(args: &[OsString]) -> ExitCode {
             if !only.is_empty() {
                 eprintln!("squash-frontend sync: {} paths in {ms} ms", done.len());
             }
+            if let Some(none) = none_there(&done) {
+                eprintln!("squash-frontend sync: {none}");
+                return ExitCode::FAILURE;
+            }
             ExitCode::SUCCESS
         }
         Ok((Err(e), _)) => {
@@ -325,6 +329,20 @@ pub fn sync(args: &[OsString]) -> ExitCode {
 
 /// What the sync did with each path.
 type Synced = Vec<(String, Subtree)>;
+
+/// Where a split by paths names only paths the image does not have, why the build stops: its
+/// lower layer would hold nothing (a mistyped path, most likely). `None` for a sync of the
+/// whole tree, or where one path is there.
+fn none_there(done: &Synced) -> Option<String> {
+    if done.is_empty() || !done.iter().all(|(_, d)| matches!(d, Subtree::Absent)) {
+        return None;
+    }
+    let paths: Vec<&str> = done.iter().map(|(p, _)| p.as_str()).collect();
+    Some(format!(
+        "squash-split: none of {} is in the image, so the split's lower layer would be empty; valid values are absolute paths the image has (such as /usr,/etc), or a stage",
+        paths.join(",")
+    ))
+}
 
 /// Makes BASE equal to FINAL (with `only`: in those paths alone; with `changed`: looking only
 /// at the paths those diffs hold).
@@ -412,6 +430,25 @@ mod tests {
         ] {
             assert!(step_args::<2>(&args(bad)).is_none(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_split_of_paths_the_image_has_none_of_stops() {
+        let absent = |p: &str| (p.to_string(), Subtree::Absent);
+        let said = none_there(&vec![absent("/nope"), absent("/usr/lcoal")]).unwrap();
+        assert!(
+            said.starts_with("squash-split: none of /nope,/usr/lcoal is in the image"),
+            "{said}"
+        );
+        // One path there (or not a directory, left to the next layer) is a split.
+        assert_eq!(
+            none_there(&vec![
+                absent("/nope"),
+                ("/lib".into(), Subtree::NotADirectory)
+            ]),
+            None
+        );
+        assert_eq!(none_there(&Vec::new()), None, "the whole tree");
     }
 
     #[test]

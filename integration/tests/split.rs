@@ -577,6 +577,17 @@ fn split_at_a_stage_that_is_not_there_names_the_stages() {
             "[{t}] {args:?}: {errors:?}"
         );
     }
+    // A split by paths the image has none of (mistyped) stops the build: its lower layer
+    // would be empty.
+    let ctx = context(t, &squash_dockerfile(BODY), "v1\n");
+    let out = ctx.build(&["--build-arg", "SQUASH_SPLIT=/nope,/usr/lcoal"]);
+    out.assert_failure();
+    assert!(
+        out.stderr.contains(
+            "squash-frontend sync: squash-split: none of /nope,/usr/lcoal is in the image, so the split's lower layer would be empty"
+        ),
+        "[{t}] paths the image has none of:\n{out}"
+    );
     // One layer above the base: nothing to split in base mode, and a step says so.
     let ctx = context(
         t,
