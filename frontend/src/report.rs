@@ -206,10 +206,7 @@ impl Report {
         if self.wasted.is_empty() {
             out.push("  no file was added by one step and removed by a later one".into());
         } else {
-            let (files, were) = match self.wasted_files {
-                1 => ("file", "was"),
-                _ => ("files", "were"),
-            };
+            let (files, were) = files_were(self.wasted_files);
             out.push(format!(
                 "  {} {files} ({}) {were} added by one step and removed or replaced by a later one; the largest (file sizes, hardlinks once):",
                 self.wasted_files,
@@ -236,10 +233,7 @@ impl Report {
             }
         }
         if self.kept_below_split_files > 0 {
-            let (files, were) = match self.kept_below_split_files {
-                1 => ("file", "was"),
-                _ => ("files", "were"),
-            };
+            let (files, were) = files_were(self.kept_below_split_files);
             out.push(format!(
                 "  {} {files} ({}) {were} added up to the split and removed or replaced after it: the lower layer still holds them (deleting them in the stage itself would reclaim them)",
                 self.kept_below_split_files,
@@ -247,6 +241,14 @@ impl Report {
             ));
         }
         out
+    }
+}
+
+/// "file was" for one, "files were" for any other count.
+fn files_were(count: u64) -> (&'static str, &'static str) {
+    match count {
+        1 => ("file", "was"),
+        _ => ("files", "were"),
     }
 }
 

@@ -1203,17 +1203,26 @@ Commands:
         let dir = tempfile::tempdir().unwrap();
         let count = dir.path().join("runs");
         let lost = "ERROR: failed to solve: failed to prepare extraction snapshot extract-1: parent snapshot sha256:bb does not exist: not found";
-        // Fails with the engine race on its first run only.
-        let script = format!(
-            r#"echo x >> {runs}; if [ $(wc -l < {runs}) = 1 ]; then echo "{lost}" >&2; exit 1; fi; echo built >&2"#,
-            runs = count.display()
-        );
-        let fake = fake_docker(dir.path(), &script);
-        let run = Buildx::new(Path::new("/ctx"))
-            .run_program(fake.as_os_str())
-            .unwrap();
-        assert!(run.out.success(), "{run:?}");
-        assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 2);
+        // A fake docker that counts its runs, then runs `script`: the build's result and how
+        // many times the client ran.
+        let runs = |script: &str| -> (Run, usize) {
+            let _ = std::fs::remove_file(&count);
+            let fake = fake_docker(
+                dir.path(),
+                &format!("echo x >> {}; {script}", count.display()),
+            );
+            let run = Buildx::new(Path::new("/ctx"))
+                .run_program(fake.as_os_str())
+                .unwrap();
+            let n = std::fs::read_to_string(&count).unwrap().lines().count();
+            (run, n)
+        };
+        // The engine race on the first run only: a second run, which the output says.
+        let (run, n) = runs(&format!(
+            r#"if [ $(wc -l < {}) = 1 ]; then echo "{lost}" >&2; exit 1; fi; echo built >&2"#,
+            count.display()
+        ));
+        assert!(run.out.success() && n == 2, "{run:?}");
         assert!(
             run.out
                 .stderr
@@ -1227,33 +1236,11 @@ Commands:
             run.out.stderr
         );
         // The same race on every run fails the build, after two runs.
-        std::fs::remove_file(&count).unwrap();
-        let fake = fake_docker(
-            dir.path(),
-            &format!(
-                r#"echo x >> {}; echo "{lost}" >&2; exit 1"#,
-                count.display()
-            ),
-        );
-        let run = Buildx::new(Path::new("/ctx"))
-            .run_program(fake.as_os_str())
-            .unwrap();
-        assert!(!run.out.success());
-        assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 2);
+        let (run, n) = runs(&format!(r#"echo "{lost}" >&2; exit 1"#));
+        assert!(!run.out.success() && n == 2, "{run:?}");
         // Any other failure is the build's result, after one run.
-        std::fs::remove_file(&count).unwrap();
-        let fake = fake_docker(
-            dir.path(),
-            &format!(
-                r#"echo x >> {}; echo "ERROR: parent snapshot of nothing" >&2; exit 1"#,
-                count.display()
-            ),
-        );
-        let run = Buildx::new(Path::new("/ctx"))
-            .run_program(fake.as_os_str())
-            .unwrap();
-        assert!(!run.out.success());
-        assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 1);
+        let (run, n) = runs(r#"echo "ERROR: parent snapshot of nothing" >&2; exit 1"#);
+        assert!(!run.out.success() && n == 1, "{run:?}");
     }
 
     #[test]
