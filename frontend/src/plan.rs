@@ -850,11 +850,12 @@ enum Boundary<'a> {
 /// The two layers of a split squash above `base` (on scratch for `None`): `entries` name them.
 ///
 /// At a stage: the lower layer is the squash of the filesystem at the stage's end, which the
-/// build cache keeps as long as that stage's steps do not change; the upper one holds what the
-/// later steps changed (whiteouts for what they deleted). With DiffOp and MergeOp:
-/// `merge(base, diff(base + no-op, stage end), diff(stage end, our sync of the result onto
-/// it))`, see [`upper_at`];
-/// without: our `sync` of the stage's end onto the base, then of the result onto that.
+/// build cache keeps as long as that stage's steps do not change; the later steps are rebased
+/// onto it (on the base, see [`rebased`]), and the upper one holds what they changed
+/// (whiteouts for what they deleted). With DiffOp and MergeOp: the lower layer is
+/// `diff(base + no-op, stage end)`, and our `sync` of the result writes onto
+/// `merge(base, lower)` (without our image: the engine's diff, see [`upper_at`]); without:
+/// our `sync` of the stage's end onto the base, then of the result onto that.
 ///
 /// At paths: the lower layer is those paths of the result, synced onto the base from a copy of
 /// them alone (a FileOp copy is keyed by the content it copies, so the step stays cached while
