@@ -20,11 +20,11 @@ cd "$(dirname "$0")/.."
 
 PAIRS=("$@")
 [ ${#PAIRS[@]} -gt 0 ] || PAIRS=(26-classic 26-c8d 28-classic 28-c8d)
-# The order they start in: the containerd-store pairs, which take the longest and weigh most
-# on the disk, one after the other, the classic ones beside them (two at a time: 26-c8d with
-# 26-classic, then 28-classic, then 28-c8d once 26-c8d is done). Measured in clean-clone runs:
-# in the order above (28-c8d last, after two classic pairs) 1290-1360 s; with the two
-# containerd pairs side by side, each took 900 s instead of 450-750, 1442 s in all.
+# The order they start in: the containerd-store pairs, which take the longest, one after the
+# other, the classic ones beside them (26-c8d with 26-classic, then 28-classic, then 28-c8d
+# once 26-c8d is done). Clean-clone runs of this suite on this machine (2 CPUs), all pairs:
+# 1507 s in this order; 1442 s with the two containerd pairs first, side by side (each then
+# took 900 s); within what runs vary by.
 ORDER=()
 for p in 26-c8d 26-classic 28-classic 28-c8d; do
   if [[ " ${PAIRS[*]} " == *" $p "* ]]; then ORDER+=("$p"); fi
