@@ -239,8 +239,9 @@ impl Graph {
 impl Graph {
     /// Rebases the ops that lead from `from` to `head` onto `onto`: each op on the way from
     /// `from` to `head` is copied with its inputs that named `from` naming `onto` instead, and
-    /// those that named a copied op naming its copy. Returns what each output of a copied op
-    /// became, keyed by the old output; `head`'s copy is there too (unless `head` is `from`).
+    /// those that named a copied op naming its copy. Returns the digest of each copy, keyed by
+    /// the digest of the op it copies (its outputs keep their indexes); `head`'s is there too
+    /// (unless `head` is `from`).
     ///
     /// The copies keep every byte of the ops but their inputs (they are rewritten field by
     /// field, so fields this crate's protobuf subset does not know stay as they came), the
@@ -252,16 +253,18 @@ impl Graph {
         head: &Output,
         from: &Output,
         onto: &Output,
-    ) -> Result<HashMap<Output, Output>, LlbError> {
+    ) -> Result<HashMap<String, String>, LlbError> {
         // The ops on the way: those that lead to `head` and read `from`, directly or not.
         let mut order = Vec::new();
         let mut seen: HashMap<String, bool> = HashMap::new();
         self.on_the_way(&head.digest, &from.digest, &mut seen, &mut order);
         let mut renamed: HashMap<String, String> = HashMap::new();
-        let mut outputs = HashMap::new();
         for digest in order {
-            let (bytes, op) = &self.ops[&digest];
-            let new_bytes = rebase_inputs(bytes, |input| {
+            let rebase_error = |reason: String| LlbError::Rebase {
+                digest: digest.clone(),
+                reason,
+            };
+            let new_bytes = rebase_inputs(&self.ops[&digest].0, |input| {
                 if input.digest == from.digest && input.index == from.index {
                     Some(onto.input())
                 } else {
@@ -271,32 +274,10 @@ impl Graph {
                     })
                 }
             })
-            .map_err(|reason| LlbError::Rebase {
-                digest: digest.clone(),
-                reason,
-            })?;
-            let new_op = pb::Op::decode(new_bytes.as_slice()).map_err(|e| LlbError::Rebase {
-                digest: digest.clone(),
-                reason: e.to_string(),
-            })?;
-            let outputs_of = match &op.op {
-                Some(pb::op::Op::Exec(exec)) => exec.mounts.iter().map(|m| m.output).collect(),
-                Some(pb::op::Op::File(file)) => file.actions.iter().map(|a| a.output).collect(),
-                _ => vec![0],
-            };
+            .map_err(rebase_error)?;
+            let new_op =
+                pb::Op::decode(new_bytes.as_slice()).map_err(|e| rebase_error(e.to_string()))?;
             let new_digest = digest_of(&new_bytes);
-            for index in outputs_of.into_iter().filter(|i| *i >= 0) {
-                outputs.insert(
-                    Output {
-                        digest: digest.clone(),
-                        index,
-                    },
-                    Output {
-                        digest: new_digest.clone(),
-                        index,
-                    },
-                );
-            }
             if let Some(meta) = self.metadata.get(&digest).cloned() {
                 self.metadata.insert(new_digest.clone(), meta);
             }
@@ -306,8 +287,11 @@ impl Graph {
             }
             renamed.insert(digest, new_digest);
         }
-        self.source = source_renamed(&self.source, &renamed);
-        Ok(outputs)
+        // A source map that does not read is left as it came: it only places errors.
+        if let Ok(source) = source_renamed(&self.source, &renamed) {
+            self.source = source;
+        }
+        Ok(renamed)
     }
 
     /// Puts into `order` (inputs first) the ops that lead to `digest` and read `from`; `seen`
@@ -341,15 +325,19 @@ impl Graph {
     }
 }
 
-/// `bytes` (an `Op`) with each of its inputs (field 1) replaced where `new` gives another;
-/// every other field is copied as it is.
-fn rebase_inputs(
-    bytes: &[u8],
-    mut new: impl FnMut(&pb::Input) -> Option<pb::Input>,
-) -> Result<Vec<u8>, String> {
-    use prost::encoding::{decode_key, decode_varint, encode_key, encode_varint, WireType};
+/// One top-level field of a protobuf message: its number, all its bytes (key included), and
+/// the body of a length-delimited one.
+struct Field<'a> {
+    tag: u32,
+    whole: &'a [u8],
+    body: Option<&'a [u8]>,
+}
+
+/// The top-level fields of the message `bytes`, in order, as they are on the wire.
+fn fields(bytes: &[u8]) -> Result<Vec<Field<'_>>, String> {
+    use prost::encoding::{decode_key, decode_varint, WireType};
     let mut rest = bytes;
-    let mut out = Vec::with_capacity(bytes.len());
+    let mut out = Vec::new();
     while !rest.is_empty() {
         let start = rest;
         let (tag, wire) = decode_key(&mut rest).map_err(|e| e.to_string())?;
@@ -379,82 +367,61 @@ fn rebase_inputs(
                 return Err(format!("field {tag} is a group"));
             }
         };
-        let field = &start[..start.len() - rest.len()];
-        match body {
-            Some(body) if tag == 1 => {
+        out.push(Field {
+            tag,
+            whole: &start[..start.len() - rest.len()],
+            body,
+        });
+    }
+    Ok(out)
+}
+
+/// `bytes` (an `Op`) with each of its inputs (field 1) replaced where `new` gives another;
+/// every other field is copied as it is.
+fn rebase_inputs(
+    bytes: &[u8],
+    mut new: impl FnMut(&pb::Input) -> Option<pb::Input>,
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for field in fields(bytes)? {
+        match field.body {
+            Some(body) if field.tag == 1 => {
                 let input = pb::Input::decode(body).map_err(|e| e.to_string())?;
                 let input = new(&input).unwrap_or(input);
-                let encoded = input.encode_to_vec();
-                encode_key(1, WireType::LengthDelimited, &mut out);
-                encode_varint(encoded.len() as u64, &mut out);
-                out.extend_from_slice(&encoded);
+                prost::encoding::message::encode(1, &input, &mut out);
             }
-            _ => out.extend_from_slice(field),
+            _ => out.extend_from_slice(field.whole),
         }
     }
     Ok(out)
 }
 
-/// The definition's source map (`pb.Source`: where each op comes from in the Dockerfile) with
-/// each renamed op's places under its new digest as well. The digests are map keys of the same
-/// length either way (`sha256:` and 64 hex digits), so each entry is copied with its key
-/// replaced, byte for byte.
-fn source_renamed(source: &[u8], renamed: &HashMap<String, String>) -> Vec<u8> {
+/// The definition's source map (`pb.Source`: where each op comes from in the Dockerfile; its
+/// field 1 is the map from op digest to places) with each renamed op's places under its new
+/// digest as well: a copy of its entry, the key replaced, after the whole source (a map's
+/// entries come in any order).
+fn source_renamed(source: &[u8], renamed: &HashMap<String, String>) -> Result<Vec<u8>, String> {
     let mut out = source.to_vec();
-    for (old, new) in renamed {
-        if old.len() != new.len() {
+    for entry in fields(source)? {
+        let Some(body) = entry.body.filter(|_| entry.tag == 1) else {
             continue;
-        }
-        let mut at = 0;
-        while let Some(k) = find(&source[at..], old.as_bytes()) {
-            let pos = at + k;
-            // The entry around this key: `tag, length, (1: key, 2: locations)`; add a copy of
-            // it with the new key after the whole source (a map's entries come in any order).
-            if let Some(entry) = map_entry_at(source, pos) {
-                let mut copy = source[entry.clone()].to_vec();
-                let key_at = pos - entry.start;
-                copy[key_at..key_at + new.len()].copy_from_slice(new.as_bytes());
-                out.extend_from_slice(&copy);
-            }
-            at = pos + old.len();
-        }
-    }
-    out
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// The bytes of the top-level field-1 entry of `source` that holds the byte `pos`, if it is
-/// one (the `locations` map's entries are field 1 of `pb.Source`).
-fn map_entry_at(source: &[u8], pos: usize) -> Option<std::ops::Range<usize>> {
-    use prost::encoding::{decode_key, decode_varint, WireType};
-    let mut rest = source;
-    while !rest.is_empty() {
-        let start = source.len() - rest.len();
-        let (tag, wire) = decode_key(&mut rest).ok()?;
-        let end = match wire {
-            WireType::LengthDelimited => {
-                let n = decode_varint(&mut rest).ok()? as usize;
-                let body_start = source.len() - rest.len();
-                if rest.len() < n {
-                    return None;
-                }
-                rest = &rest[n..];
-                body_start + n
-            }
-            WireType::Varint => {
-                decode_varint(&mut rest).ok()?;
-                source.len() - rest.len()
-            }
-            _ => return None,
         };
-        if (start..end).contains(&pos) {
-            return (tag == 1 && wire == WireType::LengthDelimited).then_some(start..end);
+        let mut key = None;
+        let mut rest = Vec::new();
+        for field in fields(body)? {
+            match field.body {
+                Some(k) if field.tag == 1 => key = Some(String::from_utf8_lossy(k).into_owned()),
+                _ => rest.extend_from_slice(field.whole),
+            }
+        }
+        if let Some(new) = key.and_then(|k| renamed.get(&k)) {
+            let mut copy = Vec::new();
+            prost::encoding::string::encode(1, new, &mut copy);
+            copy.extend_from_slice(&rest);
+            prost::encoding::bytes::encode(1, &copy, &mut out);
         }
     }
-    None
+    Ok(out)
 }
 
 /// `meta`, marked never to be taken from the cache.
@@ -1088,7 +1055,11 @@ mod tests {
 
         let moved = g.rebase(&c, &a, &onto).unwrap();
         assert_eq!(moved.len(), 2, "b and c: {moved:?}");
-        let (b2, c2) = (&moved[&b], &moved[&c]);
+        let moved_to = |o: &Output| Output {
+            digest: moved[&o.digest].clone(),
+            index: o.index,
+        };
+        let (b2, c2) = (&moved_to(&b), &moved_to(&c));
         assert_ne!(b2, &b);
         let b2_op = g.op(&b2.digest).unwrap();
         assert_eq!(
@@ -1115,7 +1086,10 @@ mod tests {
         assert!(g.source.starts_with(&source));
         let added = &g.source[source.len()..];
         for (new, line) in [(&b2.digest, 2u8), (&c2.digest, 3u8)] {
-            let at = find(added, new.as_bytes()).expect("the new digest is a key");
+            let at = added
+                .windows(new.len())
+                .position(|w| w == new.as_bytes())
+                .expect("the new digest is a key");
             assert_eq!(
                 &added[at + new.len()..at + new.len() + 4],
                 &[0x12, 2, 8, line]

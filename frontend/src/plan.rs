@@ -952,11 +952,10 @@ fn split_layers(
                     llb::COPY_PATHS_CAPS,
                 ),
             );
-            let chain = SyncChain {
-                ours,
-                names: (low_name, high_name),
-            };
-            Ok(chain.push(g, (&copied, paths), base, head, reporting))
+            // Those paths onto the base, then the whole result onto that, with the report.
+            let lowered = ours.sync(g, &copied, base, paths, None, low_name);
+            let upper = ours.sync(g, head, Some(&lowered), &[], Some(reporting), high_name);
+            Ok(Made::by_step(upper))
         }
     }
 }
@@ -977,7 +976,10 @@ fn rebased(
     lowered: &Output,
 ) -> Result<(Output, Vec<Output>), PlanError> {
     let moved = g.rebase(head, &states[end], lowered)?;
-    let new = |o: &Output| moved.get(o).cloned().unwrap_or_else(|| o.clone());
+    let new = |o: &Output| Output {
+        digest: moved.get(&o.digest).unwrap_or(&o.digest).clone(),
+        index: o.index,
+    };
     let states = states
         .iter()
         .enumerate()
@@ -1065,35 +1067,6 @@ fn resumed_at<'a>(
     );
     reporting.resume = Some((account, steps));
     Ok(reporting)
-}
-
-/// Two of our `sync` steps in a row, for a split without DiffOp: the lower layer's content
-/// onto the base (or an empty mount), then the whole result onto that.
-struct SyncChain<'a> {
-    ours: Ours<'a>,
-    /// The progress names (and history entries) of the lower and the upper layer.
-    names: (&'a str, &'a str),
-}
-
-impl SyncChain<'_> {
-    /// Pushes the two steps: `lower.0` synced onto `base` (in the paths `lower.1` alone, where
-    /// there are any), then `head` onto that, with the report.
-    fn push(
-        &self,
-        g: &mut Graph,
-        lower: (&Output, &[String]),
-        base: Option<&Output>,
-        head: &Output,
-        reporting: &llb::Reporting<'_>,
-    ) -> Made {
-        let low = self
-            .ours
-            .sync(g, lower.0, base, lower.1, None, self.names.0);
-        let upper = self
-            .ours
-            .sync(g, head, Some(&low), &[], Some(reporting), self.names.1);
-        Made::by_step(upper)
-    }
 }
 
 /// How full mode makes its one layer.
