@@ -1533,22 +1533,6 @@ mod tests {
         serde_json::from_str(json).unwrap()
     }
 
-    /// The op with `digest` in `def`.
-    fn s_def_op(def: &pb::Definition, digest: &str) -> pb::Op {
-        let bytes = def
-            .def
-            .iter()
-            .find(|b| llb::digest_of(b) == digest)
-            .expect("the op is in the definition");
-        pb::Op::decode(bytes.as_slice()).unwrap()
-    }
-
-    /// The progress name `def` gives the op `digest`.
-    fn name_in(def: &pb::Definition, digest: &str) -> Option<String> {
-        let meta = pb::OpMetadata::decode(def.metadata.get(digest)?.as_slice()).ok()?;
-        meta.description.get("llb.customname").cloned()
-    }
-
     /// Plans the staged build with `split`, in `mode`, with or without DiffOp.
     fn split_plan(split: &str, mode: Mode, has_diff: bool) -> Result<Squash, PlanError> {
         let (def, _) = crate::testkit::staged_definition();
@@ -1674,9 +1658,11 @@ mod tests {
                 index: 0
             }]
         );
-        assert_eq!(app.op, s_def_op(&s.def, &digests[3]).op);
+        let mut planned = Graph::default();
+        planned.add_definition(&s.def).unwrap();
+        assert_eq!(app.op, planned.op(&digests[3]).unwrap().op);
         assert_eq!(
-            name_in(&s.def, app_d).as_deref(),
+            planned.name(app_d).as_deref(),
             Some("[stage-1 2/2] RUN make install")
         );
         // What that step changed: its filesystem against the one it ran on.
