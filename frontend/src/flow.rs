@@ -329,6 +329,7 @@ async fn build(
             reference,
             squash,
             report: report.filter(|_| request.attestations),
+            report_inline_only: request.attestations_inline_only,
         });
     }
     Ok(result::assemble(&built, &squashed))

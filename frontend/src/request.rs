@@ -143,8 +143,35 @@ pub struct Request {
     pub cache_imports: Vec<CacheOptionsEntry>,
     /// `SOURCE_DATE_EPOCH` given as a build argument (a number of seconds).
     pub epoch: Option<i64>,
-    /// The build exports attestations (so ours, the squash report, goes with them).
+    /// The build asks for attestations (so ours, the squash report, goes with them).
     pub attestations: bool,
+    /// Every attestation the build asks for is `inline-only` (buildx's default provenance,
+    /// `mode=min,inline-only=true`): exporters that cannot hold attestations inline (local,
+    /// tar, and OCI or Docker tarballs) leave such an attestation out, so ours is marked the
+    /// same way (see [`attest_requests`]).
+    pub attestations_inline_only: bool,
+}
+
+/// The build's attestation requests (`attest:<kind>` options, each a list of `key=value`):
+/// whether any is on (not `disabled=true`), and whether every one that is on is
+/// `inline-only=true`. BuildKit marks such an attestation with the metadata key `inline-only`
+/// (its `solver/result/attestation.go`), and its local and tar exporters, and its image writer
+/// for OCI and Docker tarballs, leave those out.
+fn attest_requests(opts: &Opts) -> (bool, bool) {
+    let is_true = |value: &str, key: &str| {
+        value.split(',').any(|kv| {
+            kv.split_once('=')
+                .is_some_and(|(k, v)| k.trim() == key && v.trim().eq_ignore_ascii_case("true"))
+        })
+    };
+    let on: Vec<&str> = opts
+        .iter()
+        .filter(|(k, _)| k.starts_with(KEY_ATTEST_PREFIX))
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !is_true(v, "disabled"))
+        .collect();
+    let inline_only = !on.is_empty() && on.iter().all(|v| is_true(v, "inline-only"));
+    (!on.is_empty(), inline_only)
 }
 
 impl Request {
@@ -176,7 +203,8 @@ impl Request {
             epoch: opts
                 .get(&build_arg(ARG_SOURCE_DATE_EPOCH))
                 .and_then(|v| v.trim().parse().ok()),
-            attestations: opts.keys().any(|k| k.starts_with(KEY_ATTEST_PREFIX)),
+            attestations: attest_requests(opts).0,
+            attestations_inline_only: attest_requests(opts).1,
             opts: opts.clone(),
         }
     }
@@ -771,6 +799,49 @@ fn forwarded(opts: &Opts) -> Opts {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn attestation_requests_on_and_inline_only() {
+        let of = |pairs: &[(&str, &str)]| {
+            attest_requests(
+                &pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
+        assert_eq!(of(&[]), (false, false));
+        // buildx's default provenance.
+        assert_eq!(
+            of(&[("attest:provenance", "mode=min,inline-only=true")]),
+            (true, true)
+        );
+        assert_eq!(of(&[("attest:provenance", "mode=max")]), (true, false));
+        assert_eq!(
+            of(&[("attest:provenance", "disabled=true")]),
+            (false, false)
+        );
+        // One that is not inline-only makes ours go everywhere too.
+        assert_eq!(
+            of(&[
+                ("attest:provenance", "mode=min,inline-only=true"),
+                ("attest:sbom", "generator=x")
+            ]),
+            (true, false)
+        );
+        assert_eq!(
+            of(&[
+                ("attest:provenance", "mode=min, inline-only = TRUE"),
+                ("attest:sbom", "disabled=true")
+            ]),
+            (true, true)
+        );
+        assert_eq!(
+            of(&[("build-arg:attest", "inline-only=true")]),
+            (false, false)
+        );
+    }
+
     use super::*;
 
     fn opts(pairs: &[(&str, &str)]) -> Opts {

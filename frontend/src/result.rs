@@ -98,7 +98,14 @@ pub struct Squashed {
     /// Its report, to go with the build's attestations (an in-toto predicate, see
     /// [`REPORT_PREDICATE`]).
     pub report: Option<gateway::Ref>,
+    /// The report is marked `inline-only`, as the build's own attestations are
+    /// (`request::Request::attestations_inline_only`).
+    pub report_inline_only: bool,
 }
+
+/// BuildKit's attestation metadata key for an attestation that only goes where the exporter
+/// holds attestations inline (`result.AttestationInlineOnlyKey`).
+const INLINE_ONLY: &str = "inline-only";
 
 /// The in-toto predicate type of the squash report attached as an attestation.
 pub const REPORT_PREDICATE: &str = "https://squash-frontend.invalid/report/v1";
@@ -144,6 +151,11 @@ pub fn assemble(original: &gateway::Result, squashed: &[Squashed]) -> gateway::R
                     r#ref: Some(report.clone()),
                     path: crate::llb::REPORT_FILE.into(),
                     in_toto_predicate_type: REPORT_PREDICATE.into(),
+                    metadata: if s.report_inline_only {
+                        [(INLINE_ONLY.to_string(), b"true".to_vec())].into()
+                    } else {
+                        Default::default()
+                    },
                     ..Default::default()
                 });
         }
@@ -296,6 +308,26 @@ mod tests {
                 report: None,
             },
             report: None,
+            report_inline_only: false,
+        }
+    }
+
+    #[test]
+    fn the_report_goes_with_the_attestations_inline_only_as_they_are() {
+        for inline_only in [false, true] {
+            let mut s = squashed("linux/amd64", None, false, None);
+            s.report = Some(r("report"));
+            s.report_inline_only = inline_only;
+            let out = assemble(&multi(), &[s]);
+            let atts = &out.attestations["linux/amd64"].attestation;
+            assert_eq!(atts.len(), 1);
+            assert_eq!(atts[0].r#ref, Some(r("report")));
+            assert_eq!(atts[0].in_toto_predicate_type, REPORT_PREDICATE);
+            assert_eq!(
+                atts[0].metadata.get("inline-only").map(Vec::as_slice),
+                inline_only.then_some(&b"true"[..]),
+                "inline-only {inline_only}"
+            );
         }
     }
 }

@@ -400,3 +400,51 @@ fn report_per_platform() {
         run.out.stderr
     );
 }
+
+/// With buildx's default attestations (provenance `mode=min,inline-only=true`), an output that
+/// holds no attestation inline gets none from us either, as BuildKit leaves its own out: a
+/// local output holds the image's files alone (the image's own `/report.json` is left as it
+/// is, where our report's statement once took its name), and an OCI tarball (containerd
+/// store; the classic one refuses it with or without us) one image manifest and no
+/// attestation manifest, as without us.
+#[test]
+fn default_attestations_add_no_report_to_a_local_or_oci_output() {
+    let t = "default_attestations_add_no_report_to_a_local_or_oci_output";
+    let store = start(t);
+    let mine = "{\"mine\":true}\n";
+    let body = fresh("FROM squash-test/busybox:latest\nRUN echo '{\"mine\":true}' > /report.json\nRUN echo y > /y\n");
+    for (side, dockerfile) in [
+        ("plain", body.clone()),
+        ("squashed", squash_dockerfile(&body)),
+    ] {
+        let ctx = context(&format!("{t}-{side}"), &dockerfile);
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("local");
+        let run = Buildx::new(ctx.path())
+            .args(&["--output", &format!("type=local,dest={}", local.display())])
+            .default_attestations()
+            .timeout(BUILD_TIMEOUT)
+            .run();
+        run.out.assert_success();
+        let found = std::fs::read_to_string(local.join("report.json")).unwrap_or_default();
+        assert_eq!(found, mine, "[{t}] {side}: the local output's /report.json");
+        assert!(local.join("y").exists(), "[{t}] {side}: the image's files");
+        if store == Store::Classic {
+            continue;
+        }
+        let dest = dir.path().join("image.tar");
+        let run = Buildx::new(ctx.path())
+            .args(&["--output", &format!("type=oci,dest={}", dest.display())])
+            .default_attestations()
+            .timeout(BUILD_TIMEOUT)
+            .run();
+        run.out.assert_success();
+        let archive = integration::archive::Archive::open(&dest)
+            .unwrap_or_else(|e| panic!("[{t}] {side}: the OCI archive: {e:#}"));
+        assert_eq!(archive.image_manifests().len(), 1, "[{t}] {side}");
+        assert!(
+            archive.attestation_manifests().is_empty(),
+            "[{t}] {side}: no attestation manifest in an OCI tarball with the default attestations"
+        );
+    }
+}
