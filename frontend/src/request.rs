@@ -189,6 +189,7 @@ impl Request {
             .get(&format!("{KEY_LOCAL_SESSION_PREFIX}{local_name}"))
             .cloned()
             .unwrap_or_else(|| session_id.to_string());
+        let (attestations, attestations_inline_only) = attest_requests(opts);
         Request {
             passthrough: opts.contains_key(KEY_REQUEST_ID) || opts.contains_key(NESTED),
             dockerfile: DockerfileSource {
@@ -203,8 +204,8 @@ impl Request {
             epoch: opts
                 .get(&build_arg(ARG_SOURCE_DATE_EPOCH))
                 .and_then(|v| v.trim().parse().ok()),
-            attestations: attest_requests(opts).0,
-            attestations_inline_only: attest_requests(opts).1,
+            attestations,
+            attestations_inline_only,
             opts: opts.clone(),
         }
     }
@@ -799,6 +800,7 @@ fn forwarded(opts: &Opts) -> Opts {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn attestation_requests_on_and_inline_only() {
@@ -841,8 +843,6 @@ mod tests {
             (false, false)
         );
     }
-
-    use super::*;
 
     fn opts(pairs: &[(&str, &str)]) -> Opts {
         pairs
