@@ -419,13 +419,18 @@ fn default_attestations_add_no_report_to_a_local_or_oci_output() {
     ] {
         let ctx = context(&format!("{t}-{side}"), &dockerfile);
         let dir = tempfile::tempdir().unwrap();
+        // Built to `dest` as `kind`, with buildx's default attestations.
+        let export = |kind: &str, dest: &std::path::Path| {
+            Buildx::new(ctx.path())
+                .args(&["--output", &format!("type={kind},dest={}", dest.display())])
+                .default_attestations()
+                .timeout(BUILD_TIMEOUT)
+                .run()
+                .out
+                .assert_success();
+        };
         let local = dir.path().join("local");
-        let run = Buildx::new(ctx.path())
-            .args(&["--output", &format!("type=local,dest={}", local.display())])
-            .default_attestations()
-            .timeout(BUILD_TIMEOUT)
-            .run();
-        run.out.assert_success();
+        export("local", &local);
         let found = std::fs::read_to_string(local.join("report.json")).unwrap_or_default();
         assert_eq!(found, mine, "[{t}] {side}: the local output's /report.json");
         assert!(local.join("y").exists(), "[{t}] {side}: the image's files");
@@ -433,12 +438,7 @@ fn default_attestations_add_no_report_to_a_local_or_oci_output() {
             continue;
         }
         let dest = dir.path().join("image.tar");
-        let run = Buildx::new(ctx.path())
-            .args(&["--output", &format!("type=oci,dest={}", dest.display())])
-            .default_attestations()
-            .timeout(BUILD_TIMEOUT)
-            .run();
-        run.out.assert_success();
+        export("oci", &dest);
         let archive = integration::archive::Archive::open(&dest)
             .unwrap_or_else(|e| panic!("[{t}] {side}: the OCI archive: {e:#}"));
         assert_eq!(archive.image_manifests().len(), 1, "[{t}] {side}");
