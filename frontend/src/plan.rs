@@ -390,7 +390,11 @@ pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> 
         (Mode::Base, Root::Image { output, .. }) => base_info
             .map(|b| (output.clone(), b))
             .ok_or("the Dockerfile frontend did not describe the base image".to_string()),
-        (Mode::Base, Root::Scratch) => Err("the target stage starts from scratch".to_string()),
+        // The Dockerfile frontend builds on an image without layers as on scratch
+        // (dockerfile2llb/convert.go), so the graph cannot tell the two apart.
+        (Mode::Base, Root::Scratch) => {
+            Err("the target stage starts from scratch or from an image without layers".to_string())
+        }
         (Mode::Base, Root::Other(what)) => {
             Err(format!("the target stage starts from {what}, not an image"))
         }
@@ -2051,7 +2055,7 @@ mod tests {
         assert!(!keeps_base);
         assert_eq!(
             summary,
-            summary_of("2 layers -> 1, no base kept: the target stage starts from scratch")
+            summary_of("2 layers -> 1, no base kept: the target stage starts from scratch or from an image without layers")
         );
     }
 
