@@ -13,7 +13,7 @@ use crate::llb::{self, LlbError};
 use crate::plan::{self, Caps, Inputs, Plan, PlanError, Received, Tool};
 use crate::report;
 use crate::request::{
-    Mode, OptionError, Opts, Request, Start, DOCKERFILE_SOURCE, NESTED, SETTINGS, UPSTREAM,
+    Given, Mode, OptionError, Opts, Request, Start, DOCKERFILE_SOURCE, NESTED, SETTINGS,
 };
 use crate::result::{self, ResultError, Squashed};
 use crate::scan;
@@ -249,7 +249,7 @@ async fn build(
     let built = delegate(
         gw,
         request.forwarded(mended),
-        settings.upstream.as_deref(),
+        settings.upstream.as_ref(),
         frontend_inputs,
         settings.min_saving.is_some(),
     )
@@ -432,14 +432,14 @@ const MENDED: &str = "[internal] squash: the Dockerfile with BuildKit's directiv
 async fn delegate(
     gw: &mut Gateway,
     mut frontend_opt: Opts,
-    upstream: Option<&str>,
+    upstream: Option<&Given<String>>,
     frontend_inputs: BTreeMap<String, pb::Definition>,
     evaluate: bool,
 ) -> Result<gateway::Result, BuildError> {
     let frontend = match upstream {
         Some(image) => {
-            frontend_opt.insert(crate::request::KEY_SOURCE.into(), image.into());
-            frontend_opt.insert(crate::request::KEY_CMDLINE.into(), image.into());
+            frontend_opt.insert(crate::request::KEY_SOURCE.into(), image.value.clone());
+            frontend_opt.insert(crate::request::KEY_CMDLINE.into(), image.value.clone());
             frontend_opt.insert(NESTED.into(), "1".into());
             "gateway.v0"
         }
@@ -456,13 +456,19 @@ async fn delegate(
         let mut status = e.status;
         if let Some(image) = upstream {
             // Keep the details (they carry Dockerfile locations); say who failed.
-            status.message = format!(
-                "squash-frontend: the upstream frontend {image} (set with the build argument {}, option {} or directive # {}=) failed: {}",
-                UPSTREAM.build_arg, UPSTREAM.option, UPSTREAM.directive, status.message
-            );
+            status.message = upstream_failed(image, &status.message);
         }
         BuildError::Upstream(status)
     })
+}
+
+/// The message of a failed build by the upstream frontend image: which image, where it was set.
+fn upstream_failed(image: &Given<String>, message: &str) -> String {
+    format!(
+        "squash-frontend: the upstream frontend {} (set with the {}) failed: {message}",
+        image.value,
+        image.from()
+    )
 }
 
 /// Resolves the base image's config where base mode needs it and the Dockerfile frontend did not
@@ -549,6 +555,35 @@ async fn read_dockerfile(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::Origin;
+
+    #[test]
+    fn an_upstream_failure_names_where_the_image_was_set() {
+        let given = |name: &str, origin| Given {
+            value: "reg/df:1".to_string(),
+            name: name.to_string(),
+            origin,
+        };
+        assert_eq!(
+            upstream_failed(
+                &given("build argument SQUASH_UPSTREAM", Origin::BuildArg),
+                "not found"
+            ),
+            "squash-frontend: the upstream frontend reg/df:1 (set with the build argument \
+             SQUASH_UPSTREAM) failed: not found"
+        );
+        assert_eq!(
+            upstream_failed(
+                &given(
+                    "directive # squash-upstream=",
+                    Origin::Directive { line: 2 }
+                ),
+                "x"
+            ),
+            "squash-frontend: the upstream frontend reg/df:1 (set with the directive # \
+             squash-upstream= (from Dockerfile line 2)) failed: x"
+        );
+    }
 
     #[test]
     fn errors_of_our_own_name_us_and_upstream_errors_pass_unchanged() {

@@ -219,7 +219,7 @@ impl Request {
     }
 
     /// Refuses a `squash-*` option that is none of ours, and a `SQUASH_*` build argument that
-    /// is none of ours unless `dockerfile` (where it was read) uses the name: a misspelt
+    /// is none of ours (either in any case: `squash_mode` is none of ours) unless `dockerfile` (where it was read) uses the name: a misspelt
     /// setting would otherwise leave its default in place without a word. A build argument
     /// is the Dockerfile's own if its text names it (in an `ARG` or a `${...}`), which only
     /// errs on the side of leaving a name alone.
@@ -227,8 +227,10 @@ impl Request {
         for key in self.opts.keys() {
             let (name, origin) = if let Some(arg) = key.strip_prefix(KEY_BUILD_ARG_PREFIX) {
                 let ours = SETTINGS.iter().any(|s| s.build_arg == arg);
+                // In any case: build arguments are case-sensitive, so `squash_mode` would
+                // otherwise be left unread without a word.
                 if ours
-                    || !arg.starts_with("SQUASH_")
+                    || !arg.to_ascii_uppercase().starts_with("SQUASH_")
                     || dockerfile.is_none_or(|d| mentions(d, arg))
                 {
                     continue;
@@ -236,7 +238,7 @@ impl Request {
                 (format!("build argument {arg}"), Origin::BuildArg)
             } else {
                 let ours = key == NESTED || SETTINGS.iter().any(|s| s.option == key.as_str());
-                if ours || !key.starts_with("squash-") {
+                if ours || !key.to_ascii_lowercase().starts_with("squash-") {
                     continue;
                 }
                 (format!("option {key}"), Origin::Option)
@@ -601,8 +603,9 @@ pub struct Settings {
     pub mode: Mode,
     /// How the squashed layer is computed.
     pub method: Method,
-    /// A frontend image to do the Dockerfile build instead of the engine's built-in one.
-    pub upstream: Option<String>,
+    /// A frontend image to do the Dockerfile build instead of the engine's built-in one, and
+    /// where it was given, for the error when that image fails.
+    pub upstream: Option<Given<String>>,
     /// The least the squash must reclaim; below it the image is returned as built.
     pub min_saving: Option<MinSaving>,
     /// Where the squash splits the image into two layers, if it does, and where that was
@@ -643,13 +646,17 @@ fn settings(opts: &Opts, directives: &Directives) -> Result<Settings, OptionErro
         None => Method::Auto,
     };
     let upstream = match raw(opts, directives, &UPSTREAM) {
-        Some((name, value, origin)) => Some(check(
-            &name,
-            &value,
-            &origin,
-            "an image reference such as docker/dockerfile:1.7",
-            valid_image_ref,
-        )?),
+        Some((name, value, origin)) => Some(Given {
+            value: check(
+                &name,
+                &value,
+                &origin,
+                "an image reference such as docker/dockerfile:1.7",
+                valid_image_ref,
+            )?,
+            name,
+            origin,
+        }),
         None => None,
     };
     let min_saving = match raw(opts, directives, &MIN_SAVING) {
@@ -889,6 +896,14 @@ mod tests {
              not use it; valid build arguments are SQUASH_MODE, SQUASH_METHOD, SQUASH_UPSTREAM, \
              SQUASH_MIN_SAVING, SQUASH_SPLIT"
         );
+        // Names are case-sensitive: ours in another case would go unread.
+        assert_eq!(
+            check(&[("build-arg:squash_mode", "base")], Some(dockerfile)).unwrap_err(),
+            "build argument squash_mode is not a squash-frontend setting, and the Dockerfile \
+             does not use it; valid build arguments are SQUASH_MODE, SQUASH_METHOD, \
+             SQUASH_UPSTREAM, SQUASH_MIN_SAVING, SQUASH_SPLIT"
+        );
+        assert!(check(&[("Squash-Mode", "base")], None).is_err());
         assert_eq!(
             check(&[("squash-mod", "base")], Some(dockerfile)).unwrap_err(),
             "option squash-mod is not a squash-frontend setting; valid options are squash-mode, \

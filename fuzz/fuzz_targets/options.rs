@@ -106,7 +106,7 @@ fuzz_target!(|data: &[u8]| {
                 None => assert_eq!(s.mode, Mode::Full),
             }
             assert_eq!(
-                s.upstream,
+                s.upstream.map(|g| g.value),
                 raw(&request::UPSTREAM).map(|(v, _)| v.trim().to_string())
             );
         }
