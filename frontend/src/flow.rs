@@ -25,6 +25,16 @@ pub enum BuildError {
     /// on unchanged, so the user sees exactly what they would see without squash-frontend.
     #[error("{}", .0.message)]
     Upstream(rpc::Status),
+    /// The upstream frontend image failed (to resolve, or to build): its status, with our
+    /// words on which image and where it was set, and the Dockerfile line of the directive
+    /// that set it, if one did.
+    #[error("{}", .status.message)]
+    UpstreamImage {
+        /// What BuildKit answered, the message rewritten, the details kept.
+        status: rpc::Status,
+        /// The line of the `# squash-upstream=` directive.
+        line: Option<usize>,
+    },
     /// Our own squash step failed (e.g. the in-build sync): said to be ours, details kept.
     #[error("{}", squash_failed(&.0.message))]
     Squash(rpc::Status),
@@ -86,7 +96,9 @@ impl BuildError {
             ..status.clone()
         };
         match self {
-            BuildError::Upstream(status) => status.clone(),
+            BuildError::Upstream(status) | BuildError::UpstreamImage { status, .. } => {
+                status.clone()
+            }
             BuildError::Squash(status) | BuildError::Dockerfile { status, .. } => ours(status),
             other => error_status(format!("squash-frontend: {other}")),
         }
@@ -99,6 +111,7 @@ impl BuildError {
             BuildError::Directive(e) => Some(e.line()),
             BuildError::Option(e) => e.dockerfile_line(),
             BuildError::Plan(e) => e.dockerfile_line(),
+            BuildError::UpstreamImage { line, .. } => *line,
             _ => None,
         }
     }
@@ -454,20 +467,30 @@ async fn delegate(
     };
     gw.solve(req).await.map_err(|e| {
         let mut status = e.status;
-        if let Some(image) = upstream {
-            // Keep the details (they carry Dockerfile locations); say who failed.
-            status.message = upstream_failed(image, &status.message);
+        match upstream {
+            Some(image) => {
+                // Keep the details (they carry Dockerfile locations); say who failed.
+                status.message = upstream_failed(image, &status.message);
+                BuildError::UpstreamImage {
+                    status,
+                    line: image.origin.dockerfile_line(),
+                }
+            }
+            None => BuildError::Upstream(status),
         }
-        BuildError::Upstream(status)
     })
 }
 
 /// The message of a failed build by the upstream frontend image: which image, where it was set.
 fn upstream_failed(image: &Given<String>, message: &str) -> String {
+    let set = match image.origin.dockerfile_line() {
+        Some(line) => format!("the {} on Dockerfile line {line}", image.name),
+        None => format!("the {}", image.name),
+    };
     format!(
-        "squash-frontend: the upstream frontend {} (set with the {}) failed: {message}",
-        image.value,
-        image.from()
+        "squash-frontend: the upstream frontend {} (set with {set}; it must be a Dockerfile \
+         frontend image, such as docker/dockerfile:1.7) failed: {message}",
+        image.value
     )
 }
 
@@ -570,7 +593,8 @@ mod tests {
                 "not found"
             ),
             "squash-frontend: the upstream frontend reg/df:1 (set with the build argument \
-             SQUASH_UPSTREAM) failed: not found"
+             SQUASH_UPSTREAM; it must be a Dockerfile frontend image, such as \
+             docker/dockerfile:1.7) failed: not found"
         );
         assert_eq!(
             upstream_failed(
@@ -581,8 +605,16 @@ mod tests {
                 "x"
             ),
             "squash-frontend: the upstream frontend reg/df:1 (set with the directive # \
-             squash-upstream= (from Dockerfile line 2)) failed: x"
+             squash-upstream= on Dockerfile line 2; it must be a Dockerfile frontend image, \
+             such as docker/dockerfile:1.7) failed: x"
         );
+        // Placed at the directive's line, as errors about our directives are.
+        let e = BuildError::UpstreamImage {
+            status: error_status("x".into()),
+            line: Some(2),
+        };
+        assert_eq!(e.dockerfile_line(), Some(2));
+        assert_eq!(e.to_status().message, "x");
     }
 
     #[test]

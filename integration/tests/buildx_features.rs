@@ -1414,4 +1414,38 @@ fn upstream_missing_image_is_named() {
         "the error should name {missing}:\n{}",
         run.out
     );
+    assert!(
+        errors
+            .iter()
+            .any(|l| l.contains("(set with the build argument SQUASH_UPSTREAM;")),
+        "the error should say where the image was set:\n{}",
+        run.out
+    );
+    // Set by a directive: placed at its line, as errors about our directives are, not at the
+    // `# syntax=` line.
+    let body =
+        format!("# squash-upstream={missing}\nFROM squash-test/busybox:latest\nRUN echo x > /x\n");
+    let ctx = side_context(t, "directive", &body, &[]);
+    let run = Buildx::new(ctx.path()).timeout(UPSTREAM_TIMEOUT).run();
+    let errors = error_lines(&run.out.stderr);
+    println!(
+        "[{t}] # squash-upstream=: {} in {:.1}s:\n{}",
+        run.out.status,
+        run.elapsed.as_secs_f64(),
+        indent(&errors.join("\n"))
+    );
+    run.out.assert_failure();
+    assert!(
+        errors.iter().any(|l| l
+            .contains("(set with the directive # squash-upstream= on Dockerfile line 2;")),
+        "the error should say where the image was set:\n{}",
+        run.out
+    );
+    assert!(
+        run.out
+            .stderr
+            .contains(&format!("   2 | >>> # squash-upstream={missing}\n")),
+        "[{t}] the directive's line, marked:\n{}",
+        run.out
+    );
 }
