@@ -429,6 +429,16 @@ impl Split {
                 .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
         if ok {
             Ok(Split::Stage(name))
+        } else if v.contains(',') {
+            // A list: name the entry that is wrong, not the whole list.
+            let first = v
+                .split(',')
+                .map(str::trim)
+                .find(|p| !p.starts_with('/'))
+                .unwrap_or(v);
+            Err(format!(
+                "{first} is not an absolute path, and a list holds absolute paths only (a stage name stands alone)"
+            ))
         } else if name.contains('/') {
             Err(format!(
                 "{v} is neither a stage name nor an absolute path (it does not start with /)"
@@ -1042,6 +1052,10 @@ mod tests {
             ("//x", "//x holds an empty, . or .. part"),
             ("/x,y", "y is not an absolute path"),
             ("-x", "-x is not a stage name"),
+            (
+                "deps,/usr",
+                "deps is not an absolute path, and a list holds absolute paths only (a stage name stands alone)",
+            ),
             ("a b", "a b is not a stage name"),
             (
                 "usr/lib",
