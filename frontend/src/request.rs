@@ -219,7 +219,8 @@ impl Request {
     }
 
     /// Refuses a `squash-*` option that is none of ours, and a `SQUASH_*` build argument that
-    /// is none of ours (either in any case: `squash_mode` is none of ours) unless `dockerfile` (where it was read) uses the name: a misspelt
+    /// is none of ours unless `dockerfile` (where it was read) uses the name, either prefix in
+    /// any case (`squash_mode` is none of ours: names are case-sensitive): a misspelt
     /// setting would otherwise leave its default in place without a word. A build argument
     /// is the Dockerfile's own if its text names it (in an `ARG` or a `${...}`), which only
     /// errs on the side of leaving a name alone.
