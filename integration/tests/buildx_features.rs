@@ -1395,57 +1395,49 @@ fn upstream_missing_image_is_named() {
         "FROM squash-test/busybox:latest\nRUN echo x > /x\n",
         &[],
     );
+    // Each build fails, within the timeout; its error lines, printed.
+    let failing = |what: &str, ctx: &TestContext, args: &[&str]| {
+        let run = Buildx::new(ctx.path())
+            .args(args)
+            .timeout(UPSTREAM_TIMEOUT)
+            .run();
+        let errors = error_lines(&run.out.stderr);
+        println!(
+            "[{t}] {what}: {} in {:.1}s:\n{}",
+            run.out.status,
+            run.elapsed.as_secs_f64(),
+            indent(&errors.join("\n"))
+        );
+        assert!(!run.timed_out, "the build did not end: {}", run.out);
+        run.out.assert_failure();
+        (run.out, errors)
+    };
     let arg = format!("SQUASH_UPSTREAM={missing}");
-    let run = Buildx::new(ctx.path())
-        .args(&["--build-arg", &arg])
-        .timeout(UPSTREAM_TIMEOUT)
-        .run();
-    let errors = error_lines(&run.out.stderr);
-    println!(
-        "[{t}] {arg}: {} in {:.1}s:\n{}",
-        run.out.status,
-        run.elapsed.as_secs_f64(),
-        indent(&errors.join("\n"))
-    );
-    assert!(!run.timed_out, "the build did not end: {}", run.out);
-    run.out.assert_failure();
+    let (out, errors) = failing(&arg, &ctx, &["--build-arg", &arg]);
     assert!(
         errors.iter().any(|l| l.contains(missing)),
-        "the error should name {missing}:\n{}",
-        run.out
+        "the error should name {missing}:\n{out}"
     );
     assert!(
         errors
             .iter()
             .any(|l| l.contains("(set with the build argument SQUASH_UPSTREAM;")),
-        "the error should say where the image was set:\n{}",
-        run.out
+        "the error should say where the image was set:\n{out}"
     );
     // Set by a directive: placed at its line, as errors about our directives are, not at the
     // `# syntax=` line.
     let body =
         format!("# squash-upstream={missing}\nFROM squash-test/busybox:latest\nRUN echo x > /x\n");
     let ctx = side_context(t, "directive", &body, &[]);
-    let run = Buildx::new(ctx.path()).timeout(UPSTREAM_TIMEOUT).run();
-    let errors = error_lines(&run.out.stderr);
-    println!(
-        "[{t}] # squash-upstream=: {} in {:.1}s:\n{}",
-        run.out.status,
-        run.elapsed.as_secs_f64(),
-        indent(&errors.join("\n"))
-    );
-    run.out.assert_failure();
+    let (out, errors) = failing("# squash-upstream=", &ctx, &[]);
     assert!(
         errors.iter().any(|l| l
             .contains("(set with the directive # squash-upstream= on Dockerfile line 2;")),
-        "the error should say where the image was set:\n{}",
-        run.out
+        "the error should say where the image was set:\n{out}"
     );
     assert!(
-        run.out
-            .stderr
+        out.stderr
             .contains(&format!("   2 | >>> # squash-upstream={missing}\n")),
-        "[{t}] the directive's line, marked:\n{}",
-        run.out
+        "[{t}] the directive's line, marked:\n{out}"
     );
 }
