@@ -2,7 +2,7 @@
 # Builds every fuzz target and runs each for SECONDS (default 20), one after the other.
 #   fuzz/run.sh [SECONDS] [TARGET...]     (no TARGET: all of them)
 # Prints one line per target with the executions run; exits non-zero if any target crashed
-# (a panic, a failed assertion, a sanitizer report, a timeout or running out of memory), after
+# (a panic, a failed assertion, a timeout or running out of memory), after
 # printing the panic with its backtrace and where the crashing input was saved.
 # Needs rustup's nightly toolchain; installs cargo-fuzz from crates.io if it is missing.
 # The fuzzer's growing corpora and logs stay under fuzz/target/ (git-ignored); the seeds in
@@ -35,8 +35,14 @@ unset CARGO_TARGET_DIR
 # A panic's backtrace goes into the target's log.
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 
+# No sanitizer: the targets run safe Rust only (the crate's one `unsafe`, the gateway's borrow of
+# fds 0 and 1, is not reached from them), where an out-of-bounds access is a panic already.
+# AddressSanitizer would find nothing more and costs build time: 133 s against 91 s for the
+# four targets here (2 cores), and executions.
+sanitizer=(--sanitizer none)
+
 build_start=$(date +%s)
-cargo +nightly fuzz build --fuzz-dir "$fuzz_dir"
+cargo +nightly fuzz build --fuzz-dir "$fuzz_dir" "${sanitizer[@]}"
 echo "fuzz build: $(($(date +%s) - build_start)) s"
 
 if [ $# -gt 0 ]; then
@@ -59,7 +65,7 @@ for t in "${targets[@]}"; do
         args+=(-dict="$fuzz_dir/dict/$t.dict")
     fi
     status=0
-    cargo +nightly fuzz run --fuzz-dir "$fuzz_dir" "$t" "${dirs[@]}" \
+    cargo +nightly fuzz run --fuzz-dir "$fuzz_dir" "${sanitizer[@]}" "$t" "${dirs[@]}" \
         -- "${args[@]}" >"$log" 2>&1 || status=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     corpus=$(wc -l < <(find "$work" -type f))
