@@ -549,8 +549,11 @@ fn fidelity_capabilities_xattrs_sockets_on_debian() {
 
 /// Every path of a container's root filesystem (other mounts and the files
 /// the engine bind-mounts left out) with type, mode, owner and size, then the
-/// sha256 of every file under /sparse: computed inside the container.
-const LIST_IN_CONTAINER: &str = "find / -xdev \\( -path /etc/hosts -o -path /etc/hostname -o -path /etc/resolv.conf \\) -prune -o -exec stat -c '%n|%F|%a|%u|%g|%s' {} + | sort && cd /sparse && sha256sum *";
+/// MD5 of every file under /sparse: computed inside the container. MD5, not
+/// SHA-256: the hash only tells a changed byte from none, and busybox's MD5
+/// reads the 1 GiB file in 2.4 s of CPU where its SHA-256 takes 7.2 s (Docker
+/// 26.1 here), once per image.
+const LIST_IN_CONTAINER: &str = "find / -xdev \\( -path /etc/hosts -o -path /etc/hostname -o -path /etc/resolv.conf \\) -prune -o -exec stat -c '%n|%F|%a|%u|%g|%s' {} + | sort && cd /sparse && md5sum *";
 
 /// `LIST_IN_CONTAINER` in a container of `tag`.
 #[track_caller]
@@ -574,7 +577,7 @@ fn inspect_layers(tag: &str) -> (Vec<String>, u64) {
 
 /// A sparse 1 GiB file (`truncate`, with data at the start, in the middle and
 /// at the very end) and a `dd seek` one. Compared inside containers, with the
-/// image's own `find`, `stat` and `sha256sum`: the harness's in-process
+/// image's own `find`, `stat` and `md5sum`: the harness's in-process
 /// SHA-256 runs at ~26 MB/s in a debug build, which would cost ~90 s per
 /// image for the 1 GiB of zeros the layer tars hold.
 #[test]
@@ -652,10 +655,10 @@ RUN echo later > /sparse/later
             }
             assert_eq!(
                 listing, plain_listing,
-                "[{t}] {label}: the squashed filesystem (paths, types, modes, owners, sizes, /sparse hashes) differs"
+                "[{t}] {label}: the squashed filesystem (paths, types, modes, owners, sizes, /sparse MD5s) differs"
             );
             println!(
-                "[{t}] {label}: the same {} paths, sizes and /sparse hashes",
+                "[{t}] {label}: the same {} paths, sizes and /sparse MD5s",
                 listing.lines().count()
             );
         }));
