@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds every fuzz target and runs each for SECONDS (default 20), one after the other.
+# Builds every fuzz target and runs them all at once for SECONDS (default 20).
 #   fuzz/run.sh [SECONDS] [TARGET...]     (no TARGET: all of them)
 # Prints one line per target with the executions run; exits non-zero if any target crashed
 # (a panic, a failed assertion, a timeout or running out of memory), after
@@ -51,25 +51,39 @@ else
     mapfile -t targets < <(cargo +nightly fuzz list --fuzz-dir "$fuzz_dir")
 fi
 
+# run_one TARGET: one target's run; its output goes to its log, its exit status next to it.
+run_one() {
+    local t=$1 work="$fuzz_dir/target/corpus/$1" log="$fuzz_dir/target/logs/$1.log" status=0
+    local dirs=("$work")
+    if [ -d "$fuzz_dir/corpus/$t" ]; then
+        dirs+=("$fuzz_dir/corpus/$t")
+    fi
+    local args=(-max_total_time="$secs" -timeout=20 -rss_limit_mb=2048 -print_final_stats=1)
+    if [ -f "$fuzz_dir/dict/$t.dict" ]; then
+        args+=(-dict="$fuzz_dir/dict/$t.dict")
+    fi
+    cargo +nightly fuzz run --fuzz-dir "$fuzz_dir" "${sanitizer[@]}" "$t" "${dirs[@]}" \
+        -- "${args[@]}" >"$log" 2>&1 || status=$?
+    echo "$status" >"$log.status"
+}
+
+# The targets run side by side: each fuzzes one process for SECONDS of wall time, so all of
+# them take SECONDS, not SECONDS per target (with fewer executions each where they share cores).
+for t in "${targets[@]}"; do
+    mkdir -p "$fuzz_dir/target/corpus/$t" "$fuzz_dir/target/logs"
+    rm -f "$fuzz_dir/target/logs/$t.log.status"
+    run_one "$t" &
+done
+wait
+
 failed=()
 for t in "${targets[@]}"; do
     work="$fuzz_dir/target/corpus/$t"
     log="$fuzz_dir/target/logs/$t.log"
-    mkdir -p "$work" "$(dirname "$log")"
-    dirs=("$work")
-    if [ -d "$fuzz_dir/corpus/$t" ]; then
-        dirs+=("$fuzz_dir/corpus/$t")
-    fi
-    args=(-max_total_time="$secs" -timeout=20 -rss_limit_mb=2048 -print_final_stats=1)
-    if [ -f "$fuzz_dir/dict/$t.dict" ]; then
-        args+=(-dict="$fuzz_dir/dict/$t.dict")
-    fi
-    status=0
-    cargo +nightly fuzz run --fuzz-dir "$fuzz_dir" "${sanitizer[@]}" "$t" "${dirs[@]}" \
-        -- "${args[@]}" >"$log" 2>&1 || status=$?
+    status=$(cat "$log.status" 2>/dev/null || echo "none")
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     corpus=$(wc -l < <(find "$work" -type f))
-    if [ "$status" -eq 0 ]; then
+    if [ "$status" = 0 ]; then
         printf 'fuzz %-11s ok     %10s executions in %s s (corpus %s)\n' "$t" "${execs:-?}" "$secs" "$corpus"
     else
         printf 'fuzz %-11s FAILED %10s executions (exit %s; log %s)\n' "$t" "${execs:-?}" "$status" "$log"
