@@ -6,7 +6,7 @@
 #               targets and unit tests only (no engine)
 #   make e2e ENGINE=26|28 MODE=classic|c8d   end-to-end tests on one engine and store
 #   ENGINE=26|28 (default 26) picks the engine generation of e2e, demo, bench, frontend-image
-#   make fuzz   every fuzz target for FUZZ_SECONDS each (nightly + cargo-fuzz)
+#   make fuzz   every fuzz target, side by side, for FUZZ_SECONDS (nightly + cargo-fuzz)
 #   make bench  benchmarks (not part of the tests)
 #   make cross  the multi-platform release build, proved offline (containerd store, qemu-user;
 #               not part of the tests: about 15 min the first time, 1 min when nothing changed);

@@ -577,9 +577,9 @@ fn inspect_layers(tag: &str) -> (Vec<String>, u64) {
 
 /// A sparse 1 GiB file (`truncate`, with data at the start, in the middle and
 /// at the very end) and a `dd seek` one. Compared inside containers, with the
-/// image's own `find`, `stat` and `md5sum`: the harness's in-process
-/// SHA-256 runs at ~26 MB/s in a debug build, which would cost ~90 s per
-/// image for the 1 GiB of zeros the layer tars hold.
+/// image's own `find`, `stat` and `md5sum`: what a container reads back,
+/// without saving each image and reading its layer tars, which hold the
+/// 1 GiB of zeros in full.
 #[test]
 fn fidelity_sparse_1g_file() {
     let t = "fidelity_sparse_1g_file";
