@@ -54,6 +54,8 @@ fi
 # run_one TARGET: one target's run; its output goes to its log, its exit status next to it.
 run_one() {
     local t=$1 work="$fuzz_dir/target/corpus/$1" log="$fuzz_dir/target/logs/$1.log" status=0
+    mkdir -p "$work" "$(dirname "$log")"
+    rm -f "$log.status"
     local dirs=("$work")
     if [ -d "$fuzz_dir/corpus/$t" ]; then
         dirs+=("$fuzz_dir/corpus/$t")
@@ -70,8 +72,6 @@ run_one() {
 # The targets run side by side: each fuzzes one process for SECONDS of wall time, so all of
 # them take SECONDS, not SECONDS per target (with fewer executions each where they share cores).
 for t in "${targets[@]}"; do
-    mkdir -p "$fuzz_dir/target/corpus/$t" "$fuzz_dir/target/logs"
-    rm -f "$fuzz_dir/target/logs/$t.log.status"
     run_one "$t" &
 done
 wait
