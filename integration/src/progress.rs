@@ -149,6 +149,15 @@ pub fn error_lines(build_output: &str) -> Vec<String> {
         .collect()
 }
 
+/// The `ERROR` lines without the client's prefix ([`error_message`]): what to compare between
+/// two builds of the same failure, which may reach buildx by either of its two paths.
+pub fn error_messages(build_output: &str) -> Vec<String> {
+    error_lines(build_output)
+        .iter()
+        .map(|l| error_message(l).to_string())
+        .collect()
+}
+
 /// An `ERROR` line's message without buildx's client prefix: `ERROR: `, buildx 0.2x's
 /// `failed to build: `, then `failed to solve: ` or `failed to run Build function: `
 /// (buildx runs a build through a client-side build function and a solve at once, and the same
@@ -569,6 +578,21 @@ ERROR
             ]
         );
         assert!(error_lines("#1 DONE 0.0s\n").is_empty());
+    }
+
+    /// The same lint failure as buildx 0.29 printed it by either path (seen on one run of the
+    /// same Dockerfile each): the messages compare equal, the lines do not.
+    #[test]
+    fn error_messages_drop_either_client_path() {
+        let solve = "ERROR: failed to build: failed to solve: lint violation found for rules: FromAsCasing\n";
+        let build_fn = "ERROR: failed to build: failed to run Build function: lint violation found for rules: FromAsCasing\n";
+        assert_ne!(error_lines(solve), error_lines(build_fn));
+        assert_eq!(
+            error_messages(solve),
+            ["lint violation found for rules: FromAsCasing"]
+        );
+        assert_eq!(error_messages(solve), error_messages(build_fn));
+        assert_eq!(error_messages("ERROR: boom\n"), ["boom"]);
     }
 
     /// What buildx 0.29 printed after a build of a Dockerfile with four

@@ -38,7 +38,7 @@ use integration::docker::{
 use integration::fixtures::{self, DaemonLog, BUSYBOX};
 use integration::image::{created_by, Image, Platform};
 use integration::progress::{
-    error_lines, error_message, lint_violation_rules, lint_warnings, squash_steps, LintWarning,
+    error_lines, error_messages, lint_violation_rules, lint_warnings, squash_steps, LintWarning,
 };
 use integration::scenario::{
     both_contexts, frontend_image_from_env, load_built, Built, Outcome, Scenario, TagGuard,
@@ -369,16 +369,13 @@ fn same_warnings(t: &str, what: &str, p: &BuildOutput, s: &BuildOutput) -> Vec<S
 
 /// The `ERROR` lines of a build without the rule list of a lint violation,
 /// which BuildKit writes in no fixed order.
-/// Without the client's prefix too ([`error_message`]).
+/// Without the client's prefix too ([`error_messages`]).
 fn errors_without_rule_list(out: &BuildOutput) -> Vec<String> {
-    error_lines(&out.stderr)
-        .iter()
-        .map(|l| {
-            let l = error_message(l);
-            match l.split_once("lint violation found for rules: ") {
-                Some((head, _)) => format!("{head}lint violation found for rules: <sorted apart>"),
-                None => l.to_string(),
-            }
+    error_messages(&out.stderr)
+        .into_iter()
+        .map(|l| match l.split_once("lint violation found for rules: ") {
+            Some((head, _)) => format!("{head}lint violation found for rules: <sorted apart>"),
+            None => l,
         })
         .collect()
 }

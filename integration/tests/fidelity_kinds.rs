@@ -14,7 +14,7 @@ use integration::docker;
 use integration::fixtures::{load_edited, BUSYBOX, LAYERS};
 use integration::fs::{FsModel, Kind};
 use integration::image::{created_by, is_empty_layer, rfc3339_seconds, Image};
-use integration::progress::{error_lines, squash_lines};
+use integration::progress::{error_lines, error_messages, squash_lines};
 use integration::scenario::{
     frontend_image_from_env, load_built, run_nonce, squash_dockerfile, variants, Built, TagGuard,
 };
@@ -482,8 +482,8 @@ fn check_below_our_directive() {
     );
     if !p.success() {
         assert_eq!(
-            error_lines(&p.stderr),
-            error_lines(&s.stderr),
+            error_messages(&p.stderr),
+            error_messages(&s.stderr),
             "[{t}] the same error"
         );
     }

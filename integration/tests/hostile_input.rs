@@ -14,7 +14,7 @@ use integration::compare::CompareOptions;
 use integration::context::TestContext;
 use integration::docker::{self, BuildOutput, Buildx, BUILD_TIMEOUT};
 use integration::fixtures::{DaemonLog, BUSYBOX};
-use integration::progress::{error_lines, error_message, squash_lines};
+use integration::progress::{error_lines, error_messages, squash_lines};
 use integration::scenario::{frontend_image_from_env, squash_dockerfile, Scenario};
 use integration::show::{describe_outcome, indent};
 
@@ -363,8 +363,8 @@ fn assert_fails_as_plain(t: &str, case: &str, body: &str, args: &[&str], needle:
         outs.push(run.out);
     }
     assert_eq!(
-        error_messages(&outs[0]),
-        error_messages(&outs[1]),
+        error_messages(&outs[0].stderr),
+        error_messages(&outs[1].stderr),
         "[{t}] {case}: the Dockerfile frontend's error should pass through unchanged"
     );
     assert_eq!(
@@ -380,14 +380,6 @@ fn assert_fails_as_plain(t: &str, case: &str, body: &str, args: &[&str], needle:
         outs[1]
     );
     log.assert_no_panic(t);
-}
-
-/// The `ERROR: ...` lines without the client's prefix ([`error_message`]).
-fn error_messages(out: &BuildOutput) -> Vec<String> {
-    error_lines(&out.stderr)
-        .iter()
-        .map(|l| error_message(l).to_string())
-        .collect()
 }
 
 #[test]
