@@ -10,8 +10,9 @@
 #   FRONTEND_IMAGE    the frontend image's tag in each engine (default squash-frontend:dev)
 #
 # The test binaries are built once; each pair gets its own engine (scripts/engine.sh: state,
-# bridge and docker CLI of its own), its base images and the frontend image, and runs every
-# test binary in turn with its engine's environment. Its output goes to target/e2e/PAIR.log.
+# bridge and docker CLI of its own), its base images and the frontend image, loses the test
+# images an earlier run left there, and runs every test binary in turn with its engine's
+# environment. Its output goes to target/e2e/PAIR.log.
 # At the end one table says, per pair, the engine's versions, what passed and failed and how
 # long it took; the exit status is non-zero if any pair failed. The local registry (for the
 # push tests) is shared by all pairs.
@@ -80,6 +81,19 @@ done
 eval "$("$ENGINE_SH" registry start 2>>"$OUT/build.log")"
 export SQUASH_REGISTRY
 
+# remove_leftovers: the test images (`squash-e2e-*` tags) an earlier run left in this engine,
+# in one command. The tests leave their small images (integration/src/scenario.rs,
+# REMOVE_AT_ONCE_ABOVE: each removal costs the containerd store a garbage collection of the
+# whole store); here, before the tests, they cost nothing on a fresh engine.
+remove_leftovers() {
+  local tags
+  tags=$(docker images --format '{{.Repository}}:{{.Tag}}' | grep '^squash-e2e-' || true)
+  [ -n "$tags" ] || return 0
+  log "removing $(wc -l <<<"$tags") test images an earlier run left"
+  # shellcheck disable=SC2086 # one tag a word
+  docker rmi -f $tags >/dev/null
+}
+
 # run_pair PAIR: one pair's suite, in a subshell with that engine's environment.
 run_pair() {
   local pair=$1 engine=${1%-*} store=${1#*-} log=$OUT/$1.log t0=$SECONDS rc=0 bin
@@ -88,6 +102,7 @@ run_pair() {
   if ! env_lines=$("$ENGINE_SH" start "$engine" "$store" 2>>"$log") ||
     ! eval "$env_lines" ||
     ! "$ENGINE_SH" images >>"$log" 2>&1 ||
+    ! remove_leftovers >>"$log" 2>&1 ||
     ! scripts/frontend-image.sh "$IMAGE" >>"$log" 2>&1; then
     echo "setup failed" >"$OUT/$pair.status"
     echo "$((SECONDS - t0))" >"$OUT/$pair.seconds"
