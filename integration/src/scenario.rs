@@ -443,11 +443,6 @@ impl Built {
             Err(e) => Err((tag, e)),
         }
     }
-
-    /// What the image's layers unpack to, in bytes (the sum of their tars' sizes).
-    pub fn unpacked_size(&self) -> u64 {
-        self.image.layers.iter().map(|l| l.uncompressed_size).sum()
-    }
 }
 
 /// Both sides of a scenario, built.
@@ -503,7 +498,7 @@ impl Drop for Outcome {
         }
         let big: Vec<&str> = [&self.plain, &self.squashed]
             .into_iter()
-            .filter(|b| b.unpacked_size() > REMOVE_AT_ONCE_ABOVE)
+            .filter(|b| b.image.uncompressed_size() > REMOVE_AT_ONCE_ABOVE)
             .map(|b| b.tag.as_str())
             .collect();
         docker::rmi(&big);
