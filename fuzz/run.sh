@@ -51,9 +51,15 @@ else
     mapfile -t targets < <(cargo +nightly fuzz list --fuzz-dir "$fuzz_dir")
 fi
 
+# A target's working corpus (what its runs add) and its log, for the run and the summary.
+work_of() { echo "$fuzz_dir/target/corpus/$1"; }
+log_of() { echo "$fuzz_dir/target/logs/$1.log"; }
+
 # run_one TARGET: one target's run; its output goes to its log, its exit status next to it.
 run_one() {
-    local t=$1 work="$fuzz_dir/target/corpus/$1" log="$fuzz_dir/target/logs/$1.log" status=0
+    local t=$1 work log status=0
+    work=$(work_of "$t")
+    log=$(log_of "$t")
     mkdir -p "$work" "$(dirname "$log")"
     rm -f "$log.status"
     local dirs=("$work")
@@ -78,8 +84,8 @@ wait
 
 failed=()
 for t in "${targets[@]}"; do
-    work="$fuzz_dir/target/corpus/$t"
-    log="$fuzz_dir/target/logs/$t.log"
+    work=$(work_of "$t")
+    log=$(log_of "$t")
     status=$(cat "$log.status" 2>/dev/null || echo "none")
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     corpus=$(wc -l < <(find "$work" -type f))
