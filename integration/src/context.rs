@@ -27,7 +27,8 @@ fn sanitize(s: &str, keep: impl Fn(char) -> bool, max: usize) -> String {
 
 /// An image tag unique to this test, process and call:
 /// `squash-e2e-<test name>:<suffix>-<pid>-<n>`, sanitised to what image
-/// references allow.
+/// references allow. `scripts/e2e.sh` removes the images a run leaves by that
+/// `squash-e2e-` prefix (see `scenario::REMOVE_AT_ONCE_ABOVE`).
 pub fn unique_tag(test_name: &str, suffix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
