@@ -301,6 +301,11 @@ timed() {
   if ! try_timed "$@"; then
     log "$key failed; the end of $LOGS/$key.log:"
     tail -n 25 "$LOGS/$key.log" >&2
+    # The engine's unpack race (docs/ci.md, Troubleshooting): nothing of ours failed, and a
+    # build right after it would be cached, so the run is not redone here.
+    if grep -q 'failed to prepare extraction snapshot.*parent snapshot .* does not exist' "$LOGS/$key.log"; then
+      log "that is the engine's unpack race (docs/ci.md, Troubleshooting), not a failure of the build; run the workload again (BENCH_APPEND=1 BENCH_WORKLOADS=...)"
+    fi
     exit 1
   fi
 }
