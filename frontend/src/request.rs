@@ -365,7 +365,7 @@ pub enum Split {
 
 impl Split {
     /// The valid forms, for error messages.
-    pub const FORMS: &'static str = "a stage name (as in FROM ... AS <name>: letters, digits, '.', '_', '-') or a comma-separated list of absolute paths (/usr,/etc,/var/lib/dpkg), or empty for no split";
+    pub const FORMS: &'static str = "a stage name (as in FROM ... AS <name>: a letter, then letters, digits, '.', '_', '-') or a comma-separated list of absolute paths (/usr,/etc,/var/lib/dpkg), or empty for no split";
 
     /// Reads a stage name or a list of paths; what is wrong with anything else, in words.
     fn parse(value: &str) -> Result<Split, String> {
@@ -420,14 +420,13 @@ impl Split {
             }
             return Ok(Split::Paths(paths));
         }
+        // BuildKit's rule for `FROM ... AS <name>` (lower-cased, then
+        // `^[a-z][a-z0-9-_.]*$`: frontend/dockerfile/instructions/parse.go).
         let name = v.to_ascii_lowercase();
-        let ok = name
+        let name_chars = name
             .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        let ok = name.starts_with(|c: char| c.is_ascii_alphabetic()) && name_chars;
         if ok {
             Ok(Split::Stage(name))
         } else if v.contains(',') {
@@ -439,6 +438,12 @@ impl Split {
                 .unwrap_or(v);
             Err(format!(
                 "{first} is not an absolute path, and a list holds absolute paths only (a stage name stands alone)"
+            ))
+        } else if name.starts_with(|c: char| c.is_ascii_digit()) && name_chars {
+            // `COPY --from=1` counts stages, but a split's stage is one the target stage is
+            // built on, by `FROM <name>`: it has a name.
+            Err(format!(
+                "{v} is not a stage name (a stage name starts with a letter; a split is at a stage the target stage names in its FROM line)"
             ))
         } else if name.contains('/') {
             Err(format!(
@@ -1053,6 +1058,11 @@ mod tests {
             ("//x", "//x holds an empty, . or .. part"),
             ("/x,y", "y is not an absolute path"),
             ("-x", "-x is not a stage name"),
+            (
+                "1",
+                "1 is not a stage name (a stage name starts with a letter; a split is at a stage the target stage names in its FROM line)",
+            ),
+            ("2deps", "2deps is not a stage name (a stage name starts with a letter"),
             (
                 "deps,/usr",
                 "deps is not an absolute path, and a list holds absolute paths only (a stage name stands alone)",
