@@ -960,7 +960,7 @@ busybox_rootfs() {
 import_dir() { # import_dir DIR TAG CMD-JSON [--platform P]
   local dir=$1 tag=$2 cmdjson=$3; shift 3
   tar --numeric-owner -C "$dir" -cf - . |
-    docker import "$@" --change "ENV PATH=$BASE_PATH" --change "CMD $cmdjson" - "$tag" >&2
+    docker import "$@" --change "ENV PATH=$BASE_PATH" --change "CMD $cmdjson" - "$tag" >/dev/null
 }
 
 image_busybox() {
@@ -1017,7 +1017,7 @@ image_debian() {
     rm -rf "$tmp"
     log "debian rootfs cached in $tarball ($((SECONDS - t0))s)"
   fi
-  docker import --change "ENV PATH=$BASE_PATH" --change 'CMD ["bash"]' "$tarball" "$tag" >&2
+  docker import --change "ENV PATH=$BASE_PATH" --change 'CMD ["bash"]' "$tarball" "$tag" >/dev/null
   log "created $tag"
 }
 

@@ -18,5 +18,5 @@ mkdir -p "$ctx/out"
 cp "target/$target/release/squash-frontend" "$ctx/out/"
 docker buildx build --quiet --load --provenance=false --sbom=false \
   --build-arg REVISION="${revision:-unknown}" \
-  --build-context build="$ctx" --target frontend -t "$tag" -f Dockerfile "$ctx" >&2
+  --build-context build="$ctx" --target frontend -t "$tag" -f Dockerfile "$ctx" >/dev/null
 echo "$tag"
