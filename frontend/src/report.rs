@@ -159,6 +159,21 @@ impl Report {
         }
     }
 
+    /// [`Report::reclaimed_percent`] to one decimal, as the progress shows it: `100.0` only
+    /// when nothing is left and `0.0` only when nothing was reclaimed, so that a squash that
+    /// kept a few bytes of megabytes does not read as all reclaimed (99.9 instead).
+    fn reclaimed_percent_shown(&self) -> String {
+        let p = self.reclaimed_percent();
+        let shown = if self.reclaimed_bytes == 0 {
+            0.0
+        } else if self.reclaimed_bytes >= self.plain_bytes {
+            100.0
+        } else {
+            p.clamp(0.1, 99.9)
+        };
+        format!("{shown:.1}")
+    }
+
     /// The report as the build's progress output shows it.
     pub fn lines(&self) -> Vec<String> {
         let mut out = vec![format!(
@@ -188,10 +203,10 @@ impl Report {
             self.squashed_bytes
         ));
         out.push(format!(
-            "  reclaimed: {} ({} bytes, {:.1} %)",
+            "  reclaimed: {} ({} bytes, {} %)",
             human(self.reclaimed_bytes),
             self.reclaimed_bytes,
-            self.reclaimed_percent()
+            self.reclaimed_percent_shown()
         ));
         if self.mode == "base" {
             let (squashed, plain) = (human(self.squashed_bytes), human(self.plain_bytes));
@@ -1246,6 +1261,29 @@ mod tests {
         r.reclaimed_bytes = 100;
         assert!(MinSaving::Bytes(100).met_by(&r) && !MinSaving::Bytes(101).met_by(&r));
         assert!(MinSaving::Percent(10.0).met_by(&r) && !MinSaving::Percent(10.5).met_by(&r));
+    }
+
+    #[test]
+    fn the_shown_share_is_all_or_nothing_only_when_it_is() {
+        let mut r = Accounting::new(Listing::new(), Squash::Full).report(1, 10);
+        let shown = |r: &Report| {
+            let line = r
+                .lines()
+                .into_iter()
+                .find(|l| l.starts_with("  reclaimed: "));
+            line.and_then(|l| l.rsplit(", ").next().map(str::to_string))
+        };
+        for (plain, reclaimed, want) in [
+            (5_000_005, 5_000_000, "99.9 %)"),
+            (5_000_000, 5_000_000, "100.0 %)"),
+            (5_000_000, 1, "0.1 %)"),
+            (5_000_000, 0, "0.0 %)"),
+            (0, 0, "0.0 %)"),
+            (1000, 125, "12.5 %)"),
+        ] {
+            (r.plain_bytes, r.reclaimed_bytes) = (plain, reclaimed);
+            assert_eq!(shown(&r).as_deref(), Some(want), "{plain} {reclaimed}");
+        }
     }
 
     #[test]
