@@ -651,14 +651,15 @@ cmd_start() {
     rc=0
     launch_dockerd "$e" "$m" "$d" "$root" "$br" || rc=$?
     [ "$rc" = 0 ] && break
-    stop_pair "$e" "$m"
-    if [ "$rc" = 2 ] && [ "$attempt" = 1 ] && grep -q 'timeout waiting for containerd to start' "$d/dockerd.log"; then
-      log "dockerd's managed containerd did not start within dockerd's limit; starting the engine once more"
-      db_holders "$d"
-      bridge_up "$e" "$m"
-      continue
+    if [ "$rc" != 2 ] || [ "$attempt" = 2 ] || ! grep -q 'timeout waiting for containerd to start' "$d/dockerd.log"; then
+      stop_pair "$e" "$m"
+      exit 1
     fi
-    exit 1
+    log "dockerd's managed containerd did not start within dockerd's limit; starting the engine once more"
+    # Named before stop_pair, which ends a leftover containerd of this pair's own.
+    db_holders "$d"
+    stop_pair "$e" "$m"
+    bridge_up "$e" "$m"
   done
   dk "$e" "$m" buildx version >/dev/null || die "docker buildx does not work with engine $e $m"
   local store
