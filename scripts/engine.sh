@@ -643,9 +643,10 @@ cmd_start() {
   bridge_up "$e" "$m"
 
   # One more try where dockerd gave up on its managed containerd: that start has a fixed
-  # 15 s limit, which containerd missed once here (2026-12-01) opening its metadata database
-  # (containerd's "waiting for response from boltdb open"; the cause was not found) while
-  # another pair's engine stopped and a third pair's builds ran; started again it came up in 3 s.
+  # 15 s limit, which containerd missed twice here (2026-12-01) opening its metadata database
+  # (containerd's "waiting for response from boltdb open") while other pairs' engines started,
+  # stopped or built: no other process held the database, and the disk was busy (I/O pressure
+  # 79 % over 10 s just after). Started again, with the database read once, it came up in 3 s.
   local attempt rc
   for attempt in 1 2; do
     rc=0
@@ -717,7 +718,10 @@ stop_dir() { # stop_dir DIR NAME: stop the dockerd of DIR + its containerd, unmo
     while IFS= read -r mp; do
       umount "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || log "warning: cannot unmount $mp"
     done < <(awk -v p="$d/" 'index($5, p) == 1 {print $5}' /proc/self/mountinfo | sort -r)
-    rm -f "$d/docker.pid" "$d/docker.sock"
+    # containerd's pid file too: a managed containerd that exited with a dockerd that gave up
+    # on it can still be an unreaped process, which the next dockerd takes for a live one and
+    # waits 10 s on (seen here, "containerd is still running"), most of its 15 s to start one.
+    rm -f "$d/docker.pid" "$d/docker.sock" "$d/exec/containerd/containerd.pid"
   fi
 }
 
