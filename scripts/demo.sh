@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds an example three ways (plain, squashed, base-preserving) on the running engine and
-# prints layers and sizes side by side.    scripts/demo.sh FRONTEND_IMAGE EXAMPLE_DIR
+# prints layers and sizes side by side; an example that splits (`# squash-split=`, with an
+# app/VERSION file) is then rebuilt after a change of its app, to show which layers stay.
+#   scripts/demo.sh FRONTEND_IMAGE EXAMPLE_DIR
 set -euo pipefail
 frontend="${1:?frontend image}"
 example="${2:?example directory}"
@@ -64,3 +66,24 @@ docker history --no-trunc --format '{{.Size}}\t{{.CreatedBy}}' "$name:base" |
   awk -F'\t' '{ by = $2 == "" ? "(no description)" : $2
     if (length(by) > 110) by = substr(by, 1, 107) "..."
     printf "  %8s  %s\n", $1, by }'
+
+# An example with a `# squash-split=` directive (examples/split): a one-line change of its app
+# (app/VERSION), rebuilt in base mode, to show which layers stay the same.
+if grep -q '^# *squash-split=' "$example/Dockerfile" && [ -f "$work/app/VERSION" ]; then
+  echo
+  echo "A one-line change of the app (app/VERSION), rebuilt in base mode:"
+  layers() { docker image inspect "$1" --format '{{range .RootFS.Layers}}{{println .}}{{end}}' | sed '/^$/d'; }
+  layers "$name:base" >"$work/layers-before"
+  echo 2 >"$work/app/VERSION"
+  build "$name:base-changed" "$work/Dockerfile" --build-arg SQUASH_MODE=base
+  layers "$name:base-changed" >"$work/layers-after"
+  k=0
+  while IFS= read -r id; do
+    k=$((k + 1))
+    if grep -qx "$id" "$work/layers-before"; then what="the same as before the change"; else what="new"; fi
+    printf '  layer %d  %s  %s\n' "$k" "${id:7:12}" "$what"
+  done <"$work/layers-after"
+  echo "(diff IDs; a registry that holds the first image receives only the new layers.)"
+  printf '%s runs: ' "$name:base-changed"
+  docker run --rm "$name:base-changed" 2>/dev/null | head -5
+fi
