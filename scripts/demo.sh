@@ -55,10 +55,11 @@ for t in squashed base; do
   fi
 done
 echo
-for t in plain squashed base; do
-  printf '%s runs: ' "$name:$t"
-  docker run --rm "$name:$t" 2>/dev/null | head -5
-done
+runs() { # runs TAG: what the image prints when run
+  printf '%s runs: ' "$1"
+  docker run --rm "$1" 2>/dev/null | head -5
+}
+for t in plain squashed base; do runs "$name:$t"; done
 echo
 echo "History of $name:base, newest first (SIZE: what the entry's layer holds; 0B: an entry"
 echo "without a layer; the base image's entries at the bottom, the squashed layer on top):"
@@ -84,6 +85,5 @@ if grep -q '^# *squash-split=' "$example/Dockerfile" && [ -f "$work/app/VERSION"
     printf '  layer %d  %s  %s\n' "$k" "${id:7:12}" "$what"
   done <"$work/layers-after"
   echo "(diff IDs; a registry that holds the first image receives only the new layers.)"
-  printf '%s runs: ' "$name:base-changed"
-  docker run --rm "$name:base-changed" 2>/dev/null | head -5
+  runs "$name:base-changed"
 fi
