@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("cargo:rerun-if-changed=proto/gateway/caps.proto");
     println!("cargo:rerun-if-changed=proto/gateway/worker.proto");
+    println!("cargo:rerun-if-changed=proto/fsutil/types/stat.proto");
     let fds = protox::compile(files, ["proto"])?;
     tonic_prost_build::configure()
         // Sorted map encoding: the bytes of the ops we build (and so their digests) are stable.

@@ -10,13 +10,14 @@ use crate::config;
 use crate::directives::{self, DirectiveError, Directives};
 use crate::gateway::{error_status, Gateway, GatewayError};
 use crate::llb::{self, LlbError};
-use crate::plan::{self, Caps, Inputs, Plan, PlanError, Received, Tool};
+use crate::plan::{self, Caps, Def, Inputs, Plan, PlanError, Received, Tool};
 use crate::report;
 use crate::request::{
     Given, Mode, OptionError, Opts, Request, Start, DOCKERFILE_SOURCE, NESTED, SETTINGS,
 };
 use crate::result::{self, ResultError, Squashed};
 use crate::scan;
+use crate::upper::{self, Lister, Tree, WalkError};
 
 /// Why a build failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,10 @@ pub enum BuildError {
     /// Our own squash step failed (e.g. the in-build sync): said to be ours, details kept.
     #[error("{}", squash_failed(&.0.message))]
     Squash(rpc::Status),
+    /// The build made a name no layer can hold, found where no step of ours runs
+    /// ([`upper::removals`]).
+    #[error("{0}")]
+    Unrepresentable(String),
     /// Our own squash solve gave something other than one ref.
     #[error("the engine answered the squash step with no single result ref")]
     UnexpectedResult,
@@ -294,6 +299,7 @@ async fn build(
             no_cache: request.no_cache,
             min_saving: settings.min_saving,
             split: settings.split.clone(),
+            report: settings.report,
         };
         let mut received = Received::decode(
             def,
@@ -326,6 +332,7 @@ async fn build(
                 Some(reference)
             }
             (Some(def), None) if request.attestations => Some(solve_ref(gw, def, &request).await?),
+            (None, _) if !settings.report => None,
             (None, Some(_)) => {
                 eprintln!("squash-frontend: {what}: no report without our own image's definition: squash-min-saving is left out");
                 None
@@ -336,7 +343,13 @@ async fn build(
             }
             _ => None,
         };
-        let reference = solve_ref(gw, &squash.def, &request).await?;
+        let reference = match &squash.def {
+            Def::Ready(def) => solve_ref(gw, def, &request).await?,
+            Def::ReadFirst(layer) => {
+                let def = read_first(gw, layer, &request, what).await?;
+                solve_ref(gw, &def, &request).await?
+            }
+        };
         squashed.push(Squashed {
             platform: platform.map(str::to_string),
             reference,
@@ -415,6 +428,73 @@ async fn solve_ref(
     match solved.result {
         Some(gateway::result::Result::Ref(reference)) => Ok(reference),
         _ => Err(BuildError::UnexpectedResult),
+    }
+}
+
+/// The definition of a layer the engine makes alone ([`upper`]): solves the diff and the two
+/// trees, reads what the build changed and returns the FileOp that makes the layer. Reading
+/// evaluates the build's steps here: a failing step fails the read, and its error is passed on
+/// as the build's own.
+async fn read_first(
+    gw: &mut Gateway,
+    layer: &upper::ReadFirst,
+    request: &Request,
+    what: &str,
+) -> Result<pb::Definition, BuildError> {
+    let mut refs = Vec::new();
+    for def in [&layer.lower, &layer.head, &layer.diff] {
+        let solved = gw
+            .solve(gateway::SolveRequest {
+                definition: Some(def.clone()),
+                cache_imports: request.cache_imports.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| BuildError::Upstream(e.status))?;
+        match solved.result {
+            Some(gateway::result::Result::Ref(reference)) => refs.push(reference.id),
+            _ => return Err(BuildError::UnexpectedResult),
+        }
+    }
+    let started = std::time::Instant::now();
+    let mut reads = Reads { gw, refs, count: 0 };
+    let removals = upper::removals(&mut reads).await.map_err(|e| match e {
+        WalkError::Read(status) => BuildError::Upstream(status),
+        unrepresentable @ WalkError::Unrepresentable { .. } => {
+            BuildError::Unrepresentable(unrepresentable.to_string())
+        }
+    })?;
+    eprintln!(
+        "squash-frontend: {what}: {} directories read, {} removals, in {} ms",
+        reads.count,
+        removals.len(),
+        started.elapsed().as_millis()
+    );
+    Ok(layer.finish(&removals)?)
+}
+
+/// The trees of a [`upper::ReadFirst`], read through the gateway: refs of the lower tree, the
+/// result and the diff, in that order.
+struct Reads<'a> {
+    gw: &'a mut Gateway,
+    refs: Vec<String>,
+    count: usize,
+}
+
+impl Lister for Reads<'_> {
+    type Error = rpc::Status;
+    async fn list(
+        &mut self,
+        tree: Tree,
+        dir: &str,
+    ) -> Result<Vec<squash_proto::fsutil::types::Stat>, rpc::Status> {
+        let reference = match tree {
+            Tree::Lower => &self.refs[0],
+            Tree::Head => &self.refs[1],
+            Tree::Diff => &self.refs[2],
+        };
+        self.count += 1;
+        self.gw.read_dir(reference, dir).await.map_err(|e| e.status)
     }
 }
 

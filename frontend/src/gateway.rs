@@ -108,6 +108,22 @@ impl Gateway {
             .map(|r| r.data)
     }
 
+    /// The entries of one directory of a solved ref (not below it), with their metadata.
+    pub async fn read_dir(
+        &mut self,
+        reference: &str,
+        dir: &str,
+    ) -> Result<Vec<squash_proto::fsutil::types::Stat>, GatewayError> {
+        let req = gateway::ReadDirRequest {
+            r#ref: reference.into(),
+            dir_path: dir.into(),
+            include_pattern: String::new(),
+        };
+        call("ReadDir", self.client.read_dir(req))
+            .await
+            .map(|r| r.entries)
+    }
+
     /// The config of an image reference (`name@sha256:...`) at `platform`, resolved by the
     /// engine (its image store first, as for the Dockerfile frontend's own `FROM`).
     pub async fn resolve_image_config(

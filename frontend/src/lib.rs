@@ -11,6 +11,8 @@
 //! - [`scan`]: walking a mounted tree inside the build (what our in-build steps check).
 //! - [`steps`]: our binary's in-build steps (`sync`, `inspect`, `account`): their command
 //!   lines, the report and the sync over the mounted trees.
+//! - [`upper`]: a layer the engine makes alone (FileOps), once the frontend has read through
+//!   the gateway what the build changed.
 //! - [`version`]: which squash-frontend this is.
 //! - [`config`]: rewriting the image config's history for the new layers.
 //! - [`report`]: what a squash reclaims, from the filesystem after each step.
@@ -37,4 +39,5 @@ pub mod scan;
 pub mod steps;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+pub mod upper;
 pub mod version;

@@ -448,18 +448,7 @@ pub fn meta_with_caps(name: Option<&str>, caps: &[&str]) -> pb::OpMetadata {
 /// `scratch` + a copy of `/` from `from`: exactly the FileOp that `COPY --from=x / /` makes in
 /// a `FROM scratch` stage (mode and times kept), so the two share cache.
 pub fn copy_root_onto_scratch(from: &Output) -> pb::Op {
-    let copy = pb::FileActionCopy {
-        src: "/".into(),
-        dest: "/".into(),
-        mode: -1,
-        follow_symlink: true,
-        dir_copy_contents: true,
-        create_dest_path: true,
-        allow_wildcard: true,
-        allow_empty_wildcard: true,
-        timestamp: -1,
-        ..Default::default()
-    };
+    let copy = copy_root_action();
     pb::Op {
         inputs: vec![from.input()],
         op: Some(pb::op::Op::File(pb::FileOp {
@@ -470,6 +459,23 @@ pub fn copy_root_onto_scratch(from: &Output) -> pb::Op {
                 action: Some(pb::file_action::Action::Copy(copy)),
             }],
         })),
+        ..Default::default()
+    }
+}
+
+/// A copy of `/` of the secondary input onto `/`, as `COPY --from=x / /` makes it: contents,
+/// modes, owners and times kept.
+pub fn copy_root_action() -> pb::FileActionCopy {
+    pb::FileActionCopy {
+        src: "/".into(),
+        dest: "/".into(),
+        mode: -1,
+        follow_symlink: true,
+        dir_copy_contents: true,
+        create_dest_path: true,
+        allow_wildcard: true,
+        allow_empty_wildcard: true,
+        timestamp: -1,
         ..Default::default()
     }
 }

@@ -26,6 +26,7 @@ use crate::config::{self, Layout, SquashEntry};
 use crate::llb::{self, Graph, LlbError, Output};
 use crate::report;
 use crate::request::{Given, Method, Mode, Split};
+use crate::upper;
 use crate::version;
 
 /// The engine's LLB capabilities, from `Ping`: id -> `Ok(())` or the reason it is disabled.
@@ -181,6 +182,8 @@ pub struct Inputs<'a> {
     /// Where the squash splits the image into two layers (`squash-split`), if it does, and
     /// where that was given.
     pub split: Option<Given<Split>>,
+    /// Whether the squash makes its report (`squash-report`).
+    pub report: bool,
 }
 
 /// One built image as the Dockerfile frontend returned it, its definition decoded once.
@@ -286,7 +289,7 @@ pub enum Plan {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Squash {
     /// The received graph with our ops appended.
-    pub def: pb::Definition,
+    pub def: Def,
     /// The rewritten config (`None` if the build returned none).
     pub config: Option<Vec<u8>>,
     /// Whether `containerimage.base.config` still describes the bottom layers.
@@ -300,6 +303,16 @@ pub struct Squash {
     /// The definition of the squash step's report ([`crate::report::Report`] in the file
     /// [`llb::REPORT_FILE`]), where our own image made the squash.
     pub report: Option<pb::Definition>,
+}
+
+/// What the frontend solves for a squash.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Def {
+    /// The squash's definition.
+    Ready(pb::Definition),
+    /// The definition of a layer the engine makes alone, once the frontend has read what the
+    /// build changed ([`upper`]).
+    ReadFirst(Box<upper::ReadFirst>),
 }
 
 /// Why a squash cannot be planned.
@@ -499,8 +512,8 @@ pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> 
             .map(|c| config::rewrite_for(c, layout, &entries, created.as_deref()))
             .transpose()?;
         return Ok(Plan::Squash(Squash {
-            def: graph.finish(&made.layer)?,
-            report: made.report.map(|r| graph.finish(&r)).transpose()?,
+            report: made.report.as_ref().map(|r| graph.finish(r)).transpose()?,
+            def: made.def(&graph)?,
             config,
             keeps_base: base_out.is_some(),
             described_base: base_out
@@ -530,8 +543,8 @@ pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> 
                 })
                 .transpose()?;
             return Ok(Plan::Squash(Squash {
-                def: graph.finish(&made.layer)?,
-                report: made.report.map(|r| graph.finish(&r)).transpose()?,
+                report: made.report.as_ref().map(|r| graph.finish(r)).transpose()?,
+                def: made.def(&graph)?,
                 config,
                 keeps_base: true,
                 described_base: received.described.then_some(received.base_config).flatten(),
@@ -555,8 +568,8 @@ pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> 
         .map(|c| config::rewrite(c, Layout::Full, &entry(&summary), created.as_deref()))
         .transpose()?;
     Ok(Plan::Squash(Squash {
-        def: graph.finish(&made.layer)?,
-        report: made.report.map(|r| graph.finish(&r)).transpose()?,
+        report: made.report.as_ref().map(|r| graph.finish(r)).transpose()?,
+        def: made.def(&graph)?,
         config,
         keeps_base: false,
         described_base: None,
@@ -567,19 +580,48 @@ pub fn plan(received: Received, inputs: &Inputs<'_>) -> Result<Plan, PlanError> 
 /// How many wasted files a report names.
 const REPORT_TOP: usize = 10;
 
-/// The squashed layer, and where our in-build step put its report (its output 1).
+/// The squashed layer, and where our in-build step put its report (its output 1); or a layer
+/// the engine makes once the frontend has read what changed.
 struct Made {
     layer: Output,
     report: Option<Output>,
+    read_first: Option<upper::ReadFirst>,
 }
 
 impl Made {
-    /// The layer our `sync` step at `step` wrote (its output 0), with its report.
-    fn by_step(step: Output) -> Made {
+    /// The layer our `sync` step at `step` wrote (its output 0), with its report where it
+    /// makes one.
+    fn by_step(step: Output, inputs: &Inputs<'_>) -> Made {
         Made {
-            report: report_of(&step),
+            report: report_of(&step).filter(|_| inputs.report),
             layer: step,
+            read_first: None,
         }
+    }
+
+    /// A layer the engine makes on `lower` from the changes up to `head` (`upper`), named
+    /// `name`; `changes` names BuildKit's diff of the two in the progress.
+    fn by_engine(
+        g: &mut Graph,
+        (lower, head): (&Output, &Output),
+        changes: &str,
+        name: &str,
+        inputs: &Inputs<'_>,
+    ) -> Result<Made, PlanError> {
+        let read_first = upper::ReadFirst::new(g, lower, head, changes, name, inputs.no_cache)?;
+        Ok(Made {
+            layer: lower.clone(),
+            report: None,
+            read_first: Some(read_first),
+        })
+    }
+
+    /// What the frontend solves.
+    fn def(self, g: &Graph) -> Result<Def, PlanError> {
+        Ok(match self.read_first {
+            Some(r) => Def::ReadFirst(Box::new(r)),
+            None => Def::Ready(g.finish(&self.layer)?),
+        })
     }
 }
 
@@ -659,6 +701,10 @@ fn base_layer(
     reporting: &llb::Reporting<'_>,
 ) -> Result<Made, PlanError> {
     let by_diff = base_method(inputs)? != Method::Sync;
+    if by_diff && !inputs.report {
+        let changes = "squash: the changes above the base";
+        return Made::by_engine(g, (base, head), changes, summary, inputs);
+    }
     let ours = if by_diff {
         Ours::find(g, inputs)?
     } else {
@@ -670,8 +716,9 @@ fn base_layer(
             let states = reporting.states;
             reporting.changed = step_changes(g, base, states, 0, &reporting.request);
         }
-        let step = ours.sync(g, head, Some(base), &[], Some(&reporting), summary);
-        return Ok(Made::by_step(step));
+        let reporting = Some(&reporting).filter(|_| inputs.report);
+        let step = ours.sync(g, head, Some(base), &[], reporting, summary);
+        return Ok(Made::by_step(step, inputs));
     }
     let (marker, report) = new_root(g, head, Some(base), inputs, reporting)?;
     let layer = g.push(
@@ -682,7 +729,11 @@ fn base_layer(
         llb::merge(&[base, &layer]),
         llb::meta_with_caps(Some(summary), &["mergeop"]),
     );
-    Ok(Made { layer, report })
+    Ok(Made {
+        layer,
+        report,
+        read_first: None,
+    })
 }
 
 /// Full mode: one layer.
@@ -700,11 +751,16 @@ fn full_layer(
                 llb::diff(&empty, head),
                 llb::meta_with_caps(Some(summary), &["diffop"]),
             );
-            Made { layer, report }
+            Made {
+                layer,
+                report,
+                read_first: None,
+            }
         }
         FullWay::Sync(tool) => {
             let ours = Ours::of(g, tool)?.ok_or(PlanError::NoTool)?;
-            Made::by_step(ours.sync(g, head, None, &[], Some(reporting), summary))
+            let reporting = Some(reporting).filter(|_| inputs.report);
+            Made::by_step(ours.sync(g, head, None, &[], reporting, summary), inputs)
         }
         FullWay::Copy => Made {
             layer: g.push(
@@ -712,6 +768,7 @@ fn full_layer(
                 llb::meta_with_caps(Some(summary), &["file.base"]),
             ),
             report: None,
+            read_first: None,
         },
     })
 }
@@ -729,7 +786,11 @@ fn new_root(
     inputs: &Inputs<'_>,
     reporting: &llb::Reporting<'_>,
 ) -> Result<(Output, Option<Output>), PlanError> {
-    if let Some(ours) = Ours::find(g, inputs)? {
+    let ours = match inputs.report {
+        true => Ours::find(g, inputs)?,
+        false => None,
+    };
+    if let Some(ours) = ours {
         let step = g.push(
             llb::inspect_exec(
                 &ours.head,
@@ -908,6 +969,10 @@ fn split_layers(
                 None => lower.clone(),
             };
             let (head, states) = rebased(g, head, &lineage.states, end, &lowered)?;
+            if !inputs.report {
+                let changes = format!("squash: the changes after {name}");
+                return Made::by_engine(g, (&lowered, &head), &changes, high_name, inputs);
+            }
             let reporting = llb::Reporting {
                 states: &states,
                 ..reporting.clone()
@@ -921,7 +986,7 @@ fn split_layers(
                 // Our step's writable mount is the lower layer (on the base): its output is
                 // then the image, the upper layer its own, and nothing runs after it.
                 let synced = ours.sync(g, &head, Some(&lowered), &[], Some(reporting), high_name);
-                return Ok(Made::by_step(synced));
+                return Ok(Made::by_step(synced, inputs));
             }
             let upper = upper_at(g, &head, &lowered, inputs, reporting, high_name)?;
             let parts: Vec<&Output> = base.into_iter().chain([&lower, &upper.layer]).collect();
@@ -932,6 +997,7 @@ fn split_layers(
             Ok(Made {
                 layer,
                 report: upper.report,
+                read_first: None,
             })
         }
         (&Boundary::Stage { end, name }, _) => {
@@ -943,9 +1009,12 @@ fn split_layers(
                 states: &states,
                 ..reporting.clone()
             };
-            let reporting = &resumed_at(g, inputs, &reporting, end + 1, name)?;
-            let upper = ours.sync(g, &head, Some(&lowered), &[], Some(reporting), high_name);
-            Ok(Made::by_step(upper))
+            let reporting = match inputs.report {
+                true => Some(resumed_at(g, inputs, &reporting, end + 1, name)?),
+                false => None,
+            };
+            let upper = ours.sync(g, &head, Some(&lowered), &[], reporting.as_ref(), high_name);
+            Ok(Made::by_step(upper, inputs))
         }
         (Boundary::Paths(paths), _) => {
             let ours = Ours::needed(g, inputs)?;
@@ -958,8 +1027,9 @@ fn split_layers(
             );
             // Those paths onto the base, then the whole result onto that, with the report.
             let lowered = ours.sync(g, &copied, base, paths, None, low_name);
-            let upper = ours.sync(g, head, Some(&lowered), &[], Some(reporting), high_name);
-            Ok(Made::by_step(upper))
+            let reporting = Some(reporting).filter(|_| inputs.report);
+            let upper = ours.sync(g, head, Some(&lowered), &[], reporting, high_name);
+            Ok(Made::by_step(upper, inputs))
         }
     }
 }
@@ -1009,7 +1079,11 @@ fn upper_at(
         llb::diff(&root, head),
         llb::meta_with_caps(Some(name), &["diffop"]),
     );
-    Ok(Made { layer, report })
+    Ok(Made {
+        layer,
+        report,
+        read_first: None,
+    })
 }
 
 /// BuildKit's diff of each state from the `from`th on (counted from 0) from the one before it
@@ -1153,15 +1227,36 @@ mod tests {
         BASE_CONFIG.to_vec()
     }
 
-    fn ops(def: &pb::Definition) -> Vec<pb::Op> {
-        def.def
+    /// A definition a test reads: a plain one, or a plan's (which must be ready).
+    trait Read {
+        fn get(&self) -> &pb::Definition;
+    }
+
+    impl Read for pb::Definition {
+        fn get(&self) -> &pb::Definition {
+            self
+        }
+    }
+
+    impl Read for Def {
+        fn get(&self) -> &pb::Definition {
+            match self {
+                Def::Ready(def) => def,
+                Def::ReadFirst(_) => panic!("the plan reads first: no definition yet"),
+            }
+        }
+    }
+
+    fn ops(def: &impl Read) -> Vec<pb::Op> {
+        def.get()
+            .def
             .iter()
             .map(|b| pb::Op::decode(b.as_slice()).unwrap())
             .collect()
     }
 
     /// A readable dump of the ops we appended (the golden form of a plan).
-    fn appended(def: &pb::Definition, received: usize) -> Vec<String> {
+    fn appended(def: &impl Read, received: usize) -> Vec<String> {
         ops(def)[received..]
             .iter()
             .map(|op| match &op.op {
@@ -1201,6 +1296,7 @@ mod tests {
             no_cache: false,
             min_saving: None,
             split: None,
+            report: true,
         }
     }
 
@@ -1421,9 +1517,41 @@ mod tests {
         assert_eq!((out_mount.input, out_mount.readonly), (-1, false));
         assert_eq!(
             all[3].inputs[0].digest,
-            llb::digest_of(&out.def[2]),
+            llb::digest_of(&out.get().def[2]),
             "the diff's lower side"
         );
+    }
+
+    #[test]
+    fn without_the_report_base_and_full_mode_run_no_step_of_ours_where_the_engine_diffs() {
+        let (def, digests) = sample_definition();
+        let (cfg, bcfg) = (config(), base_config());
+        let c = caps(true);
+        let t = tool();
+        let built = received(&def, Some(&cfg[..]), Some(&bcfg[..]));
+        let mut inputs = env(Mode::Base, Method::Auto, &c, Some(&t));
+        inputs.report = false;
+        let Plan::Squash(base) = plan(built.clone(), &inputs).unwrap() else {
+            panic!("not squashed")
+        };
+        assert_eq!(base.report, None);
+        let Def::ReadFirst(r) = &base.def else {
+            panic!("base mode reads first")
+        };
+        assert_eq!(appended(&r.diff, 2), ["diff", "terminal"]);
+        let diff = &ops(&r.diff)[2];
+        assert_eq!(
+            diff.inputs.iter().map(|i| &i.digest).collect::<Vec<_>>(),
+            [&digests[0], &digests[1]],
+            "the base against the result"
+        );
+        // Full mode: the engine's diff from a no-op, not our inspect step.
+        inputs.mode = Mode::Full;
+        let Plan::Squash(full) = plan(built, &inputs).unwrap() else {
+            panic!("not squashed")
+        };
+        assert_eq!(full.report, None);
+        assert_eq!(appended(&full.def, 2), ["mkdir /", "diff", "terminal"]);
     }
 
     #[test]
@@ -1478,7 +1606,7 @@ mod tests {
             assert_eq!(input_of(llb::SYNC_BASE), (digests[0].clone(), 0, false));
             assert_eq!(
                 input_of(&format!("{}/1.changed", llb::REPORT_STATES)).0,
-                llb::digest_of(&out.def[2]),
+                llb::digest_of(&out.get().def[2]),
                 "the step's diff, where the sync and the report read"
             );
             let request = request_of(sync);
@@ -1514,9 +1642,10 @@ mod tests {
         assert_eq!(all[3].inputs[1].digest, digests[1]);
         assert_eq!(all[4].inputs[0].digest, digests[0]);
         for (i, caps) in [(3, "diffop"), (4, "mergeop")] {
-            let meta =
-                pb::OpMetadata::decode(out.metadata[&llb::digest_of(&out.def[i])].as_slice())
-                    .unwrap();
+            let meta = pb::OpMetadata::decode(
+                out.get().metadata[&llb::digest_of(&out.get().def[i])].as_slice(),
+            )
+            .unwrap();
             assert!(meta.caps[caps]);
         }
     }
@@ -1539,6 +1668,16 @@ mod tests {
 
     /// Plans the staged build with `split`, in `mode`, with or without DiffOp.
     fn split_plan(split: &str, mode: Mode, has_diff: bool) -> Result<Squash, PlanError> {
+        split_plan_with(split, mode, has_diff, true)
+    }
+
+    /// [`split_plan`], with or without the report.
+    fn split_plan_with(
+        split: &str,
+        mode: Mode,
+        has_diff: bool,
+        report: bool,
+    ) -> Result<Squash, PlanError> {
         let (def, _) = crate::testkit::staged_definition();
         // A base of one layer, and the three steps' layers above it.
         let cfg = crate::testkit::config_with_layers(3);
@@ -1551,6 +1690,7 @@ mod tests {
             None => Split::Stage(split.into()),
         };
         let mut inputs = env(mode, Method::Auto, &c, Some(&t));
+        inputs.report = report;
         inputs.split = Some(Given {
             value: split,
             name: "option squash-split".into(),
@@ -1565,9 +1705,9 @@ mod tests {
     /// The ops a split plan added to the staged definition (its 4 received ops), without our
     /// own image's (the sample definition's, which the plan adds where it first needs them),
     /// each with its digest.
-    fn split_added(def: &pb::Definition) -> Vec<(String, pb::Op)> {
+    fn split_added(def: &impl Read) -> Vec<(String, pb::Op)> {
         let (_, tool_ops) = sample_definition();
-        def.def[4..]
+        def.get().def[4..]
             .iter()
             .map(|b| (llb::digest_of(b), pb::Op::decode(b.as_slice()).unwrap()))
             .filter(|(d, _)| !tool_ops.contains(d))
@@ -1575,7 +1715,7 @@ mod tests {
     }
 
     /// [`split_added`] in the golden form of [`appended`].
-    fn split_appended(def: &pb::Definition) -> Vec<String> {
+    fn split_appended(def: &impl Read) -> Vec<String> {
         let added: Vec<Vec<u8>> = split_added(def)
             .into_iter()
             .map(|(_, op)| op.encode_to_vec())
@@ -1587,6 +1727,100 @@ mod tests {
             },
             0,
         )
+    }
+
+    #[test]
+    fn a_split_at_a_stage_without_the_report_is_made_by_the_engine_alone() {
+        let (_, digests) = crate::testkit::staged_definition();
+        for mode in [Mode::Base, Mode::Full] {
+            let s = split_plan_with("deps", mode, true, false).unwrap();
+            assert_eq!(s.report, None, "{mode:?}");
+            let Def::ReadFirst(r) = &s.def else {
+                panic!("{mode:?}: the plan reads first")
+            };
+            // No step of ours: the lower layer, the later step on it, and the diff to read.
+            let mut expected = vec!["mkdir /", "diff"];
+            if mode == Mode::Base {
+                expected.push("merge 2");
+            }
+            expected.extend(["/bin/sh -c the app", "diff", "terminal"]);
+            assert_eq!(split_appended(&r.diff), expected, "{mode:?}");
+            let added = split_added(&r.diff);
+            let lowered_d = &added[expected.len() - 4].0;
+            let (app_d, app) = &added[expected.len() - 3];
+            let (diff_d, diff) = &added[expected.len() - 2];
+            assert_eq!(
+                &app.inputs[0].digest, lowered_d,
+                "the app runs on the lower layer"
+            );
+            assert_eq!(
+                diff.inputs.iter().map(|i| &i.digest).collect::<Vec<_>>(),
+                [lowered_d, app_d],
+                "{mode:?}: the diff of the later steps"
+            );
+            let terminal = |def: &pb::Definition| ops(def).last().unwrap().inputs[0].digest.clone();
+            assert_eq!(&terminal(&r.lower), lowered_d);
+            assert_eq!(&terminal(&r.head), app_d);
+            assert!(!digests.contains(app_d), "the app step is the rebased one");
+            // Once read: the removals, then the copy of the diff, on the lower layer.
+            let done = r.finish(&["/etc/gone".into()]).unwrap();
+            let all = ops(&done);
+            let layer = &all[all.len() - 2];
+            assert_eq!(
+                layer.inputs.iter().map(|i| &i.digest).collect::<Vec<_>>(),
+                [lowered_d, diff_d]
+            );
+            let Some(pb::op::Op::File(file)) = &layer.op else {
+                panic!("a FileOp")
+            };
+            assert!(matches!(
+                &file.actions[0].action,
+                Some(pb::file_action::Action::Rm(rm)) if rm.path == "/etc/gone"
+            ));
+            assert!(matches!(
+                &file.actions[1].action,
+                Some(pb::file_action::Action::Copy(c)) if c.src == "/" && c.dest == "/"
+            ));
+            let meta = pb::OpMetadata::decode(
+                done.metadata[&llb::digest_of(&done.def[done.def.len() - 2])].as_slice(),
+            )
+            .unwrap();
+            assert_eq!(
+                meta.description["llb.customname"],
+                summary("the steps after stage deps -> 1 layer")
+            );
+        }
+    }
+
+    #[test]
+    fn without_the_report_no_step_of_ours_makes_one() {
+        // Without DiffOp the syncs still run, with no report; by paths too.
+        let s = split_plan_with("deps", Mode::Base, false, false).unwrap();
+        assert_eq!(s.report, None);
+        let appended = split_appended(&s.def);
+        assert_eq!(appended.len(), 4, "{appended:?}");
+        assert!(appended[..3]
+            .iter()
+            .all(|a| a.starts_with("/bin/squash-frontend sync") || a.starts_with("/bin/sh")));
+        let by_paths = split_plan_with("/usr", Mode::Base, true, false).unwrap();
+        assert_eq!(by_paths.report, None);
+        for op in split_added(&by_paths.def) {
+            if let (
+                _,
+                pb::Op {
+                    op: Some(pb::op::Op::Exec(e)),
+                    ..
+                },
+            ) = op
+            {
+                assert!(!e
+                    .meta
+                    .unwrap()
+                    .env
+                    .iter()
+                    .any(|v| v.starts_with(llb::REQUEST_ENV)));
+            }
+        }
     }
 
     #[test]
@@ -1663,7 +1897,7 @@ mod tests {
             }]
         );
         let mut planned = Graph::default();
-        planned.add_definition(&s.def).unwrap();
+        planned.add_definition(s.def.get()).unwrap();
         assert_eq!(app.op, planned.op(&digests[3]).unwrap().op);
         assert_eq!(
             planned.name(app_d).as_deref(),

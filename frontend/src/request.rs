@@ -524,6 +524,12 @@ pub const MIN_SAVING: Setting = Setting {
     build_arg: "SQUASH_MIN_SAVING",
     directive: "squash-min-saving",
 };
+/// Whether the squash makes its report.
+pub const REPORT: Setting = Setting {
+    option: "squash-report",
+    build_arg: "SQUASH_REPORT",
+    directive: "squash-report",
+};
 /// The Dockerfile frontend image to delegate to.
 pub const UPSTREAM: Setting = Setting {
     option: "squash-upstream",
@@ -532,7 +538,7 @@ pub const UPSTREAM: Setting = Setting {
 };
 
 /// Every setting, to tell which option names are ours.
-pub const SETTINGS: [Setting; 5] = [MODE, METHOD, UPSTREAM, MIN_SAVING, SPLIT];
+pub const SETTINGS: [Setting; 6] = [MODE, METHOD, UPSTREAM, MIN_SAVING, SPLIT, REPORT];
 
 /// The option we set when we hand the build to an upstream frontend image: should that image
 /// be a squash frontend too, it passes the build through instead of following the same
@@ -627,6 +633,10 @@ pub struct Settings {
     /// Where the squash splits the image into two layers, if it does, and where that was
     /// given, for the errors only the plan can find.
     pub split: Option<Given<Split>>,
+    /// Whether the squash makes its report (`on`, the default). Off, no step of ours runs
+    /// only to make it: where the engine has DiffOp, base mode and a split at a stage make
+    /// their layers with the engine's FileOps ([`crate::upper`]).
+    pub report: bool,
 }
 
 /// A setting's value with the name and the place it was given under, for the errors that only
@@ -697,14 +707,45 @@ fn settings(opts: &Opts, directives: &Directives) -> Result<Settings, OptionErro
         }),
         None => None,
     };
+    let report = match raw(opts, directives, &REPORT) {
+        Some((name, value, origin)) => {
+            let on = check(&name, &value, &origin, REPORT_CHOICES, |v| {
+                match v.trim().to_ascii_lowercase().as_str() {
+                    "on" => Some(true),
+                    "off" => Some(false),
+                    _ => None,
+                }
+            })?;
+            if let (false, Some((min_name, _, min_origin))) =
+                (on, raw(opts, directives, &MIN_SAVING))
+            {
+                return Err(OptionError::Invalid {
+                    name,
+                    value,
+                    origin,
+                    why: Some(format!(
+                        "{min_name}{} weighs the report, so the report must be on",
+                        placed(&min_origin)
+                    )),
+                    choices: REPORT_CHOICES,
+                });
+            }
+            on
+        }
+        None => true,
+    };
     Ok(Settings {
         mode,
         method,
         upstream,
         min_saving,
         split,
+        report,
     })
 }
+
+/// The values of `squash-report`.
+const REPORT_CHOICES: &str = "on, off";
 
 /// The value of a setting, the name it was given under and where, by precedence.
 fn raw(opts: &Opts, directives: &Directives, s: &Setting) -> Option<(String, String, Origin)> {
@@ -910,20 +951,20 @@ mod tests {
             check(&[("build-arg:SQUASH_MOD", "base")], Some(dockerfile)).unwrap_err(),
             "build argument SQUASH_MOD is not a squash-frontend setting, and the Dockerfile does \
              not use it; valid build arguments are SQUASH_MODE, SQUASH_METHOD, SQUASH_UPSTREAM, \
-             SQUASH_MIN_SAVING, SQUASH_SPLIT"
+             SQUASH_MIN_SAVING, SQUASH_SPLIT, SQUASH_REPORT"
         );
         // Names are case-sensitive: ours in another case would go unread.
         assert_eq!(
             check(&[("build-arg:squash_mode", "base")], Some(dockerfile)).unwrap_err(),
             "build argument squash_mode is not a squash-frontend setting, and the Dockerfile \
              does not use it; valid build arguments are SQUASH_MODE, SQUASH_METHOD, \
-             SQUASH_UPSTREAM, SQUASH_MIN_SAVING, SQUASH_SPLIT"
+             SQUASH_UPSTREAM, SQUASH_MIN_SAVING, SQUASH_SPLIT, SQUASH_REPORT"
         );
         assert!(check(&[("Squash-Mode", "base")], None).is_err());
         assert_eq!(
             check(&[("squash-mod", "base")], Some(dockerfile)).unwrap_err(),
             "option squash-mod is not a squash-frontend setting; valid options are squash-mode, \
-             squash-method, squash-upstream, squash-min-saving, squash-split"
+             squash-method, squash-upstream, squash-min-saving, squash-split, squash-report"
         );
         // The Dockerfile's own argument, ours, and names that are not ours to judge.
         for pairs in [
@@ -1017,8 +1058,49 @@ mod tests {
             ("squash-upstream", "x"),
             ("build-arg:SQUASH_MIN_SAVING", "5%"),
             ("squash-split", "deps"),
+            ("squash-report", "on"),
         ]);
         assert!(!Request::new(&all, "s").needs_directives());
+    }
+
+    #[test]
+    fn the_report_is_on_unless_set_off_and_off_refuses_a_threshold() {
+        let report = |pairs: &[(&str, &str)], d: &[(&str, &str, usize)]| {
+            settings(&opts(pairs), &dirs(d))
+                .map(|s| s.report)
+                .map_err(|e| (e.to_string(), e.dockerfile_line()))
+        };
+        assert_eq!(report(&[], &[]), Ok(true));
+        assert_eq!(report(&[("squash-report", "OFF")], &[]), Ok(false));
+        assert_eq!(report(&[], &[("squash-report", "off", 2)]), Ok(false));
+        // An option wins over a build argument, which wins over a directive.
+        assert_eq!(
+            report(
+                &[("build-arg:SQUASH_REPORT", "on")],
+                &[("squash-report", "off", 2)]
+            ),
+            Ok(true)
+        );
+        assert_eq!(
+            report(&[("squash-report", "no")], &[]),
+            Err((
+                "invalid option squash-report \"no\": valid values are on, off".into(),
+                None
+            ))
+        );
+        assert_eq!(
+            report(
+                &[("build-arg:SQUASH_MIN_SAVING", "5%")],
+                &[("squash-report", "off", 3)]
+            ),
+            Err((
+                "invalid directive # squash-report= \"off\" (from Dockerfile line 3): build \
+                 argument SQUASH_MIN_SAVING weighs the report, so the report must be on; valid \
+                 values are on, off"
+                    .into(),
+                Some(3)
+            ))
+        );
     }
 
     #[test]

@@ -300,7 +300,7 @@ mod tests {
             platform: Some(platform.into()),
             reference: r("new"),
             squash: Squash {
-                def: pb::Definition::default(),
+                def: crate::plan::Def::Ready(pb::Definition::default()),
                 config: config.map(<[u8]>::to_vec),
                 keeps_base,
                 described_base: described_base.map(<[u8]>::to_vec),

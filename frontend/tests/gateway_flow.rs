@@ -13,9 +13,9 @@ use squash_proto::apicaps::ApiCap;
 use squash_proto::gateway::llb_bridge_server::{LlbBridge, LlbBridgeServer};
 use squash_proto::gateway::{
     result, EvaluateRequest, EvaluateResponse, InputsRequest, InputsResponse, PingRequest,
-    PongResponse, ReadFileRequest, ReadFileResponse, Ref, ResolveImageConfigRequest,
-    ResolveImageConfigResponse, ReturnRequest, ReturnResponse, SolveRequest, SolveResponse,
-    WarnRequest, WarnResponse,
+    PongResponse, ReadDirRequest, ReadDirResponse, ReadFileRequest, ReadFileResponse, Ref,
+    ResolveImageConfigRequest, ResolveImageConfigResponse, ReturnRequest, ReturnResponse,
+    SolveRequest, SolveResponse, WarnRequest, WarnResponse,
 };
 use squash_proto::{pb, rpc};
 use tonic::{Request, Response, Status};
@@ -134,6 +134,13 @@ impl LlbBridge for Fake {
                 attestations: BTreeMap::new(),
             }),
         }))
+    }
+
+    async fn read_dir(
+        &self,
+        _: Request<ReadDirRequest>,
+    ) -> Result<Response<ReadDirResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
     }
 
     async fn read_file(
@@ -412,6 +419,7 @@ async fn an_unreadable_dockerfile_is_the_dockerfile_frontends_to_report_when_no_
         ("squash-upstream", "docker/dockerfile:1.7"),
         ("squash-min-saving", "0"),
         ("squash-split", ""),
+        ("squash-report", "on"),
         ("filename", "Missing.Dockerfile"),
     ]);
     let (code, log) = drive(fake("FROM busybox\n"), o).await;

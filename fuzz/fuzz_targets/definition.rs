@@ -82,6 +82,7 @@ fn check(def: &pb::Definition, cfg: Option<&[u8]>, base_cfg: Option<&[u8]>) {
                         no_cache: false,
                         min_saving: None,
                         split: None,
+                        report: true,
                     };
                     let received = Received::decode(def, cfg, base_cfg).expect("the graph took");
                     match plan::plan(received, &inputs) {
@@ -93,6 +94,10 @@ fn check(def: &pb::Definition, cfg: Option<&[u8]>, base_cfg: Option<&[u8]>) {
                             ..
                         })) => {
                             assert_ne!(mode, Mode::Off, "squashed with mode off");
+                            // With the report on, every plan is ready to solve.
+                            let plan::Def::Ready(out) = out else {
+                                panic!("a plan that reads first, with the report on")
+                            };
                             let (g2, head2) = squash_fuzz::check_planned_definition(&out);
                             let lin = base::find_root(&g2, &head2);
                             if keeps_base {

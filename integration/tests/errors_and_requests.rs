@@ -105,7 +105,7 @@ fn misspelt_build_arg_is_refused_unless_the_dockerfile_uses_it() {
     assert_fails_with(
         t,
         &out,
-        "squash-frontend: build argument SQUASH_MOD is not a squash-frontend setting, and the Dockerfile does not use it; valid build arguments are SQUASH_MODE, SQUASH_METHOD, SQUASH_UPSTREAM, SQUASH_MIN_SAVING, SQUASH_SPLIT",
+        "squash-frontend: build argument SQUASH_MOD is not a squash-frontend setting, and the Dockerfile does not use it; valid build arguments are SQUASH_MODE, SQUASH_METHOD, SQUASH_UPSTREAM, SQUASH_MIN_SAVING, SQUASH_SPLIT, SQUASH_REPORT",
     );
     // The Dockerfile's own argument of that shape is left to it.
     let out = build(
@@ -280,7 +280,23 @@ fn failing_run_shows_the_dockerfile_line() {
     let body = "FROM squash-test/busybox:latest\nRUN echo step-one\nRUN echo about-to-fail && exit 7\nRUN echo never\n";
     let plain = build(t, body, &[]);
     let squashed = build(t, &squash_dockerfile(body), &[]);
-    for (side, out) in [("plain", &plain), ("squashed", &squashed)] {
+    // Without the report, base mode on the containerd store reads the build's changes in the
+    // frontend: the failing step fails that read, and is passed on as the build's own.
+    let unreported = build(
+        t,
+        &squash_dockerfile(body),
+        &[
+            "--build-arg",
+            "SQUASH_MODE=base",
+            "--build-arg",
+            "SQUASH_REPORT=off",
+        ],
+    );
+    for (side, out) in [
+        ("plain", &plain),
+        ("squashed", &squashed),
+        ("squashed without the report", &unreported),
+    ] {
         out.assert_failure();
         let excerpt: Vec<&str> = out
             .stderr
@@ -308,9 +324,11 @@ fn failing_run_shows_the_dockerfile_line() {
     // Dockerfile, line 4 of ours (the syntax line comes first).
     assert!(plain.stderr.contains("Dockerfile:3\n"), "{plain}");
     assert!(squashed.stderr.contains("Dockerfile:4\n"), "{squashed}");
+    assert!(unreported.stderr.contains("Dockerfile:4\n"), "{unreported}");
     assert_eq!(
         plain.status.code(),
         squashed.status.code(),
         "same exit status"
     );
+    assert_eq!(plain.status.code(), unreported.status.code());
 }

@@ -453,6 +453,123 @@ fn split_at_a_stage_honours_every_kind_of_later_change() {
     }
 }
 
+/// `squash-report=off`: no report, and where the engine diffs (the containerd store) no step of
+/// ours at all: the frontend reads the later steps' changes through the gateway and the upper
+/// layer is the engine's FileOps. Every kind of later change ([`KINDS`]) gives the plain
+/// build's files and config, in full and base mode; hardlinks the later steps made to the
+/// stage's files are separate files there, as in the plain image (our sync, on the classic
+/// store, keeps the build's links). An app-only change leaves the lower layer byte-identical
+/// and its steps cached. Base mode without a split: the base's layers and one, by the same way.
+#[test]
+fn without_the_report_the_engine_makes_the_layers_alone() {
+    let t = "without_the_report_the_engine_makes_the_layers_alone";
+    let store = start(t);
+    let by_engine = store == Store::Containerd;
+    let ctx = |side: &str, body: &str, app: &str| context(&format!("{t}-{side}"), body, app);
+    let plain = load_built("plain", ctx("plain", KINDS, "app\n"), &[], None);
+    let _guard = TagGuard(vec![plain.tag.clone()]);
+    let base_layers = integration::docker::save(BUSYBOX).layers.len();
+    let off = ["--build-arg", "SQUASH_REPORT=off"];
+    let cases: [(&str, &[&str], usize); 3] = [
+        ("full-split", &["--build-arg", "SQUASH_SPLIT=deps"], 2),
+        (
+            "base-split",
+            &[
+                "--build-arg",
+                "SQUASH_SPLIT=deps",
+                "--build-arg",
+                "SQUASH_MODE=base",
+            ],
+            base_layers + 2,
+        ),
+        (
+            "base",
+            &["--build-arg", "SQUASH_MODE=base"],
+            base_layers + 1,
+        ),
+    ];
+    for (label, args, layers) in cases {
+        let args: Vec<&str> = args.iter().chain(&off).copied().collect();
+        let build = |n: u32, app: &str| {
+            let side = format!("{label}-{n}");
+            load_built(
+                &side,
+                ctx(&side, &squash_dockerfile(KINDS), app),
+                &args,
+                None,
+            )
+        };
+        let built = build(1, "app\n");
+        let _g = TagGuard(vec![built.tag.clone()]);
+        let stderr = &built.build.stderr;
+        println!(
+            "[{t}] {label}: diff IDs {:?}\n{}",
+            built.image.diff_ids(),
+            show_steps(&squash_steps(stderr))
+        );
+        assert_eq!(built.image.layers.len(), layers, "[{t}] {label}: layers");
+        assert!(
+            squash_reports(stderr).is_empty(),
+            "[{t}] {label}: no report:\n{stderr}"
+        );
+        assert_eq!(
+            stderr.contains("squash-frontend's own image"),
+            !by_engine,
+            "[{t}] {label}: a step of ours only where the engine does not diff:\n{stderr}"
+        );
+        // Hardlinks made across the stage's end are the plain image's (separate files) where
+        // the engine copies the changes, in base mode too, and the build's where our sync
+        // mirrors them.
+        let plain_links = by_engine;
+        let mut opts = CompareOptions::new();
+        if !plain_links {
+            for group in LINKS_AT_BUILD {
+                for path in group {
+                    let e = built.fs.get(path).expect("in the image");
+                    let got: Vec<String> = e.hardlinks.iter().map(ToString::to_string).collect();
+                    assert_eq!(got, group, "[{t}] {label}: {path}: the build's links");
+                    opts = opts.ignore_field_at(path, "hardlinks");
+                }
+            }
+        }
+        if !by_engine {
+            // Our sync compares whole trees by metadata (see the every-kind test above).
+            opts = opts.ignore_path("/opt/deps/same");
+        }
+        assert_same(&format!("{t}: {label}"), &plain, &built, &opts);
+        if label == "base" {
+            continue;
+        }
+        let again = build(2, "app 2\n");
+        let _g2 = TagGuard(vec![again.tag.clone()]);
+        let kept = layers - 2;
+        let (ids1, ids2) = (built.image.diff_ids(), again.image.diff_ids());
+        assert_eq!(
+            ids1[..=kept],
+            ids2[..=kept],
+            "[{t}] {label}: the lower layer"
+        );
+        assert_ne!(
+            ids1[kept + 1],
+            ids2[kept + 1],
+            "[{t}] {label}: the upper layer"
+        );
+        let steps = squash_steps(&again.build.stderr);
+        let lower: Vec<_> = steps
+            .iter()
+            .filter(|s| s.name.starts_with("squash: stage deps"))
+            .collect();
+        assert!(
+            !lower.is_empty() && lower.iter().all(|s| s.cached),
+            "[{t}] {label}: the lower layer's steps are cached:\n{}",
+            show_steps(&steps)
+        );
+        let app = integration::docker::run(&again.tag, &["cat", "/app/app.txt"]);
+        app.assert_success();
+        assert_eq!(app.stdout, "app 2\n", "[{t}] {label}");
+    }
+}
+
 /// A stage whose step is not reproducible (it writes random bytes) and an app step that copies
 /// what the stage wrote: in the plain image the two files are equal.
 const UNSTABLE: &str = r#"FROM squash-test/busybox:latest AS deps

@@ -19,6 +19,13 @@ pub mod google {
     }
 }
 
+/// `fsutil.types`: the file metadata of the gateway's `ReadDir`.
+pub mod fsutil {
+    pub mod types {
+        include!(concat!(env!("OUT_DIR"), "/fsutil.types.rs"));
+    }
+}
+
 /// BuildKit's `moby.buildkit.v1.*` packages.
 pub mod moby {
     pub mod buildkit {
