@@ -10,6 +10,7 @@ use squash_frontend::flow::{self, run};
 use squash_frontend::request::{Opts, Start};
 use squash_frontend::testkit;
 use squash_proto::apicaps::ApiCap;
+use squash_proto::fsutil::types::Stat;
 use squash_proto::gateway::llb_bridge_server::{LlbBridge, LlbBridgeServer};
 use squash_proto::gateway::{
     result, EvaluateRequest, EvaluateResponse, InputsRequest, InputsResponse, PingRequest,
@@ -25,6 +26,7 @@ struct Log {
     solves: Vec<SolveRequest>,
     returns: Vec<ReturnRequest>,
     reads: Vec<ReadFileRequest>,
+    dir_reads: Vec<ReadDirRequest>,
 }
 
 #[derive(Clone)]
@@ -42,6 +44,11 @@ struct Fake {
     /// When set, reading the report fails with this status (the read runs our step).
     report_error: Option<rpc::Status>,
     llb_caps: Vec<(&'static str, bool)>,
+    /// When set, our definitions are solved to refs named `def-<n>` (in the order of their
+    /// solves), and `ReadDir` of the n-th of them lists `trees[n]` (absolute path, Go mode).
+    trees: Option<Vec<Vec<(&'static str, u32)>>>,
+    /// When set, `ReadDir` fails with this status (as a failing step of the build does).
+    read_dir_error: Option<rpc::Status>,
 }
 
 fn cap(id: &str, enabled: bool) -> ApiCap {
@@ -117,11 +124,13 @@ impl LlbBridge for Fake {
                     err.encode_to_vec().into(),
                 ));
             }
+            // Ours come after the Dockerfile's read and its build.
+            let ours = self.log.lock().unwrap().solves.len().saturating_sub(3);
             Ref {
-                id: if is_local {
-                    "dockerfile-ref".into()
-                } else {
-                    "squashed".into()
+                id: match (is_local, &self.trees) {
+                    (true, _) => "dockerfile-ref".into(),
+                    (false, Some(_)) => format!("def-{ours}"),
+                    (false, None) => "squashed".into(),
                 },
                 def: Some(def),
             }
@@ -138,9 +147,39 @@ impl LlbBridge for Fake {
 
     async fn read_dir(
         &self,
-        _: Request<ReadDirRequest>,
+        req: Request<ReadDirRequest>,
     ) -> Result<Response<ReadDirResponse>, Status> {
-        Err(Status::unimplemented("not in this fake"))
+        let req = req.into_inner();
+        self.log.lock().unwrap().dir_reads.push(req.clone());
+        if let Some(err) = &self.read_dir_error {
+            return Err(Status::with_details(
+                tonic::Code::from_i32(err.code),
+                err.message.clone(),
+                err.encode_to_vec().into(),
+            ));
+        }
+        let tree = req
+            .r#ref
+            .strip_prefix("def-")
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| self.trees.as_ref()?.get(n))
+            .ok_or_else(|| Status::not_found("no such ref"))?;
+        let prefix = match req.dir_path.as_str() {
+            "/" => "/".to_string(),
+            dir => format!("{dir}/"),
+        };
+        let entries = tree
+            .iter()
+            .filter_map(|(path, mode)| {
+                let name = path.strip_prefix(&prefix)?;
+                (!name.is_empty() && !name.contains('/')).then(|| Stat {
+                    path: name.into(),
+                    mode: *mode,
+                    ..Default::default()
+                })
+            })
+            .collect();
+        Ok(Response::new(ReadDirResponse { entries }))
     }
 
     async fn read_file(
@@ -220,6 +259,8 @@ fn fake(dockerfile: &str) -> Fake {
         report: None,
         report_error: None,
         llb_caps: vec![("file.base", true), ("mergeop", true), ("diffop", true)],
+        trees: None,
+        read_dir_error: None,
     }
 }
 
@@ -738,4 +779,92 @@ async fn misplaced_directive_names_the_line() {
     let source: serde_json::Value = serde_json::from_slice(&err.details[0].value).unwrap();
     assert_eq!(source["ranges"][0]["start"]["line"], 2, "{source}");
     assert_eq!(source["info"]["filename"], "Dockerfile", "{source}");
+}
+
+/// Go's `os.ModeDir`, and a plain file's mode.
+const DIR: u32 = (1 << 31) | 0o755;
+const FILE: u32 = 0o644;
+
+#[tokio::test]
+async fn without_the_report_base_mode_reads_the_changes_and_the_engine_makes_the_layer() {
+    let mut f = fake("FROM busybox\nRUN x\n");
+    // With our own image known and attestations asked for, a report would go with them.
+    f.tool_def = Some(testkit::sample_definition().0.encode_to_vec());
+    // Solved in this order: the base, the result, the diff of the two.
+    f.trees = Some(vec![
+        vec![("/a", FILE), ("/etc", DIR), ("/etc/x", FILE), ("/usr", DIR)],
+        vec![("/etc", DIR), ("/etc/y", FILE), ("/usr", DIR)],
+        vec![("/etc", DIR), ("/etc/y", FILE)],
+    ]);
+    let (code, log) = drive(
+        f,
+        opts(&[
+            ("squash-mode", "base"),
+            ("squash-report", "off"),
+            ("attest:provenance", "mode=min"),
+        ]),
+    )
+    .await;
+    assert_eq!(code, 0);
+    let read: Vec<(&str, &str)> = log
+        .dir_reads
+        .iter()
+        .map(|r| (r.r#ref.as_str(), r.dir_path.as_str()))
+        .collect();
+    assert_eq!(
+        read,
+        [
+            ("def-2", "/"),
+            ("def-0", "/"),
+            ("def-1", "/"),
+            ("def-2", "/etc"),
+            ("def-0", "/etc"),
+            ("def-1", "/etc"),
+        ],
+        "the diff, then both trees, where the diff holds a directory both have"
+    );
+    // The squash solved last: the removals, then the copy of the diff, onto the base.
+    let squash = log.solves.last().unwrap().definition.as_ref().unwrap();
+    let layer = pb::Op::decode(squash.def[squash.def.len() - 2].as_slice()).unwrap();
+    let Some(pb::op::Op::File(file)) = layer.op else {
+        panic!("the layer is a FileOp: {layer:?}")
+    };
+    let actions: Vec<String> = file
+        .actions
+        .iter()
+        .map(|a| match &a.action {
+            Some(pb::file_action::Action::Rm(rm)) => format!("rm {}", rm.path),
+            Some(pb::file_action::Action::Copy(c)) => format!("copy {}", c.src),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(actions, ["rm /a", "rm /etc/x", "copy /"]);
+    let result = returned_result(&log);
+    assert!(result.metadata.contains_key("containerimage.base.config"));
+    assert!(
+        result.attestations.is_empty(),
+        "no report to go with the attestations: {:?}",
+        result.attestations
+    );
+}
+
+#[tokio::test]
+async fn without_the_report_a_failing_step_read_in_the_frontend_is_the_builds_own_error() {
+    let mut f = fake("FROM busybox\nRUN x\n");
+    f.trees = Some(vec![vec![], vec![], vec![]]);
+    let status = rpc::Status {
+        code: 2,
+        message: "process \"/bin/sh -c x\" did not complete successfully: exit code: 7".into(),
+        details: vec![prost_types::Any {
+            type_url: "github.com/moby/buildkit/errdefs.Source".into(),
+            value: b"{}".to_vec(),
+        }],
+    };
+    f.read_dir_error = Some(status.clone());
+    let (_, log) = drive(
+        f,
+        opts(&[("squash-mode", "base"), ("squash-report", "off")]),
+    )
+    .await;
+    assert_eq!(log.returns[0].error.as_ref(), Some(&status));
 }
