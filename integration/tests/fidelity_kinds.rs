@@ -587,6 +587,32 @@ fn reserved_names_stop_the_squash() {
             !docker::image_exists(&tag),
             "[{t}] min-saving: no image is left"
         );
+        // Without the report, base mode: on the containerd store the frontend reads every name
+        // above the base (no step of ours runs), on the classic store our sync does; either
+        // stops, naming the path.
+        let ctx = TestContext::new(&format!("{t}-unreported"), &squash_dockerfile(&body));
+        let tag = ctx.tag("squashed");
+        let out = ctx.build(&[
+            "--load",
+            "-t",
+            &tag,
+            "--build-arg",
+            "SQUASH_MODE=base",
+            "--build-arg",
+            "SQUASH_REPORT=off",
+        ]);
+        docker::rmi(&[&tag]);
+        out.assert_failure();
+        assert!(
+            out.stderr.lines().any(|l| l.contains(&named)
+                && (l.contains("no image layer can hold") || l.contains("reserve"))),
+            "[{t}] without the report: the error names {path}:\n{}",
+            out.stderr
+        );
+        assert!(
+            !docker::image_exists(&tag),
+            "[{t}] without the report: no image is left"
+        );
     }
 }
 
