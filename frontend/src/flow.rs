@@ -40,7 +40,7 @@ pub enum BuildError {
     #[error("{}", squash_failed(&.0.message))]
     Squash(rpc::Status),
     /// The build made a name no layer can hold, found where no step of ours runs
-    /// ([`upper::removals`]).
+    /// ([`upper::read_changes`]).
     #[error("{0}")]
     Unrepresentable(String),
     /// Our own squash solve gave something other than one ref.
@@ -278,7 +278,7 @@ async fn build(
 
     let caps = Caps::from_api_caps(&pong.llb_caps);
     let tool = Tool::new(start.tool_def.as_deref(), &start.exe, &pong.workers);
-    let mut squashed = Vec::new();
+    let mut planned = Vec::new();
     for image in result::images(&built)? {
         let platform = image.platform;
         let what = platform.unwrap_or("image");
@@ -343,13 +343,32 @@ async fn build(
             }
             _ => None,
         };
-        let reference = match &squash.def {
-            Def::Ready(def) => solve_ref(gw, def, &request).await?,
-            Def::ReadFirst(layer) => {
-                let def = read_first(gw, layer, &request, what).await?;
-                solve_ref(gw, &def, &request).await?
+        planned.push((platform, squash, report));
+    }
+    // Where the engine makes a layer alone, the frontend reads what each image's build changed
+    // first. A read runs that image's build, so the images' reads run side by side, as the
+    // exporter would run their builds (a multi-platform build's platforms at once).
+    let reads = planned.iter().map(|(platform, squash, _)| {
+        let mut gw = gw.clone();
+        let request = &request;
+        async move {
+            match &squash.def {
+                Def::Ready(_) => Ok(None),
+                Def::ReadFirst(layer) => {
+                    let what = platform.unwrap_or("image");
+                    read_first(&mut gw, layer, request, what).await.map(Some)
+                }
             }
+        }
+    });
+    let read = futures_util::future::try_join_all(reads).await?;
+    let mut squashed = Vec::new();
+    for ((platform, squash, report), made) in planned.into_iter().zip(read) {
+        let def = match (&squash.def, &made) {
+            (_, Some(def)) | (Def::Ready(def), None) => def,
+            (Def::ReadFirst(_), None) => return Err(BuildError::UnexpectedResult),
         };
+        let reference = solve_ref(gw, def, &request).await?;
         squashed.push(Squashed {
             platform: platform.map(str::to_string),
             reference,
@@ -465,24 +484,23 @@ async fn read_first(
         started,
         first: None,
     };
-    let removals = upper::removals(&mut reads).await.map_err(|e| match e {
+    let changes = upper::read_changes(&mut reads).await.map_err(|e| match e {
         WalkError::Read(status) => BuildError::Upstream(status),
-        unrepresentable @ WalkError::Unrepresentable { .. } => {
-            BuildError::Unrepresentable(unrepresentable.to_string())
-        }
+        WalkError::Unrepresentable(said) => BuildError::Unrepresentable(said),
     })?;
     // The first read runs what the build changed; the log says how long the rest took.
     let first = reads.first.unwrap_or(solved);
     eprintln!(
-        "squash-frontend: {what}: {} directories read, {} removals: solves {} ms, first read \
-         (the build) {} ms, the rest {} ms",
+        "squash-frontend: {what}: {} directories read, {} removals, {} sockets left out: solves \
+         {} ms, first read (the build) {} ms, the rest {} ms",
         reads.count,
-        removals.len(),
+        changes.removals.len(),
+        changes.sockets.len(),
         solved.as_millis(),
         (first - solved).as_millis(),
         (started.elapsed() - first).as_millis()
     );
-    Ok(layer.finish(&removals)?)
+    Ok(layer.finish(&changes)?)
 }
 
 /// The trees of a [`upper::ReadFirst`], read through the gateway: refs of the lower tree, the

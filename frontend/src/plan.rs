@@ -1763,7 +1763,12 @@ mod tests {
             assert_eq!(&terminal(&r.head), app_d);
             assert!(!digests.contains(app_d), "the app step is the rebased one");
             // Once read: the removals, then the copy of the diff, on the lower layer.
-            let done = r.finish(&["/etc/gone".into()]).unwrap();
+            let done = r
+                .finish(&upper::Changes {
+                    removals: vec!["/etc/gone".into()],
+                    sockets: vec![],
+                })
+                .unwrap();
             let all = ops(&done);
             let layer = &all[all.len() - 2];
             assert_eq!(

@@ -16,10 +16,13 @@
 //! again"). Hardlinks between a changed file and a file of `lower` come out as separate files,
 //! as the engine's own layers have them.
 
+use std::collections::HashMap;
+
 use squash_proto::fsutil::types::Stat;
 use squash_proto::pb;
 
 use crate::llb::{self, Graph, LlbError, Output};
+use crate::scan;
 
 /// Where the layer's graph stands before the frontend has read what changed: the definitions
 /// to solve and read, and what the layer's FileOp is built from.
@@ -64,47 +67,72 @@ impl ReadFirst {
         })
     }
 
-    /// The squash's definition, once the frontend has found `removals` (absolute paths, from
-    /// [`removals`]): the FileOp that makes the layer on `lower`.
-    pub fn finish(&self, removals: &[String]) -> Result<pb::Definition, LlbError> {
+    /// The squash's definition, once the frontend has read what changed ([`read_changes`]):
+    /// the FileOp that makes the layer on `lower`.
+    pub fn finish(&self, changes: &Changes) -> Result<pb::Definition, LlbError> {
         let mut g = Graph::default();
         g.add_definition(&self.diff)?;
         g.set_ignore_cache(self.ignore_cache);
         let layer = g.push(
-            changes_onto(&self.lower_out, &self.diff_out, removals),
+            changes_onto(&self.lower_out, &self.diff_out, changes),
             llb::meta_with_caps(Some(&self.name), &["file.base"]),
         );
         g.finish(&layer)
     }
 }
 
-/// The FileOp on `lower` that removes `removals` (in order) and then copies `/` of `diff` onto
-/// what is left, as `COPY --from=<diff> / /` copies (contents, modes, owners and times kept).
-pub fn changes_onto(lower: &Output, diff: &Output, removals: &[String]) -> pb::Op {
+/// What the frontend found in BuildKit's diff: what to remove from the lower tree before the
+/// copy, and the sockets to leave out after it (absolute paths, sorted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The names the result lost, and those whose type changed.
+    pub removals: Vec<String>,
+    /// Sockets the build made: no layer holds one (a layer's tar has no entry type for it,
+    /// and the plain image leaves them out), but a FileOp copy would write each as a file.
+    pub sockets: Vec<String>,
+}
+
+/// The FileOp on `lower` that removes `changes.removals` (in order), copies `/` of `diff` onto
+/// what is left, as `COPY --from=<diff> / /` copies (contents, modes, owners and times kept),
+/// and removes what the copy made of `changes.sockets`.
+pub fn changes_onto(lower: &Output, diff: &Output, changes: &Changes) -> pb::Op {
     // An action's input counts the op's inputs first, then the actions before it (BuildKit's
     // `solver/llbsolver/ops/file.go`).
     const INPUTS: i64 = 2;
     let previous = |k: usize| if k == 0 { 0 } else { INPUTS + k as i64 - 1 };
-    let mut actions: Vec<pb::FileAction> = removals
-        .iter()
-        .enumerate()
-        .map(|(k, path)| pb::FileAction {
-            input: previous(k),
+    let rm = |path: &String, allow_not_found| {
+        Some(pb::file_action::Action::Rm(pb::FileActionRm {
+            path: path.clone(),
+            allow_not_found,
+            allow_wildcard: false,
+        }))
+    };
+    let mut actions: Vec<pb::FileAction> = Vec::new();
+    for path in &changes.removals {
+        actions.push(pb::FileAction {
+            input: previous(actions.len()),
             secondary_input: -1,
             output: -1,
-            action: Some(pb::file_action::Action::Rm(pb::FileActionRm {
-                path: path.clone(),
-                allow_not_found: false,
-                allow_wildcard: false,
-            })),
-        })
-        .collect();
+            action: rm(path, false),
+        });
+    }
     actions.push(pb::FileAction {
-        input: previous(removals.len()),
+        input: previous(actions.len()),
         secondary_input: 1,
-        output: 0,
+        output: -1,
         action: Some(pb::file_action::Action::Copy(llb::copy_root_action())),
     });
+    for path in &changes.sockets {
+        actions.push(pb::FileAction {
+            input: previous(actions.len()),
+            secondary_input: -1,
+            output: -1,
+            action: rm(path, true),
+        });
+    }
+    if let Some(last) = actions.last_mut() {
+        last.output = 0;
+    }
     pb::Op {
         inputs: vec![
             pb::Input {
@@ -144,18 +172,16 @@ pub trait Lister {
     ) -> impl std::future::Future<Output = Result<Vec<Stat>, Self::Error>> + Send;
 }
 
-/// Why the removals could not be found.
+/// Why the changes could not be read.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WalkError<E> {
     /// A read failed (a failing step of the build fails here, as the diff is read).
     #[error("a read through the gateway failed")]
     Read(E),
-    /// The build made a name that image layers reserve for whiteouts.
-    #[error("the build made {path}, a file no image layer can hold: its name starts with .wh., which image layers reserve for whiteouts (rename it)")]
-    Unrepresentable {
-        /// Its absolute path.
-        path: String,
-    },
+    /// The build made names that image layers reserve for whiteouts: [`scan::refusal`]'s
+    /// words, as our in-build step says them.
+    #[error("{0}")]
+    Unrepresentable(String),
 }
 
 /// Go's `os.ModeType`: the bits of a `FileMode` that say what kind of entry it is.
@@ -163,53 +189,65 @@ const MODE_TYPE: u32 =
     (1 << 31) | (1 << 27) | (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19);
 /// Go's `os.ModeDir`.
 const MODE_DIR: u32 = 1 << 31;
+/// Go's `os.ModeSocket`.
+const MODE_SOCKET: u32 = 1 << 24;
 
-/// The absolute paths of `lower` to remove before the diff is copied onto it, sorted: the
-/// names `head` lost, and those whose type changed, in every directory the diff holds that is
-/// a directory in all three trees. Every directory of the diff is read, so that a name no layer
-/// can hold (`.wh.*`) is refused wherever the build made it.
-pub async fn removals<L: Lister>(l: &mut L) -> Result<Vec<String>, WalkError<L::Error>> {
-    let mut out = Vec::new();
+/// What changed from `lower` to `head`, read from the diff: the names `head` lost, and those
+/// whose type changed, in every directory the diff holds that is a directory in all three
+/// trees (to remove before the copy), and the sockets the diff holds. Every directory of the
+/// diff is read, so that a name no layer can hold (`.wh.*`) is refused wherever the build made
+/// it, all of them named as our in-build step names them.
+pub async fn read_changes<L: Lister>(l: &mut L) -> Result<Changes, WalkError<L::Error>> {
+    let mut changes = Changes::default();
+    let mut reserved = Vec::new();
     // Each directory of the diff, and whether it is a directory in `lower` and `head` too.
     let mut todo = vec![("/".to_string(), true)];
     while let Some((dir, in_both)) = todo.pop() {
         let changed = l.list(Tree::Diff, &dir).await.map_err(WalkError::Read)?;
         let (lower, head) = if in_both {
             (
-                l.list(Tree::Lower, &dir).await.map_err(WalkError::Read)?,
-                l.list(Tree::Head, &dir).await.map_err(WalkError::Read)?,
+                kinds(l.list(Tree::Lower, &dir).await.map_err(WalkError::Read)?),
+                kinds(l.list(Tree::Head, &dir).await.map_err(WalkError::Read)?),
             )
         } else {
-            (Vec::new(), Vec::new())
+            (HashMap::new(), HashMap::new())
         };
-        let kind = |entries: &[Stat], name: &str| {
-            entries
-                .iter()
-                .find(|e| base_name(&e.path) == name)
-                .map(|e| e.mode & MODE_TYPE)
-        };
-        for gone in &lower {
-            let name = base_name(&gone.path);
-            if kind(&head, name) != Some(gone.mode & MODE_TYPE) {
-                out.push(join(&dir, name));
+        for (name, kind) in &lower {
+            if head.get(name) != Some(kind) {
+                changes.removals.push(join(&dir, name));
             }
         }
         for entry in &changed {
             let name = base_name(&entry.path);
             let path = join(&dir, name);
-            if name.starts_with(".wh.") {
-                return Err(WalkError::Unrepresentable { path });
+            if name.as_bytes().starts_with(scan::WHITEOUT_PREFIX) {
+                reserved.push(path.clone());
             }
-            if entry.mode & MODE_DIR != 0 {
+            if entry.mode & MODE_SOCKET != 0 {
+                changes.sockets.push(path);
+            } else if entry.mode & MODE_DIR != 0 {
                 let both = in_both
-                    && kind(&lower, name) == Some(MODE_DIR)
-                    && kind(&head, name) == Some(MODE_DIR);
+                    && lower.get(name) == Some(&MODE_DIR)
+                    && head.get(name) == Some(&MODE_DIR);
                 todo.push((path, both));
             }
         }
     }
-    out.sort();
-    Ok(out)
+    reserved.sort();
+    if let Some(refusal) = scan::refusal(&reserved) {
+        return Err(WalkError::Unrepresentable(refusal));
+    }
+    changes.removals.sort();
+    changes.sockets.sort();
+    Ok(changes)
+}
+
+/// A directory's entries: name -> the bits of its mode that say what kind of entry it is.
+fn kinds(entries: Vec<Stat>) -> HashMap<String, u32> {
+    entries
+        .into_iter()
+        .map(|e| (base_name(&e.path).to_string(), e.mode & MODE_TYPE))
+        .collect()
 }
 
 /// The last element of a path `ReadDir` gave (relative to the directory read).
@@ -276,11 +314,11 @@ mod tests {
         }
     }
 
-    fn run(t: &mut Trees) -> Result<Vec<String>, WalkError<String>> {
+    fn run(t: &mut Trees) -> Result<Changes, WalkError<String>> {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
-            .block_on(removals(t))
+            .block_on(read_changes(t))
     }
 
     #[test]
@@ -321,7 +359,7 @@ mod tests {
         ];
         let mut t = Trees::new(&lower, &head, &diff);
         assert_eq!(
-            run(&mut t).unwrap(),
+            run(&mut t).unwrap().removals,
             ["/etc/gone", "/etc/to-dir", "/etc/to-link", "/opt/old/a"]
         );
         assert!(!t.1.iter().any(|(_, d)| d.starts_with("/usr")), "{:?}", t.1);
@@ -331,25 +369,43 @@ mod tests {
     }
 
     #[test]
-    fn a_new_directory_is_read_in_the_diff_alone_and_a_whiteout_name_is_refused() {
+    fn a_new_directory_is_read_in_the_diff_alone_and_whiteout_names_are_refused() {
         let lower = [("/app", DIR)];
-        let head = [("/app", DIR), ("/app/new", DIR), ("/app/new/.wh.x", FILE)];
+        let head = [
+            ("/app", DIR),
+            ("/app/new", DIR),
+            ("/app/new/.wh.x", FILE),
+            ("/app/.wh..wh..opq", FILE),
+        ];
         let diff = head;
         let mut t = Trees::new(&lower, &head, &diff);
+        let Err(WalkError::Unrepresentable(said)) = run(&mut t) else {
+            panic!("refused")
+        };
+        // As our in-build step says it: every such name counted.
         assert_eq!(
-            run(&mut t),
-            Err(WalkError::Unrepresentable {
-                path: "/app/new/.wh.x".into()
-            })
+            Some(said),
+            scan::refusal(&["/app/.wh..wh..opq".into(), "/app/new/.wh.x".into()])
         );
         assert!(!t.1.contains(&(Tree::Lower, "/app/new".into())));
+    }
+
+    #[test]
+    fn sockets_are_left_out_after_the_copy() {
+        let socket = (1 << 24) | 0o755;
+        let tree = [("/run", DIR)];
+        let head = [("/run", DIR), ("/run/s.sock", socket)];
+        let mut t = Trees::new(&tree, &head, &head);
+        let changes = run(&mut t).unwrap();
+        assert_eq!(changes.sockets, ["/run/s.sock"]);
+        assert!(changes.removals.is_empty());
     }
 
     #[test]
     fn nothing_changed_removes_nothing() {
         let tree = [("/a", FILE)];
         let mut t = Trees::new(&tree, &tree, &[]);
-        assert_eq!(run(&mut t).unwrap(), Vec::<String>::new());
+        assert_eq!(run(&mut t).unwrap(), Changes::default());
     }
 
     #[test]
@@ -362,7 +418,11 @@ mod tests {
             digest: "sha256:d".into(),
             index: 0,
         };
-        let op = changes_onto(&lower, &diff, &["/a".into(), "/b".into()]);
+        let changes = Changes {
+            removals: vec!["/a".into(), "/b".into()],
+            sockets: vec!["/s".into()],
+        };
+        let op = changes_onto(&lower, &diff, &changes);
         let Some(pb::op::Op::File(file)) = op.op else {
             panic!("a FileOp")
         };
@@ -371,8 +431,16 @@ mod tests {
             .iter()
             .map(|a| (a.input, a.secondary_input, a.output))
             .collect();
-        assert_eq!(wiring, [(0, -1, -1), (2, -1, -1), (3, 1, 0)]);
-        let none = changes_onto(&lower, &diff, &[]);
+        assert_eq!(
+            wiring,
+            [(0, -1, -1), (2, -1, -1), (3, 1, -1), (4, -1, 0)],
+            "removals, the copy, then the sockets, each on the one before"
+        );
+        let Some(pb::file_action::Action::Rm(socket)) = &file.actions[3].action else {
+            panic!("a removal")
+        };
+        assert!(socket.allow_not_found, "a copy may have left it out");
+        let none = changes_onto(&lower, &diff, &Changes::default());
         let Some(pb::op::Op::File(file)) = none.op else {
             panic!("a FileOp")
         };

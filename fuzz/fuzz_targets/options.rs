@@ -4,10 +4,13 @@
 //! Asserts, besides "no panic":
 //! - `forwarded` always has `cmdline` (the input's own `cmdline`, else its `source`, else ""),
 //!   never one of our option keys (`squash-mode`, `squash-method`, `squash-upstream`,
-//!   `squash-nested`), and every other option unchanged; it adds no other key;
+//!   `squash-report`, ..., `squash-nested`), and every other option unchanged; it adds no
+//!   other key;
 //! - `settings` follows the precedence option > build argument > directive > default: on `Ok`
-//!   the mode and its origin are those of the highest-ranked source that sets it, and on `Err`
-//!   the highest-ranked source of some setting has an invalid value;
+//!   the mode and its origin are those of the highest-ranked source that sets it (and the
+//!   report is on unless that source of `squash-report` says `off`), and on `Err` the
+//!   highest-ranked source of some setting has an invalid value, or the report is off with a
+//!   `squash-min-saving`;
 //! - `needs_directives` is true exactly when some setting has neither option nor build argument;
 //! - every option `opts_from_env` returns comes from a `BUILDKIT_FRONTEND_OPT_` variable.
 
@@ -73,6 +76,7 @@ fuzz_target!(|data: &[u8]| {
         match s.option {
             "squash-mode" => ["full", "base", "off"].contains(&norm(v).as_str()),
             "squash-method" => ["auto", "diff", "sync"].contains(&norm(v).as_str()),
+            "squash-report" => ["on", "off"].contains(&norm(v).as_str()),
             // Its forms are the report's own parser's (unit-tested there).
             "squash-min-saving" => MinSaving::parse(v).is_ok(),
             // Its forms are the request's own (unit-tested there).
@@ -92,9 +96,12 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     };
+    // The report off leaves nothing for squash-min-saving to weigh: the two are refused together.
+    let report_off = raw(&request::REPORT).is_some_and(|(v, _)| norm(&v) == "off");
     let all_valid = SETTINGS
         .iter()
-        .all(|s| raw(s).is_none_or(|(v, _)| valid(s, &v)));
+        .all(|s| raw(s).is_none_or(|(v, _)| valid(s, &v)))
+        && !(report_off && raw(&request::MIN_SAVING).is_some());
     match request.settings(dirs) {
         Ok(s) => {
             assert!(
@@ -109,6 +116,7 @@ fuzz_target!(|data: &[u8]| {
                 s.upstream.map(|g| g.value),
                 raw(&request::UPSTREAM).map(|(v, _)| v.trim().to_string())
             );
+            assert_eq!(s.report, !report_off);
         }
         Err(e) => {
             assert!(

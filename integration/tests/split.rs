@@ -537,6 +537,31 @@ fn without_the_report_the_engine_makes_the_layers_alone() {
             opts = opts.ignore_path("/opt/deps/same");
         }
         assert_same(&format!("{t}: {label}"), &plain, &built, &opts);
+        // Times as in the plain image: in base mode every one (the steps are the plain
+        // build's own); in a split, the later steps run on the lower layer in this build, so
+        // what the upper layer holds has this build's times, and nothing else moved but, in
+        // full mode, directories (README, "Times": a directory has the time the build left it
+        // with, and the root none).
+        let upper: std::collections::HashSet<String> = built
+            .image
+            .layers
+            .last()
+            .unwrap()
+            .entries()
+            .unwrap()
+            .iter()
+            .map(|(p, _)| format!("/{}", p.trim_start_matches("./").trim_end_matches('/')))
+            .collect();
+        let kept_none = label == "full-split";
+        let mtimes = compare_fs(&plain.fs, &built.fs, &opts.clone().mtimes(true));
+        for d in &mtimes.differences {
+            let dir = plain.fs.get(d.path.as_bytes()).map(|e| e.kind) == Some(Kind::Dir);
+            assert!(
+                label != "base" && (upper.contains(d.path.as_str()) || (dir && kept_none)),
+                "[{t}] {label}: {} has another mtime than in the plain image: {d}",
+                d.path
+            );
+        }
         if label == "base" {
             continue;
         }
@@ -567,6 +592,48 @@ fn without_the_report_the_engine_makes_the_layers_alone() {
         let app = integration::docker::run(&again.tag, &["cat", "/app/app.txt"]);
         app.assert_success();
         assert_eq!(app.stdout, "app 2\n", "[{t}] {label}");
+    }
+}
+
+/// A socket the build made, without the report: the plain image leaves it out (a layer's tar
+/// has no entry type for one), and so does the squash where the engine copies the changes (a
+/// FileOp copy would write it as a file), in base mode and in a split at a stage.
+#[test]
+fn without_the_report_a_socket_is_left_out_as_in_the_plain_image() {
+    let t = "without_the_report_a_socket_is_left_out_as_in_the_plain_image";
+    start(t);
+    let body = format!(
+        "FROM {} AS deps\nCOPY run-id /run-id\nRUN mkdir /x && echo data > /x/file\n\nFROM deps\nCOPY app.txt /app.txt\nRUN perl -MIO::Socket::UNIX -e 'IO::Socket::UNIX->new(Local => \"/x/socket\", Listen => 1) or die \"socket: $!\"' && test -S /x/socket\n",
+        integration::fixtures::DEBIAN
+    );
+    let ctx = |side: &str, body: &str| context(&format!("{t}-{side}"), body, "app\n");
+    let plain = load_built("plain", ctx("plain", &body), &[], None);
+    let _guard = TagGuard(vec![plain.tag.clone()]);
+    assert!(
+        !plain.fs.contains("/x/socket"),
+        "[{t}] BuildKit now keeps sockets"
+    );
+    for (label, split) in [("base", ""), ("base-split", "deps")] {
+        let args = [
+            "--build-arg",
+            "SQUASH_MODE=base",
+            "--build-arg",
+            "SQUASH_REPORT=off",
+            "--build-arg",
+            &format!("SQUASH_SPLIT={split}"),
+        ];
+        let built = load_built(label, ctx(label, &squash_dockerfile(&body)), &args, None);
+        let _g = TagGuard(vec![built.tag.clone()]);
+        assert!(
+            !built.fs.contains("/x/socket"),
+            "[{t}] {label}: the socket is left out"
+        );
+        assert_same(
+            &format!("{t}: {label}"),
+            &plain,
+            &built,
+            &CompareOptions::new(),
+        );
     }
 }
 
