@@ -491,11 +491,10 @@ async fn read_first(
     // The first read runs what the build changed; the log says how long the rest took.
     let first = reads.first.unwrap_or(solved);
     eprintln!(
-        "squash-frontend: {what}: {} directories read, {} removals, {} sockets left out: solves \
-         {} ms, first read (the build) {} ms, the rest {} ms",
+        "squash-frontend: {what}: {} directories read, {} removals: solves {} ms, first read \
+         (the build) {} ms, the rest {} ms",
         reads.count,
         changes.removals.len(),
-        changes.sockets.len(),
         solved.as_millis(),
         (first - solved).as_millis(),
         (started.elapsed() - first).as_millis()

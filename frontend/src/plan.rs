@@ -1766,7 +1766,6 @@ mod tests {
             let done = r
                 .finish(&upper::Changes {
                     removals: vec!["/etc/gone".into()],
-                    sockets: vec![],
                 })
                 .unwrap();
             let all = ops(&done);

@@ -82,57 +82,47 @@ impl ReadFirst {
 }
 
 /// What the frontend found in BuildKit's diff: what to remove from the lower tree before the
-/// copy, and the sockets to leave out after it (absolute paths, sorted).
+/// copy (absolute paths, sorted).
+///
+/// Sockets cannot be told apart here: the gateway's `Stat` clears their type bit (fsutil's
+/// `stat.go`: archive/tar has no entry type for one), so a socket reads as an empty file, and
+/// a FileOp copy writes it as one. The plain image leaves sockets out; this way keeps each as
+/// an empty file (docs/fidelity.md).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
     /// The names the result lost, and those whose type changed.
     pub removals: Vec<String>,
-    /// Sockets the build made: no layer holds one (a layer's tar has no entry type for it,
-    /// and the plain image leaves them out), but a FileOp copy would write each as a file.
-    pub sockets: Vec<String>,
 }
 
-/// The FileOp on `lower` that removes `changes.removals` (in order), copies `/` of `diff` onto
-/// what is left, as `COPY --from=<diff> / /` copies (contents, modes, owners and times kept),
-/// and removes what the copy made of `changes.sockets`.
+/// The FileOp on `lower` that removes `changes.removals` (in order), then copies `/` of `diff`
+/// onto what is left, as `COPY --from=<diff> / /` copies (contents, modes, owners and times
+/// kept).
 pub fn changes_onto(lower: &Output, diff: &Output, changes: &Changes) -> pb::Op {
     // An action's input counts the op's inputs first, then the actions before it (BuildKit's
     // `solver/llbsolver/ops/file.go`).
     const INPUTS: i64 = 2;
     let previous = |k: usize| if k == 0 { 0 } else { INPUTS + k as i64 - 1 };
-    let rm = |path: &String, allow_not_found| {
-        Some(pb::file_action::Action::Rm(pb::FileActionRm {
-            path: path.clone(),
-            allow_not_found,
-            allow_wildcard: false,
-        }))
-    };
-    let mut actions: Vec<pb::FileAction> = Vec::new();
-    for path in &changes.removals {
-        actions.push(pb::FileAction {
-            input: previous(actions.len()),
+    let mut actions: Vec<pb::FileAction> = changes
+        .removals
+        .iter()
+        .enumerate()
+        .map(|(k, path)| pb::FileAction {
+            input: previous(k),
             secondary_input: -1,
             output: -1,
-            action: rm(path, false),
-        });
-    }
+            action: Some(pb::file_action::Action::Rm(pb::FileActionRm {
+                path: path.clone(),
+                allow_not_found: false,
+                allow_wildcard: false,
+            })),
+        })
+        .collect();
     actions.push(pb::FileAction {
         input: previous(actions.len()),
         secondary_input: 1,
-        output: -1,
+        output: 0,
         action: Some(pb::file_action::Action::Copy(llb::copy_root_action())),
     });
-    for path in &changes.sockets {
-        actions.push(pb::FileAction {
-            input: previous(actions.len()),
-            secondary_input: -1,
-            output: -1,
-            action: rm(path, true),
-        });
-    }
-    if let Some(last) = actions.last_mut() {
-        last.output = 0;
-    }
     pb::Op {
         inputs: vec![
             pb::Input {
@@ -189,14 +179,12 @@ const MODE_TYPE: u32 =
     (1 << 31) | (1 << 27) | (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19);
 /// Go's `os.ModeDir`.
 const MODE_DIR: u32 = 1 << 31;
-/// Go's `os.ModeSocket`.
-const MODE_SOCKET: u32 = 1 << 24;
 
 /// What changed from `lower` to `head`, read from the diff: the names `head` lost, and those
 /// whose type changed, in every directory the diff holds that is a directory in all three
-/// trees (to remove before the copy), and the sockets the diff holds. Every directory of the
-/// diff is read, so that a name no layer can hold (`.wh.*`) is refused wherever the build made
-/// it, all of them named as our in-build step names them.
+/// trees (to remove before the copy). Every directory of the diff is read, so that a name no
+/// layer can hold (`.wh.*`) is refused wherever the build made it, all of them named as our
+/// in-build step names them.
 pub async fn read_changes<L: Lister>(l: &mut L) -> Result<Changes, WalkError<L::Error>> {
     let mut changes = Changes::default();
     let mut reserved = Vec::new();
@@ -223,9 +211,7 @@ pub async fn read_changes<L: Lister>(l: &mut L) -> Result<Changes, WalkError<L::
             if name.as_bytes().starts_with(scan::WHITEOUT_PREFIX) {
                 reserved.push(path.clone());
             }
-            if entry.mode & MODE_SOCKET != 0 {
-                changes.sockets.push(path);
-            } else if entry.mode & MODE_DIR != 0 {
+            if entry.mode & MODE_DIR != 0 {
                 let both = in_both
                     && lower.get(name) == Some(&MODE_DIR)
                     && head.get(name) == Some(&MODE_DIR);
@@ -238,7 +224,6 @@ pub async fn read_changes<L: Lister>(l: &mut L) -> Result<Changes, WalkError<L::
         return Err(WalkError::Unrepresentable(refusal));
     }
     changes.removals.sort();
-    changes.sockets.sort();
     Ok(changes)
 }
 
@@ -391,17 +376,6 @@ mod tests {
     }
 
     #[test]
-    fn sockets_are_left_out_after_the_copy() {
-        let socket = (1 << 24) | 0o755;
-        let tree = [("/run", DIR)];
-        let head = [("/run", DIR), ("/run/s.sock", socket)];
-        let mut t = Trees::new(&tree, &head, &head);
-        let changes = run(&mut t).unwrap();
-        assert_eq!(changes.sockets, ["/run/s.sock"]);
-        assert!(changes.removals.is_empty());
-    }
-
-    #[test]
     fn nothing_changed_removes_nothing() {
         let tree = [("/a", FILE)];
         let mut t = Trees::new(&tree, &tree, &[]);
@@ -420,7 +394,6 @@ mod tests {
         };
         let changes = Changes {
             removals: vec!["/a".into(), "/b".into()],
-            sockets: vec!["/s".into()],
         };
         let op = changes_onto(&lower, &diff, &changes);
         let Some(pb::op::Op::File(file)) = op.op else {
@@ -433,13 +406,9 @@ mod tests {
             .collect();
         assert_eq!(
             wiring,
-            [(0, -1, -1), (2, -1, -1), (3, 1, -1), (4, -1, 0)],
-            "removals, the copy, then the sockets, each on the one before"
+            [(0, -1, -1), (2, -1, -1), (3, 1, 0)],
+            "the removals, then the copy, each on the one before"
         );
-        let Some(pb::file_action::Action::Rm(socket)) = &file.actions[3].action else {
-            panic!("a removal")
-        };
-        assert!(socket.allow_not_found, "a copy may have left it out");
         let none = changes_onto(&lower, &diff, &Changes::default());
         let Some(pb::op::Op::File(file)) = none.op else {
             panic!("a FileOp")
