@@ -832,6 +832,41 @@ pub fn sync_exec(
     tool_exec(tool, args, finished, (base, SYNC_BASE), report, platform)
 }
 
+/// [`sync_exec`] without a report, reading only the paths BuildKit's diffs `changed` hold (of
+/// each step from the one before, in order; `base` holds what the state before the first of
+/// them holds): each is mounted read-only where a report's request would mount it, and named
+/// in `--changed`.
+pub fn sync_exec_changed(
+    tool: &Output,
+    exe: &str,
+    finished: &Output,
+    base: Option<&Output>,
+    changed: &[Output],
+    platform: pb::Platform,
+) -> pb::Op {
+    let dirs: Vec<String> = (1..=changed.len())
+        .map(|k| format!("{REPORT_STATES}/{k}.changed"))
+        .collect();
+    let mut args = vec![
+        exe.to_string(),
+        "sync".into(),
+        SYNC_FINAL.into(),
+        SYNC_BASE.into(),
+    ];
+    if !dirs.is_empty() {
+        args.extend(["--changed".to_string(), dirs.join(",")]);
+    }
+    let mut op = tool_exec(tool, args, finished, (base, SYNC_BASE), None, platform);
+    if let Some(pb::op::Op::Exec(exec)) = &mut op.op {
+        for (diff, dir) in changed.iter().zip(&dirs) {
+            op.inputs.push(diff.input());
+            let input = op.inputs.len() as i64 - 1;
+            exec.mounts.push(by_definition(mount(input, dir, -1, true)));
+        }
+    }
+    op
+}
+
 /// A run of our own binary's `inspect` subcommand, in our own image, over `finished` (mounted
 /// read-only); it fails when `finished` holds what no layer can hold. Output 0 is its writable
 /// mount of `base` (an empty one for `None`), which it leaves as it was: a new snapshot with

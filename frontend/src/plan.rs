@@ -702,6 +702,25 @@ fn base_layer(
 ) -> Result<Made, PlanError> {
     let by_diff = base_method(inputs)? != Method::Sync;
     if by_diff && !inputs.report {
+        // Without the report, our sync still writes the layer where our image is known, reading
+        // only what each step changed: the engine alone (below) reads every directory of the
+        // diff above the base and copies all of it on every rebuild, which measured twice as
+        // slow on the toolchain benchmark's one-line change (Docker 28.5: 2.2 s against 1.1 s).
+        if let Some(ours) = Ours::find(g, inputs)? {
+            let changed = step_changes(g, base, reporting.states, 0, &reporting.request);
+            let step = g.push(
+                llb::sync_exec_changed(
+                    &ours.head,
+                    &ours.tool.exe,
+                    head,
+                    Some(base),
+                    &changed,
+                    ours.tool.platform.clone(),
+                ),
+                llb::meta_with_caps(Some(summary), llb::SYNC_EXEC_CAPS),
+            );
+            return Ok(Made::by_step(step, inputs));
+        }
         let changes = "squash: the changes above the base";
         return Made::by_engine(g, (base, head), changes, summary, inputs);
     }
@@ -1286,6 +1305,14 @@ mod tests {
             .collect()
     }
 
+    /// [`env`] with method `auto`, without our image and without the report.
+    fn env_report_off(mode: Mode, caps: &Caps) -> Inputs<'_> {
+        Inputs {
+            report: false,
+            ..env(mode, Method::Auto, caps, None)
+        }
+    }
+
     fn env<'a>(mode: Mode, method: Method, caps: &'a Caps, tool: Option<&'a Tool>) -> Inputs<'a> {
         Inputs {
             mode,
@@ -1523,7 +1550,7 @@ mod tests {
     }
 
     #[test]
-    fn without_the_report_base_and_full_mode_run_no_step_of_ours_where_the_engine_diffs() {
+    fn without_the_report_base_mode_syncs_the_changes_and_full_mode_is_the_engines_diff() {
         let (def, digests) = sample_definition();
         let (cfg, bcfg) = (config(), base_config());
         let c = caps(true);
@@ -1531,7 +1558,44 @@ mod tests {
         let built = received(&def, Some(&cfg[..]), Some(&bcfg[..]));
         let mut inputs = env(Mode::Base, Method::Auto, &c, Some(&t));
         inputs.report = false;
-        let Plan::Squash(base) = plan(built.clone(), &inputs).unwrap() else {
+        // With our image: our sync, reading only what the step changed, with no report.
+        let Plan::Squash(synced) = plan(built.clone(), &inputs).unwrap() else {
+            panic!("not squashed")
+        };
+        assert_eq!(synced.report, None);
+        assert_eq!(
+            appended(&synced.def, 2),
+            [
+                "diff",
+                "/bin/squash-frontend sync /squash/final /squash/base --changed /squash/states/1.changed",
+                "terminal"
+            ]
+        );
+        let all = ops(&synced.def);
+        let Some(pb::op::Op::Exec(sync)) = &all[all.len() - 2].op else {
+            panic!("our sync")
+        };
+        assert!(!sync
+            .meta
+            .as_ref()
+            .unwrap()
+            .env
+            .iter()
+            .any(|v| v.starts_with(llb::REQUEST_ENV)));
+        let changed = sync
+            .mounts
+            .iter()
+            .find(|m| m.dest == "/squash/states/1.changed")
+            .expect("the step's diff mounted");
+        assert!(changed.readonly);
+        assert_eq!(
+            all[all.len() - 2].inputs[changed.input as usize].digest,
+            llb::digest_of(&synced.def.get().def[2]),
+            "the diff of the step"
+        );
+        // Without our image: the engine alone.
+        let Plan::Squash(base) = plan(built.clone(), &env_report_off(Mode::Base, &c)).unwrap()
+        else {
             panic!("not squashed")
         };
         assert_eq!(base.report, None);

@@ -634,8 +634,9 @@ pub struct Settings {
     /// given, for the errors only the plan can find.
     pub split: Option<Given<Split>>,
     /// Whether the squash makes its report (`on`, the default). Off, no step of ours runs
-    /// only to make it: where the engine has DiffOp, base mode and a split at a stage make
-    /// their layers with the engine's FileOps ([`crate::upper`]).
+    /// only to make it: where the engine has DiffOp, full mode is the engine's diff and a
+    /// split at a stage makes its upper layer with the engine's FileOps ([`crate::upper`]);
+    /// our `sync` steps run elsewhere, without it.
     pub report: bool,
 }
 
