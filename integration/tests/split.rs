@@ -604,14 +604,16 @@ fn without_the_report_the_engine_makes_the_layers_alone() {
         "SQUASH_REPORT=off",
     ]);
     out.assert_failure();
+    // BuildKit's words and the step's output; not its Dockerfile line, which the steps after
+    // the stage, rebased onto the lower layer, do not carry to the error with the report either.
     assert!(
         out.stderr
             .contains("did not complete successfully: exit code: 7")
             && out
                 .stderr
                 .lines()
-                .any(|l| l.contains(">>> RUN echo about-to-fail && exit 7")),
-        "[{t}] a failing later step is the build's own error, at its line:\n{out}"
+                .any(|l| l.contains("> [stage-1 1/1] RUN echo about-to-fail && exit 7:")),
+        "[{t}] a failing later step is the build's own error:\n{out}"
     );
 }
 
