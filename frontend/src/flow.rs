@@ -430,11 +430,21 @@ async fn note(gw: &mut Gateway, name: &str) {
 }
 
 /// Solves one of our definitions (the squash, or its report) with the build's cache imports;
-/// its ref.
+/// its ref. A failure is our step's.
 async fn solve_ref(
     gw: &mut Gateway,
     def: &pb::Definition,
     request: &Request,
+) -> Result<gateway::Ref, BuildError> {
+    solve_ref_or(gw, def, request, BuildError::Squash).await
+}
+
+/// [`solve_ref`], with a failure said by `fail`.
+async fn solve_ref_or(
+    gw: &mut Gateway,
+    def: &pb::Definition,
+    request: &Request,
+    fail: fn(rpc::Status) -> BuildError,
 ) -> Result<gateway::Ref, BuildError> {
     let solved = gw
         .solve(gateway::SolveRequest {
@@ -443,7 +453,7 @@ async fn solve_ref(
             ..Default::default()
         })
         .await
-        .map_err(|e| BuildError::Squash(e.status))?;
+        .map_err(|e| fail(e.status))?;
     match solved.result {
         Some(gateway::result::Result::Ref(reference)) => Ok(reference),
         _ => Err(BuildError::UnexpectedResult),
@@ -463,18 +473,12 @@ async fn read_first(
     let started = std::time::Instant::now();
     let mut refs = Vec::new();
     for def in [&layer.lower, &layer.head, &layer.diff] {
-        let solved = gw
-            .solve(gateway::SolveRequest {
-                definition: Some(def.clone()),
-                cache_imports: request.cache_imports.clone(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| BuildError::Upstream(e.status))?;
-        match solved.result {
-            Some(gateway::result::Result::Ref(reference)) => refs.push(reference.id),
-            _ => return Err(BuildError::UnexpectedResult),
-        }
+        // Lazy: the build's steps run at the first read, whose failure is the build's own.
+        refs.push(
+            solve_ref_or(gw, def, request, BuildError::Upstream)
+                .await?
+                .id,
+        );
     }
     let solved = started.elapsed();
     let mut reads = Reads {

@@ -715,7 +715,7 @@ impl Reporting<'_> {
     /// beside the state `<k>` they lead to.
     fn changed_names(&self) -> impl Iterator<Item = String> + '_ {
         let skip = self.resume.as_ref().map_or(0, |(_, n)| *n);
-        (0..self.changed.len()).map(move |i| format!("{}.changed", skip + i + 1))
+        (0..self.changed.len()).map(move |i| changed_name(skip + i + 1))
     }
 
     /// Where the step finds the diffs of [`Reporting::changed`].
@@ -739,6 +739,12 @@ impl Reporting<'_> {
         }
         serde_json::to_string(&request).expect("plain data serialises")
     }
+}
+
+/// The name under [`REPORT_STATES`] of BuildKit's diff that leads to the state `state` (counted
+/// from 1), beside that state's own.
+fn changed_name(state: usize) -> String {
+    format!("{state}.changed")
 }
 
 /// Where a resumed report finds the saved accounting, under [`REPORT_STATES`].
@@ -813,6 +819,14 @@ pub fn sync_exec(
     report: Option<&Reporting<'_>>,
     platform: pb::Platform,
 ) -> pb::Op {
+    let changed = report.map(Reporting::changed_dirs).unwrap_or_default();
+    let args = sync_args(exe, only, &changed);
+    tool_exec(tool, args, finished, (base, SYNC_BASE), report, platform)
+}
+
+/// Our binary's `sync` command line: `--only` the paths `only`, else `--changed` the mounted
+/// diffs `changed`, where there are any.
+fn sync_args(exe: &str, only: &[String], changed: &[String]) -> Vec<String> {
     let mut args = vec![
         exe.to_string(),
         "sync".into(),
@@ -820,16 +834,11 @@ pub fn sync_exec(
         SYNC_BASE.into(),
     ];
     if !only.is_empty() {
-        args.push("--only".into());
-        args.push(only.join(","));
-    } else if let Some(dirs) = report
-        .map(Reporting::changed_dirs)
-        .filter(|d| !d.is_empty())
-    {
-        args.push("--changed".into());
-        args.push(dirs.join(","));
+        args.extend(["--only".to_string(), only.join(",")]);
+    } else if !changed.is_empty() {
+        args.extend(["--changed".to_string(), changed.join(",")]);
     }
-    tool_exec(tool, args, finished, (base, SYNC_BASE), report, platform)
+    args
 }
 
 /// [`sync_exec`] without a report, reading only the paths BuildKit's diffs `changed` hold (of
@@ -845,17 +854,9 @@ pub fn sync_exec_changed(
     platform: pb::Platform,
 ) -> pb::Op {
     let dirs: Vec<String> = (1..=changed.len())
-        .map(|k| format!("{REPORT_STATES}/{k}.changed"))
+        .map(|k| format!("{REPORT_STATES}/{}", changed_name(k)))
         .collect();
-    let mut args = vec![
-        exe.to_string(),
-        "sync".into(),
-        SYNC_FINAL.into(),
-        SYNC_BASE.into(),
-    ];
-    if !dirs.is_empty() {
-        args.extend(["--changed".to_string(), dirs.join(",")]);
-    }
+    let args = sync_args(exe, &[], &dirs);
     let mut op = tool_exec(tool, args, finished, (base, SYNC_BASE), None, platform);
     if let Some(pb::op::Op::Exec(exec)) = &mut op.op {
         for (diff, dir) in changed.iter().zip(&dirs) {

@@ -701,14 +701,28 @@ fn base_layer(
     reporting: &llb::Reporting<'_>,
 ) -> Result<Made, PlanError> {
     let by_diff = base_method(inputs)? != Method::Sync;
-    if by_diff && !inputs.report {
-        // Without the report, our sync still writes the layer where our image is known, reading
-        // only what each step changed: the engine alone (below) reads every directory of the
-        // diff above the base and copies all of it on every rebuild, which measured twice as
-        // slow on the toolchain benchmark's one-line change (Docker 28.5: 2.2 s against 1.1 s).
-        if let Some(ours) = Ours::find(g, inputs)? {
-            let changed = step_changes(g, base, reporting.states, 0, &reporting.request);
-            let step = g.push(
+    let ours = if by_diff {
+        Ours::find(g, inputs)?
+    } else {
+        Some(Ours::needed(g, inputs)?)
+    };
+    if let Some(ours) = ours {
+        let changed = match by_diff {
+            true => step_changes(g, base, reporting.states, 0, &reporting.request),
+            false => Vec::new(),
+        };
+        // Without the report, our sync still writes the layer, reading only what each step
+        // changed: the engine alone (below) reads every directory of the diff above the base
+        // and copies all of it on every rebuild, which measured twice as slow on the toolchain
+        // benchmark's one-line change (Docker 28.5: 2.2 s against 1.1 s).
+        let step = if inputs.report {
+            let reporting = llb::Reporting {
+                changed,
+                ..reporting.clone()
+            };
+            ours.sync(g, head, Some(base), &[], Some(&reporting), summary)
+        } else {
+            g.push(
                 llb::sync_exec_changed(
                     &ours.head,
                     &ours.tool.exe,
@@ -718,26 +732,14 @@ fn base_layer(
                     ours.tool.platform.clone(),
                 ),
                 llb::meta_with_caps(Some(summary), llb::SYNC_EXEC_CAPS),
-            );
-            return Ok(Made::by_step(step, inputs));
-        }
+            )
+        };
+        return Ok(Made::by_step(step, inputs));
+    }
+    // Only with DiffOp: without it, our image is needed above.
+    if !inputs.report {
         let changes = "squash: the changes above the base";
         return Made::by_engine(g, (base, head), changes, summary, inputs);
-    }
-    let ours = if by_diff {
-        Ours::find(g, inputs)?
-    } else {
-        Some(Ours::needed(g, inputs)?)
-    };
-    if let Some(ours) = ours {
-        let mut reporting = reporting.clone();
-        if by_diff {
-            let states = reporting.states;
-            reporting.changed = step_changes(g, base, states, 0, &reporting.request);
-        }
-        let reporting = Some(&reporting).filter(|_| inputs.report);
-        let step = ours.sync(g, head, Some(base), &[], reporting, summary);
-        return Ok(Made::by_step(step, inputs));
     }
     let (marker, report) = new_root(g, head, Some(base), inputs, reporting)?;
     let layer = g.push(
